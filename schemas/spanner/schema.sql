@@ -1,0 +1,99 @@
+-- Cloud Spanner schema (GoogleSQL). Applied by the local stack (callpipe.devstack) and by
+-- deployment (cloudbuild.yaml) alike; statements are separated by semicolons.
+-- Tenant data is keyed by TenantId and interleaved under Tenants, so a tenant's rows sit
+-- together and every read is scoped by the first key column.
+
+CREATE TABLE Tenants (
+  TenantId STRING(63) NOT NULL,
+  Name STRING(MAX) NOT NULL,
+  Status STRING(16) NOT NULL,
+  CallRailAccountId STRING(32),
+  CallRailApiKeySecret STRING(255),
+  CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+) PRIMARY KEY (TenantId);
+
+CREATE TABLE Offices (
+  TenantId STRING(63) NOT NULL,
+  OfficeId STRING(64) NOT NULL,
+  Name STRING(MAX) NOT NULL,
+  TimeZone STRING(64),
+  CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+) PRIMARY KEY (TenantId, OfficeId),
+  INTERLEAVE IN PARENT Tenants ON DELETE CASCADE;
+
+-- CallRail company -> tenant/office. Looked up by intake on every webhook (through a TTL
+-- cache), by the resource id ("COM...") or by the legacy numeric company id.
+CREATE TABLE CallRailCompanies (
+  CompanyId STRING(64) NOT NULL,
+  LegacyCompanyId STRING(32),
+  TenantId STRING(63) NOT NULL,
+  OfficeId STRING(64) NOT NULL,
+  CallRailAccountId STRING(32) NOT NULL,
+  Active BOOL NOT NULL,
+  CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  CONSTRAINT FK_CallRailCompanies_Offices FOREIGN KEY (TenantId, OfficeId)
+    REFERENCES Offices (TenantId, OfficeId),
+) PRIMARY KEY (CompanyId);
+
+CREATE UNIQUE NULL_FILTERED INDEX CallRailCompaniesByLegacyId
+  ON CallRailCompanies (LegacyCompanyId);
+
+CREATE INDEX CallRailCompaniesByTenant ON CallRailCompanies (TenantId, OfficeId);
+
+-- Webhook signing tokens of a company: references to secrets, never the tokens themselves.
+-- Several can be active at once so that a token can be rotated without losing webhooks.
+CREATE TABLE CompanySigningTokens (
+  CompanyId STRING(64) NOT NULL,
+  TokenId STRING(64) NOT NULL,
+  SecretName STRING(255) NOT NULL,
+  Active BOOL NOT NULL,
+  CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  RevokedAt TIMESTAMP,
+) PRIMARY KEY (CompanyId, TokenId),
+  INTERLEAVE IN PARENT CallRailCompanies ON DELETE CASCADE;
+
+-- One row per distinct webhook event (EventKey dedupes redeliveries and replays).
+CREATE TABLE WebhookEvents (
+  TenantId STRING(63) NOT NULL,
+  EventKey STRING(128) NOT NULL,
+  CallId STRING(64) NOT NULL,
+  EventType STRING(40) NOT NULL,
+  CorrelationId STRING(64) NOT NULL,
+  Status STRING(16) NOT NULL,
+  ArchiveUri STRING(MAX),
+  ReceivedAt TIMESTAMP NOT NULL,
+  CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+) PRIMARY KEY (TenantId, EventKey),
+  INTERLEAVE IN PARENT Tenants ON DELETE CASCADE;
+
+CREATE INDEX WebhookEventsByCall ON WebhookEvents (TenantId, CallId);
+
+-- One row per call and tenant; later stages fill the CallRail details, recording,
+-- transcript and analysis columns.
+CREATE TABLE Calls (
+  TenantId STRING(63) NOT NULL,
+  CallId STRING(64) NOT NULL,
+  OfficeId STRING(64) NOT NULL,
+  CompanyId STRING(64) NOT NULL,
+  CorrelationId STRING(64) NOT NULL,
+  Stage STRING(32) NOT NULL,
+  StageStatus STRING(16) NOT NULL,
+  StageDetail STRING(MAX),
+  Direction STRING(16),
+  StartTime TIMESTAMP,
+  DurationSeconds INT64,
+  Answered BOOL,
+  Voicemail BOOL,
+  CallRailSpam BOOL,
+  Webhook JSON,
+  ReceivedAt TIMESTAMP NOT NULL,
+  CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+) PRIMARY KEY (TenantId, CallId),
+  INTERLEAVE IN PARENT Tenants ON DELETE CASCADE;
+
+CREATE INDEX CallsByStage ON Calls (Stage, StageStatus, UpdatedAt DESC);

@@ -1,0 +1,44 @@
+"""The operator CLI, ``callpipe``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from callpipe.cli import dev, ops, schemas, tenants, webhooks
+
+app = typer.Typer(
+    help=(
+        "Operate the CallRail call pipeline: onboard tenants, sign and send webhooks, "
+        "replay quarantined and dead-lettered messages, run the local stack."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(tenants.app, name="tenants")
+app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(ops.quarantine_app, name="quarantine")
+app.add_typer(ops.dlq_app, name="dlq")
+app.add_typer(schemas.app, name="schemas")
+app.add_typer(dev.app, name="dev")
+
+
+def load_stack_env(path: Path = Path(".local/stack.env")) -> None:
+    """Point the CLI at a running local stack (``make run`` writes this file).
+
+    Variables already set in the environment win, and production never reads it.
+    """
+    if os.environ.get("ENVIRONMENT") == "production" or not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and key not in os.environ:
+            os.environ[key] = value
+
+
+def main() -> None:
+    load_stack_env()
+    app()

@@ -1,0 +1,173 @@
+"""``callpipe tenants``: onboard tenants and manage their CallRail webhook signing tokens."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from callpipe.cli.common import fail, print_json, settings
+from callpipe.ids import InvalidIdentifier
+from callpipe.tenancy import (
+    CompanyAlreadyMapped,
+    OnboardingRequest,
+    TenantExists,
+    TenantNotFound,
+    TenantRecord,
+    TenantRepository,
+)
+from callpipe.wiring import build_secret_store
+
+app = typer.Typer(help="Onboard tenants (businesses) and manage their CallRail companies and tokens.", no_args_is_help=True)
+
+
+def _repository() -> TenantRepository:
+    from callpipe.devstack.processes import port_open
+    from callpipe.spanner_db import open_database
+
+    emulator = os.environ.get("SPANNER_EMULATOR_HOST")
+    if emulator:
+        host, _, port = emulator.rpartition(":")
+        if not port_open(host or "127.0.0.1", int(port)):
+            fail(f"the Spanner emulator at {emulator} does not answer: start the stack with `make run`")
+    return TenantRepository(open_database(settings()))
+
+
+@app.command("add")
+def add(
+    tenant_id: Annotated[str, typer.Option(help="Tenant id: lowercase letters, digits, hyphens.")],
+    name: Annotated[str, typer.Option(help="The business's display name.")],
+    callrail_account_id: Annotated[str, typer.Option(help="CallRail numeric account id.")],
+    callrail_company_id: Annotated[str, typer.Option(help="CallRail company resource id (COM...).")],
+    signing_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The company's webhook signing token (repeat for several). Read from "
+            "CALLPIPE_SIGNING_TOKEN when omitted; prompted for when neither is given.",
+        ),
+    ] = None,
+    legacy_company_id: Annotated[str | None, typer.Option(help="The legacy numeric company id, if webhooks carry it.")] = None,
+    office_id: Annotated[str, typer.Option(help="Office id within the tenant.")] = "main",
+    office_name: Annotated[str | None, typer.Option(help="Office display name (defaults to the tenant name).")] = None,
+    time_zone: Annotated[str | None, typer.Option(help="Office time zone, e.g. America/Chicago.")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Name of an environment variable holding the CallRail API key.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Onboard a tenant: its first office, its CallRail company and signing token(s).
+
+    Tokens and keys go to the secret store (local files, or Secret Manager in production);
+    Spanner keeps only references to them.
+    """
+    tokens = list(signing_token or [])
+    if not tokens and os.environ.get("CALLPIPE_SIGNING_TOKEN"):
+        tokens = [os.environ["CALLPIPE_SIGNING_TOKEN"]]
+    if not tokens:
+        tokens = [typer.prompt("Webhook signing token", hide_input=True)]
+    if any(len(t.strip()) < 8 for t in tokens):
+        fail("a signing token must have at least 8 characters")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            fail(f"environment variable {api_key_env} is empty or not set")
+    request = OnboardingRequest(
+        tenant_id=tenant_id,
+        name=name,
+        callrail_account_id=callrail_account_id,
+        callrail_company_id=callrail_company_id,
+        legacy_company_id=legacy_company_id,
+        office_id=office_id,
+        office_name=office_name,
+        time_zone=time_zone,
+        signing_tokens=[t.strip() for t in tokens],
+        api_key=api_key,
+    )
+    try:
+        token_ids = _repository().onboard(request, build_secret_store(settings()))
+    except (TenantExists, CompanyAlreadyMapped, InvalidIdentifier) as error:
+        fail(str(error))
+    result = {"tenant_id": tenant_id, "company_id": callrail_company_id, "office_id": office_id, "token_ids": token_ids}
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"tenant {tenant_id} onboarded: company {callrail_company_id} → office {office_id}, "
+                   f"{len(token_ids)} signing token(s) ({', '.join(token_ids)})")
+
+
+@app.command("list")
+def list_tenants(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """List tenants with their companies and active token counts."""
+    records = _repository().list_tenants()
+    if as_json:
+        print_json([_record_dict(r) for r in records])
+        return
+    if not records:
+        typer.echo("no tenants yet: add one with `callpipe tenants add`")
+        return
+    typer.echo(f"{'TENANT':<20} {'STATUS':<8} {'ACCOUNT':<12} {'COMPANIES':<40} TOKENS  NAME")
+    for r in records:
+        companies = ",".join(c.company_id for c in r.companies) or "-"
+        tokens = sum(1 for c in r.companies for t in c.tokens if t.active)
+        typer.echo(f"{r.tenant_id:<20} {r.status:<8} {r.callrail_account_id or '-':<12} {companies:<40} {tokens:<7} {r.name}")
+
+
+@app.command("show")
+def show(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show one tenant: offices, companies and token ids (never the tokens)."""
+    record = _repository().get_tenant(tenant_id)
+    if record is None:
+        fail(f"tenant {tenant_id} does not exist")
+    data = _record_dict(record)
+    if as_json:
+        print_json(data)
+        return
+    typer.echo(f"tenant   {record.tenant_id} ({record.name}), {record.status}")
+    typer.echo(f"account  {record.callrail_account_id or '-'}; API key secret: {record.api_key_secret or 'none'}")
+    for office in record.offices:
+        typer.echo(f"office   {office.office_id}: {office.name} ({office.time_zone or 'no time zone'})")
+    for company in record.companies:
+        legacy = f", legacy id {company.legacy_company_id}" if company.legacy_company_id else ""
+        typer.echo(f"company  {company.company_id}{legacy} → office {company.office_id}")
+        for token in company.tokens:
+            state = "active" if token.active else "revoked"
+            typer.echo(f"  token  {token.token_id} {state}, secret {token.secret_name}")
+
+
+@app.command("add-token")
+def add_token(
+    company_id: Annotated[str, typer.Option(help="CallRail company resource id.")],
+    signing_token: Annotated[str | None, typer.Option(help="The new token (or CALLPIPE_SIGNING_TOKEN, or a prompt).")] = None,
+) -> None:
+    """Add a signing token to a company (rotation: both tokens verify until one is revoked)."""
+    token = signing_token or os.environ.get("CALLPIPE_SIGNING_TOKEN") or typer.prompt("Webhook signing token", hide_input=True)
+    try:
+        token_id = _repository().add_signing_token(company_id, token, build_secret_store(settings()))
+    except TenantNotFound as error:
+        fail(str(error))
+    typer.echo(f"token {token_id} added to {company_id}; intake picks it up within the cache TTL")
+
+
+@app.command("revoke-token")
+def revoke_token(
+    company_id: Annotated[str, typer.Option(help="CallRail company resource id.")],
+    token_id: Annotated[str, typer.Option(help="The token id (see `tenants show`).")],
+) -> None:
+    """Revoke a signing token: webhooks signed with it are refused after the cache TTL."""
+    if not _repository().revoke_signing_token(company_id, token_id):
+        fail(f"company {company_id} has no token {token_id}")
+    typer.echo(f"token {token_id} of {company_id} revoked")
+
+
+def _record_dict(record: TenantRecord) -> dict[str, Any]:
+    data = asdict(record)
+    for company in data["companies"]:
+        for token in company["tokens"]:
+            token["created_at"] = str(token["created_at"]) if token["created_at"] else None
+    return data

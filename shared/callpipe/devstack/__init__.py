@@ -1,0 +1,1 @@
+"""The local stack: emulators, provisioning from the topology, functions, demo traffic."""

@@ -1,0 +1,48 @@
+"""Envelopes apart from payloads: what arrives around a pipeline message.
+
+A Pub/Sub push delivery reaches a ``@cloud_event`` function as a CloudEvent whose data is
+``{"message": {"data": <base64>, "attributes": {...}, "messageId": ...}, "subscription": ...}``
+(Eventarc in production; functions-framework converts the emulator's raw push the same way).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+
+class EnvelopeError(ValueError):
+    """The delivery is not a Pub/Sub message envelope (permanent)."""
+
+
+@dataclass(frozen=True)
+class PubSubMessage:
+    data: bytes
+    attributes: dict[str, str]
+    message_id: str
+    subscription: str | None
+    delivery_attempt: int | None
+
+
+def decode_pubsub_envelope(data: Any) -> PubSubMessage:
+    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+        raise EnvelopeError("the event data has no Pub/Sub 'message' object")
+    message = data["message"]
+    encoded = message.get("data", "")
+    try:
+        payload = base64.b64decode(encoded, validate=True) if encoded else b""
+    except (binascii.Error, TypeError) as error:
+        raise EnvelopeError(f"message data is not base64: {error}") from None
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise EnvelopeError("message attributes are not an object")
+    attempt = data.get("deliveryAttempt") or message.get("deliveryAttempt")
+    return PubSubMessage(
+        data=payload,
+        attributes={str(k): str(v) for k, v in attributes.items()},
+        message_id=str(message.get("messageId") or message.get("message_id") or ""),
+        subscription=data.get("subscription"),
+        delivery_attempt=int(attempt) if isinstance(attempt, int | str) and str(attempt).isdigit() else None,
+    )

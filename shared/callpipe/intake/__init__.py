@@ -1,0 +1,1 @@
+"""The intake step: verify, map and queue CallRail webhooks."""

@@ -1,0 +1,339 @@
+"""Intake: turn one HTTP request into an outcome (status, JSON body, log fields).
+
+Order of checks, each with its own answer and nothing published before the last:
+method (405) → size (413) → content type (415) → Signature header present (401) →
+JSON object (400) → company id present (400) → company known (404, quarantined) →
+signature valid for one of the company's active tokens (401) → call id present (400) →
+timestamp within tolerance (401) → published to Pub/Sub (202, or 503 when it is not).
+The company id is read from the untrusted body only to choose the verification key;
+nothing else in the body is used before the signature holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from callpipe.callrail.signature import verify_signature
+from callpipe.callrail.webhook import CallRailWebhook, EventType
+from callpipe.ids import InvalidIdentifier, check_resource_id
+from callpipe.intake.ratelimit import TokenBucket
+from callpipe.logs import log_event
+from callpipe.messages import CallReceived, QuarantinedWebhook, RawWebhook
+from callpipe.publishing import PublishFailed, Publisher
+from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable
+
+logger = logging.getLogger("callpipe.intake")
+
+WEBHOOK_PATH = "/api/v1/callrail/webhook"
+KEPT_HEADERS = ("signature", "content-type", "user-agent")
+_TRACE = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    calls_topic: str
+    quarantine_topic: str
+    max_body_bytes: int
+    timestamp_tolerance: timedelta
+
+
+@dataclass
+class IntakeRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    event_hint: str | None = None
+    oversized: bool = False  # the declared length was over the limit: the body was not read
+
+
+@dataclass
+class IntakeOutcome:
+    status: int
+    outcome: str
+    body: dict[str, Any]
+    correlation_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def correlation_id_from(headers: Mapping[str, str]) -> str:
+    """Reuse the platform's trace id when there is one, so logs join the request trace."""
+    traceparent = headers.get("traceparent", "")
+    parts = traceparent.split("-")
+    if len(parts) >= 2 and _TRACE.fullmatch(parts[1]):
+        return parts[1]
+    cloud_trace = headers.get("x-cloud-trace-context", "").split("/")[0]
+    if _TRACE.fullmatch(cloud_trace):
+        return cloud_trace
+    return uuid.uuid4().hex
+
+
+def event_key(event_type: EventType, call_id: str, body: bytes) -> str:
+    """The deduplication key of an event within its tenant.
+
+    A call completes once, so Post-Call is keyed by the call: a redelivery or a replay of
+    it, even re-serialised, is the same event. Modifications and other events are keyed
+    by their exact body, so distinct changes to one call stay distinct.
+    """
+    if event_type.is_call_completion:
+        return f"{event_type.value}:{call_id}"
+    digest = hashlib.sha256(body).hexdigest()[:40]
+    return f"{event_type.value}:{call_id}:{digest}"
+
+
+class WebhookIntake:
+    def __init__(
+        self,
+        config: IntakeConfig,
+        directory: CompanyDirectory,
+        publisher: Publisher,
+        quarantine_limiter: TokenBucket,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._config = config
+        self._directory = directory
+        self._publisher = publisher
+        self._quarantine_limiter = quarantine_limiter
+        self._clock = clock
+
+    def handle(
+        self,
+        request: IntakeRequest,
+        received_at: datetime | None = None,
+        keep_unknown: bool = True,
+    ) -> IntakeOutcome:
+        """Process one request.
+
+        On a replay, ``received_at`` is the original capture time (the timestamp window is
+        judged against it) and ``keep_unknown=False`` stops a still-unknown company's
+        webhook from being quarantined a second time.
+        """
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        correlation_id = correlation_id_from(headers)
+        received = received_at or self._clock()
+
+        def fail(status: int, code: str, message: str, **fields: Any) -> IntakeOutcome:
+            return IntakeOutcome(
+                status=status,
+                outcome=code,
+                body={"error": code, "message": message, "correlation_id": correlation_id},
+                correlation_id=correlation_id,
+                fields=fields,
+            )
+
+        if request.method.upper() != "POST":
+            return fail(405, "method_not_allowed", "use POST for CallRail webhooks")
+        if request.oversized or len(request.body) > self._config.max_body_bytes:
+            return fail(
+                413,
+                "payload_too_large",
+                f"body exceeds the limit of {self._config.max_body_bytes} bytes",
+            )
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            return fail(415, "unsupported_media_type", "Content-Type must be application/json")
+        signature = headers.get("signature", "").strip()
+        if not signature:
+            return fail(401, "missing_signature", "the Signature header is required")
+
+        hint: EventType | None = None
+        if request.event_hint:
+            hint = EventType.from_hint(request.event_hint)
+            if hint is None:
+                return fail(404, "unknown_event_path", f"no webhook route for {request.event_hint!r}")
+
+        try:
+            document = json.loads(request.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            return fail(400, "malformed_json", f"the body is not valid JSON: {error}")
+        if not isinstance(document, dict):
+            return fail(400, "malformed_json", "the body must be a JSON object")
+
+        company_keys = _company_keys(document)
+        if not company_keys:
+            return fail(
+                400, "missing_company_id", "company_resource_id (or company_id) is required"
+            )
+
+        raw = RawWebhook.capture(
+            request.body,
+            {k: headers[k] for k in KEPT_HEADERS if k in headers},
+            request.path,
+            received,
+        )
+        try:
+            company = self._directory.resolve(company_keys)
+        except DirectoryUnavailable as error:
+            kept = keep_unknown and self._quarantine(
+                raw, company_keys[0], "directory_unavailable", correlation_id
+            )
+            return fail(
+                503,
+                "directory_unavailable",
+                "the tenant directory did not answer; retry later",
+                detail=str(error),
+                quarantined=kept,
+            )
+        if company is None:
+            kept = keep_unknown and self._quarantine(
+                raw, company_keys[0], "unknown_company", correlation_id
+            )
+            note = "kept in quarantine for replay" if kept else "quarantine is full, not kept"
+            return fail(
+                404,
+                "unknown_company",
+                f"CallRail company {company_keys[0]} is not onboarded ({note})",
+                company_id=company_keys[0],
+                quarantined=kept,
+            )
+
+        mapping = company.mapping
+        token = verify_signature(request.body, signature, company.tokens)
+        if token is None:
+            return fail(
+                401,
+                "invalid_signature",
+                "the Signature header does not match the body",
+                tenant_id=mapping.tenant_id,
+                company_id=mapping.company_id,
+            )
+
+        # From here on the body is authentic.
+        try:
+            webhook = CallRailWebhook.model_validate(document)
+        except ValidationError as error:
+            return fail(
+                400,
+                "invalid_payload",
+                f"unusable webhook payload: {_summarize(error)}",
+                tenant_id=mapping.tenant_id,
+            )
+        call_id = webhook.call_id
+        if not call_id:
+            return fail(400, "missing_call_id", "resource_id (or id) is required", tenant_id=mapping.tenant_id)
+        try:
+            check_resource_id(call_id)
+        except InvalidIdentifier as error:
+            return fail(400, "invalid_call_id", str(error), tenant_id=mapping.tenant_id)
+
+        tolerance = self._config.timestamp_tolerance
+        if webhook.timestamp is not None:
+            sent = webhook.timestamp
+            if sent.tzinfo is None:
+                sent = sent.replace(tzinfo=UTC)
+            if abs(received - sent) > tolerance:
+                return fail(
+                    401,
+                    "stale_webhook",
+                    f"timestamp is outside the accepted window of {int(tolerance.total_seconds())} s",
+                    tenant_id=mapping.tenant_id,
+                    call_id=call_id,
+                )
+
+        event_type = webhook.classify(hint)
+        message = CallReceived(
+            tenant_id=mapping.tenant_id,
+            office_id=mapping.office_id,
+            company_id=mapping.company_id,
+            callrail_account_id=webhook.callrail_account_id or mapping.callrail_account_id,
+            call_id=call_id,
+            event_type=event_type,
+            event_key=event_key(event_type, call_id, request.body),
+            correlation_id=correlation_id,
+            signing_token_id=token.token_id,
+            webhook=raw,
+        )
+        context = {
+            "tenant_id": mapping.tenant_id,
+            "office_id": mapping.office_id,
+            "call_id": call_id,
+            "event_type": event_type.value,
+        }
+        try:
+            message_id = self._publisher.publish(
+                self._config.calls_topic, message.to_data(), message.attributes()
+            )
+        except PublishFailed as error:
+            return fail(
+                503, "queue_unavailable", "the call could not be queued; retry later",
+                detail=str(error), **context,
+            )
+        return IntakeOutcome(
+            status=202,
+            outcome="accepted",
+            body={
+                "status": "accepted",
+                "call_id": call_id,
+                "event_type": event_type.value,
+                "correlation_id": correlation_id,
+            },
+            correlation_id=correlation_id,
+            fields={**context, "message_id": message_id, "token_id": token.token_id},
+        )
+
+    def _quarantine(
+        self, raw: RawWebhook, company_key: str, reason: str, correlation_id: str
+    ) -> bool:
+        if not self._quarantine_limiter.take():
+            return False
+        message = QuarantinedWebhook(
+            company_key=company_key[:64], reason=reason, correlation_id=correlation_id, webhook=raw
+        )
+        try:
+            self._publisher.publish(
+                self._config.quarantine_topic, message.to_data(), message.attributes()
+            )
+        except PublishFailed:
+            return False
+        return True
+
+
+def _company_keys(document: Mapping[str, Any]) -> list[str]:
+    keys = []
+    for name in ("company_resource_id", "company_id"):
+        value = document.get(name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            value = str(int(value))
+        if isinstance(value, str) and value.strip():
+            keys.append(value.strip()[:64])
+    return keys
+
+
+def _summarize(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        location = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def log_outcome(outcome: IntakeOutcome, latency_ms: float) -> None:
+    """The one structured line per request: severity from the status, no PII."""
+    level = logging.INFO
+    if outcome.status >= 500:
+        level = logging.ERROR
+    elif outcome.status >= 400:
+        level = logging.WARNING
+    log_event(
+        logger,
+        level,
+        f"webhook {outcome.outcome}",
+        step="intake",
+        status=outcome.status,
+        outcome=outcome.outcome,
+        correlation_id=outcome.correlation_id,
+        latency_ms=round(latency_ms, 2),
+        **outcome.fields,
+    )

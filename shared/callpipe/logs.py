@@ -1,0 +1,83 @@
+"""Structured logging in the Cloud Logging JSON format, one object per line on stdout.
+
+Every line carries ``severity`` and ``message`` plus the pipeline's correlation fields
+(``tenant_id``, ``call_id``, ``correlation_id``, ``step``); the correlation id also fills
+``logging.googleapis.com/trace`` so that Cloud Logging groups a call's lines together.
+Values are passed through :mod:`callpipe.redact` so phone numbers and names never leak.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from callpipe.redact import redact_mapping, redact_text
+
+_configured = threading.Lock()
+_done = False
+_project: str | None = None
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "fields"}
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": _severity(record.levelno),
+            "message": redact_text(record.getMessage()),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(redact_mapping(fields))
+        correlation_id = entry.get("correlation_id")
+        if correlation_id and _project:
+            entry["logging.googleapis.com/trace"] = (
+                f"projects/{_project}/traces/{correlation_id}"
+            )
+        if record.exc_info:
+            entry["exception"] = redact_text(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def _severity(levelno: int) -> str:
+    if levelno >= logging.CRITICAL:
+        return "CRITICAL"
+    if levelno >= logging.ERROR:
+        return "ERROR"
+    if levelno >= logging.WARNING:
+        return "WARNING"
+    if levelno >= logging.INFO:
+        return "INFO"
+    return "DEBUG"
+
+
+def configure_logging(level: str = "INFO", project: str | None = None) -> None:
+    """Install the JSON formatter on the root logger once per process."""
+    global _done, _project
+    with _configured:
+        _project = project
+        if _done:
+            return
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(CloudLoggingFormatter())
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(level.upper())
+        # Client libraries are chatty at INFO; their warnings still come through.
+        for noisy in ("google", "urllib3", "grpc", "werkzeug", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        _done = True
+
+
+def log_event(
+    logger: logging.Logger, level: int, message: str, **fields: Any
+) -> None:
+    """Log ``message`` with structured ``fields`` (None values are dropped)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, message, extra={"fields": {k: v for k, v in fields.items() if v is not None}})

@@ -1,0 +1,148 @@
+"""Typed messages that travel between pipeline steps.
+
+Payloads are JSON in the Pub/Sub message data; the routing and correlation fields are
+repeated in the message attributes so that operators and filters can read them without
+decoding the payload. JSON Schemas of these models are generated into ``schemas/messages``
+(``callpipe schemas generate``) and a test fails when they are stale.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from callpipe.callrail.webhook import EventType
+from callpipe.ids import ResourceId, TenantId
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ClassVar[str]
+    schema_version: Literal[1] = 1
+
+    def to_data(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode("utf-8")
+
+    @classmethod
+    def from_data(cls, data: bytes) -> Any:
+        return cls.model_validate_json(data)
+
+    def attributes(self) -> dict[str, str]:
+        return {"kind": self.kind, "schema_version": str(self.schema_version)}
+
+
+class RawWebhook(BaseModel):
+    """The authentic request exactly as received, enough to verify and replay it later."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    body_base64: str = Field(description="The raw request body, base64-encoded, byte for byte.")
+    headers: dict[str, str] = Field(
+        description="The headers that matter for verification and replay (Signature, Content-Type, User-Agent)."
+    )
+    path: str
+    received_at: datetime
+
+    @property
+    def body(self) -> bytes:
+        return base64.b64decode(self.body_base64)
+
+    def payload(self) -> dict[str, Any]:
+        parsed = json.loads(self.body)
+        return parsed if isinstance(parsed, dict) else {}
+
+    @classmethod
+    def capture(
+        cls, body: bytes, headers: dict[str, str], path: str, received_at: datetime
+    ) -> RawWebhook:
+        return cls(
+            body_base64=base64.b64encode(body).decode("ascii"),
+            headers=headers,
+            path=path,
+            received_at=received_at,
+        )
+
+
+class CallReceived(Message):
+    """Intake → register-call: an authentic CallRail webhook mapped to its tenant."""
+
+    kind: ClassVar[str] = "call.received"
+
+    tenant_id: TenantId
+    office_id: ResourceId
+    company_id: str
+    callrail_account_id: str | None = None
+    call_id: ResourceId
+    event_type: EventType
+    event_key: str = Field(description="Deduplication key of the event within its tenant.")
+    correlation_id: str
+    signing_token_id: str
+    webhook: RawWebhook
+
+    def attributes(self) -> dict[str, str]:
+        return {
+            **super().attributes(),
+            "tenant_id": self.tenant_id,
+            "office_id": self.office_id,
+            "call_id": self.call_id,
+            "event_type": self.event_type.value,
+            "event_key": self.event_key,
+            "correlation_id": self.correlation_id,
+        }
+
+
+class CallRegistered(Message):
+    """register-call → fetch-call: a new call (or a change to one) entered the pipeline once."""
+
+    kind: ClassVar[str] = "call.registered"
+
+    tenant_id: TenantId
+    office_id: ResourceId
+    company_id: str
+    callrail_account_id: str | None = None
+    call_id: ResourceId
+    event_type: EventType
+    event_key: str
+    correlation_id: str
+    received_at: datetime
+    registered_at: datetime
+    webhook_archive_uri: str = Field(description="gs:// URI of the archived raw webhook.")
+    webhook: dict[str, Any] = Field(description="The parsed webhook payload, unknown fields kept.")
+
+    def attributes(self) -> dict[str, str]:
+        return {
+            **super().attributes(),
+            "tenant_id": self.tenant_id,
+            "office_id": self.office_id,
+            "call_id": self.call_id,
+            "event_type": self.event_type.value,
+            "event_key": self.event_key,
+            "correlation_id": self.correlation_id,
+        }
+
+
+class QuarantinedWebhook(Message):
+    """A signed webhook from a company that is not onboarded yet, kept for a later replay."""
+
+    kind: ClassVar[str] = "webhook.quarantined"
+
+    company_key: str
+    reason: str
+    correlation_id: str
+    webhook: RawWebhook
+
+    def attributes(self) -> dict[str, str]:
+        return {
+            **super().attributes(),
+            "company_key": self.company_key,
+            "reason": self.reason,
+            "correlation_id": self.correlation_id,
+        }
+
+
+MESSAGE_MODELS: tuple[type[Message], ...] = (CallReceived, CallRegistered, QuarantinedWebhook)

@@ -1,0 +1,54 @@
+"""PII redaction for log lines: phone numbers and people's names never reach the logs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# Phone numbers as CallRail writes them (+15551234567) and as people do ((555) 123-4567).
+_PHONE = re.compile(
+    r"(?<![\w])(?:\+?1[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?![\w])"
+    r"|\+\d{8,15}(?![\w])"
+)
+
+# Keys whose values are personal data whatever they look like.
+PII_KEYS = frozenset(
+    {
+        "customer_name",
+        "caller_name",
+        "name",
+        "customer_phone_number",
+        "callernum",
+        "caller_number",
+        "formatted_customer_phone_number",
+        "formatted_customer_name",
+        "customer_email",
+        "email",
+        "phone",
+        "phone_number",
+    }
+)
+
+REDACTED = "[redacted]"
+
+
+def redact_text(text: str) -> str:
+    return _PHONE.sub("[phone]", text)
+
+
+def redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return redact_mapping(value)
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def redact_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: (REDACTED if key.lower() in PII_KEYS and value else redact_value(value))
+        for key, value in data.items()
+    }

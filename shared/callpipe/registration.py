@@ -1,0 +1,157 @@
+"""The register-call step: archive the raw webhook, record the event once, start the call.
+
+Redeliveries and replays of an event are recognised by its key in ``WebhookEvents``: an
+event already forwarded is acknowledged without publishing again, so the same webhook
+delivered twice yields one call downstream. The ledger row is written before publishing
+and marked ``forwarded`` after, so a crash in between republishes (at-least-once) rather
+than losing the call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from callpipe.messages import CallReceived, CallRegistered
+from callpipe.publishing import Publisher
+from callpipe.steps import PermanentError
+
+
+class EventState(StrEnum):
+    NEW = "new"
+    REGISTERED = "registered"  # recorded, not yet forwarded (an earlier attempt crashed)
+    FORWARDED = "forwarded"
+    IGNORED = "ignored"
+
+
+class EventLedger(Protocol):
+    def claim(self, message: CallReceived, archive_uri: str) -> EventState: ...
+
+    def mark(self, message: CallReceived, state: EventState) -> None: ...
+
+    def start_call(self, message: CallReceived, payload: dict[str, Any]) -> None: ...
+
+
+class Archive(Protocol):
+    def store(self, message: CallReceived) -> str: ...
+
+
+class SpannerEventLedger:
+    def __init__(self, database: Any) -> None:
+        self._db = database
+
+    def claim(self, message: CallReceived, archive_uri: str) -> EventState:
+        from google.cloud import spanner
+
+        def work(txn: Any) -> EventState:
+            rows = list(
+                txn.read(
+                    "WebhookEvents",
+                    ["Status"],
+                    spanner.KeySet(keys=[[message.tenant_id, message.event_key]]),
+                )
+            )
+            if rows:
+                return EventState(rows[0][0])
+            txn.insert(
+                "WebhookEvents",
+                ["TenantId", "EventKey", "CallId", "EventType", "CorrelationId", "Status",
+                 "ArchiveUri", "ReceivedAt", "CreatedAt", "UpdatedAt"],
+                [(message.tenant_id, message.event_key, message.call_id, message.event_type.value,
+                  message.correlation_id, EventState.REGISTERED.value, archive_uri,
+                  message.webhook.received_at, spanner.COMMIT_TIMESTAMP, spanner.COMMIT_TIMESTAMP)],
+            )
+            return EventState.NEW
+
+        return EventState(self._db.run_in_transaction(work))
+
+    def mark(self, message: CallReceived, state: EventState) -> None:
+        from google.cloud import spanner
+
+        with self._db.batch() as batch:
+            batch.update(
+                "WebhookEvents",
+                ["TenantId", "EventKey", "Status", "UpdatedAt"],
+                [(message.tenant_id, message.event_key, state.value, spanner.COMMIT_TIMESTAMP)],
+            )
+
+    def start_call(self, message: CallReceived, payload: dict[str, Any]) -> None:
+        """Create or refresh the call's row with what the webhook says (blind upsert)."""
+        from google.cloud import spanner
+        from google.cloud.spanner_v1 import JsonObject
+
+        from callpipe.callrail.webhook import CallRailWebhook
+
+        webhook = CallRailWebhook.model_validate(payload)
+        with self._db.batch() as batch:
+            batch.insert_or_update(
+                "Calls",
+                ["TenantId", "CallId", "OfficeId", "CompanyId", "CorrelationId", "Stage",
+                 "StageStatus", "StageDetail", "Direction", "StartTime", "DurationSeconds",
+                 "Answered", "Voicemail", "CallRailSpam", "Webhook", "ReceivedAt", "CreatedAt",
+                 "UpdatedAt"],
+                [(message.tenant_id, message.call_id, message.office_id, message.company_id,
+                  message.correlation_id, "registered", "ok", message.event_type.value,
+                  webhook.direction, webhook.start_time, webhook.duration, webhook.answered,
+                  webhook.voicemail, webhook.spam, JsonObject(payload),
+                  message.webhook.received_at, spanner.COMMIT_TIMESTAMP,
+                  spanner.COMMIT_TIMESTAMP)],
+            )
+
+
+class RegisterCall:
+    def __init__(
+        self,
+        archive: Archive,
+        ledger: EventLedger,
+        publisher: Publisher,
+        output_topic: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._archive = archive
+        self._ledger = ledger
+        self._publisher = publisher
+        self._output_topic = output_topic
+        self._clock = clock
+
+    def __call__(self, message: CallReceived) -> dict[str, Any]:
+        try:
+            payload = json.loads(message.webhook.body)
+        except ValueError as error:
+            raise PermanentError("invalid_webhook_body", str(error)) from None
+        if not isinstance(payload, dict):
+            raise PermanentError("invalid_webhook_body", "the webhook body is not a JSON object")
+
+        archive_uri = self._archive.store(message)
+        state = self._ledger.claim(message, archive_uri)
+        fields: dict[str, Any] = {"event_type": message.event_type.value, "archive_uri": archive_uri}
+        if state in (EventState.FORWARDED, EventState.IGNORED):
+            return {**fields, "outcome": "duplicate", "previous_state": state.value}
+        if not message.event_type.feeds_pipeline:
+            self._ledger.mark(message, EventState.IGNORED)
+            return {**fields, "outcome": "ignored_event_type"}
+
+        self._ledger.start_call(message, payload)
+        registered = CallRegistered(
+            tenant_id=message.tenant_id,
+            office_id=message.office_id,
+            company_id=message.company_id,
+            callrail_account_id=message.callrail_account_id,
+            call_id=message.call_id,
+            event_type=message.event_type,
+            event_key=message.event_key,
+            correlation_id=message.correlation_id,
+            received_at=message.webhook.received_at,
+            registered_at=self._clock(),
+            webhook_archive_uri=archive_uri,
+            webhook=payload,
+        )
+        message_id = self._publisher.publish(
+            self._output_topic, registered.to_data(), registered.attributes()
+        )
+        self._ledger.mark(message, EventState.FORWARDED)
+        return {**fields, "outcome": "registered", "published_message_id": message_id,
+                "retried_after_crash": state is EventState.REGISTERED}

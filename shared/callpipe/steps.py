@@ -1,0 +1,115 @@
+"""The error contract every Pub/Sub-triggered step keeps.
+
+- Transient failure (network, 5xx, 429, emulator abort): the handler raises, the function
+  answers non-2xx, Pub/Sub redelivers with backoff and dead-letters after the configured
+  number of attempts.
+- Permanent failure (undecodable or invalid message, unknown tenant, a 404 upstream): the
+  original message is published to the step's dead-letter topic with the reason in its
+  attributes, then acknowledged. Retrying it could never succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from callpipe.envelopes import EnvelopeError, PubSubMessage, decode_pubsub_envelope
+from callpipe.logs import log_event
+from callpipe.messages import Message
+from callpipe.publishing import Publisher
+
+logger = logging.getLogger("callpipe.steps")
+
+M = TypeVar("M", bound=Message)
+
+DLQ_ATTRIBUTES = ("dlq_step", "dlq_reason", "dlq_error", "dlq_at", "dlq_message_id")
+
+
+class PermanentError(Exception):
+    """Retrying cannot help: dead-letter the message with this reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def dead_letter(
+    publisher: Publisher,
+    dlq_topic: str,
+    step: str,
+    message: PubSubMessage,
+    reason: str,
+    detail: str,
+) -> None:
+    attributes = {k: v for k, v in message.attributes.items() if k not in DLQ_ATTRIBUTES}
+    attributes.update(
+        dlq_step=step,
+        dlq_reason=reason,
+        dlq_error=detail[:1000],
+        dlq_at=datetime.now(UTC).isoformat(),
+        dlq_message_id=message.message_id,
+    )
+    publisher.publish(dlq_topic, message.data, attributes)
+
+
+def run_step(
+    step: str,
+    event_data: Any,
+    model: type[M],
+    handler: Callable[[M], dict[str, Any]],
+    publisher: Publisher,
+    dlq_topic: str,
+) -> dict[str, Any]:
+    """Decode, run, and map errors to the contract; returns the outcome's log fields."""
+    started = time.perf_counter()
+    try:
+        envelope = decode_pubsub_envelope(event_data)
+    except EnvelopeError as error:
+        log_event(logger, logging.ERROR, "undecodable delivery dropped", step=step, outcome="bad_envelope", error=str(error))
+        return {"outcome": "bad_envelope"}
+    context = {
+        "step": step,
+        "tenant_id": envelope.attributes.get("tenant_id"),
+        "call_id": envelope.attributes.get("call_id"),
+        "correlation_id": envelope.attributes.get("correlation_id"),
+        "message_id": envelope.message_id,
+        "delivery_attempt": envelope.delivery_attempt,
+    }
+    try:
+        try:
+            message = model.from_data(envelope.data)
+        except (ValidationError, ValueError) as error:
+            raise PermanentError("invalid_message", _short(error)) from error
+        result = handler(message)
+    except PermanentError as error:
+        dead_letter(publisher, dlq_topic, step, envelope, error.reason, error.detail)
+        log_event(
+            logger, logging.ERROR, f"{step}: dead-lettered ({error.reason})",
+            outcome="dead_lettered", reason=error.reason, error=error.detail, dlq_topic=dlq_topic,
+            latency_ms=_ms(started), **context,
+        )
+        return {"outcome": "dead_lettered", "reason": error.reason}
+    except Exception as error:
+        log_event(
+            logger, logging.WARNING, f"{step}: transient failure, will be retried",
+            outcome="retry", error=f"{error.__class__.__name__}: {_short(error)}",
+            latency_ms=_ms(started), **context,
+        )
+        raise
+    log_event(logger, logging.INFO, f"{step}: {result.get('outcome', 'done')}", latency_ms=_ms(started), **{**context, **result})
+    return result
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).replace("\n", " ")
+    return text[:500]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 2)

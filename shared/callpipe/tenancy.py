@@ -1,0 +1,368 @@
+"""Tenants, offices and the CallRail company → tenant/office mapping, stored in Spanner.
+
+:class:`TenantRepository` owns the rows; :class:`CompanyDirectory` is what intake uses on
+every webhook: it resolves a company to its tenant, office and signing tokens through a
+short TTL cache, so Spanner and the secret store are not read per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as pysecrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from callpipe.cache import TTLCache
+from callpipe.callrail.signature import SigningToken
+from callpipe.ids import check_resource_id, check_tenant_id
+from callpipe.logs import log_event
+from callpipe.secrets import (
+    SecretNotFound,
+    SecretStore,
+    SecretStoreUnavailable,
+    api_key_secret_name,
+    signing_token_secret_name,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class TenantExists(ValueError):
+    pass
+
+
+class TenantNotFound(LookupError):
+    pass
+
+
+class CompanyAlreadyMapped(ValueError):
+    pass
+
+
+class DirectoryUnavailable(RuntimeError):
+    """The mapping could not be read (Spanner or the secret store did not answer)."""
+
+
+@dataclass(frozen=True)
+class TokenRef:
+    token_id: str
+    secret_name: str
+    active: bool = True
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CompanyMapping:
+    company_id: str
+    legacy_company_id: str | None
+    tenant_id: str
+    office_id: str
+    callrail_account_id: str
+    tokens: tuple[TokenRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Office:
+    office_id: str
+    name: str
+    time_zone: str | None
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    tenant_id: str
+    name: str
+    status: str
+    callrail_account_id: str | None
+    api_key_secret: str | None
+    created_at: datetime | None
+    offices: tuple[Office, ...] = ()
+    companies: tuple[CompanyMapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class OnboardingRequest:
+    tenant_id: str
+    name: str
+    callrail_account_id: str
+    callrail_company_id: str
+    legacy_company_id: str | None = None
+    office_id: str = "main"
+    office_name: str | None = None
+    time_zone: str | None = None
+    signing_tokens: Sequence[str] = field(default_factory=tuple)
+    api_key: str | None = None
+
+    def __repr__(self) -> str:  # secrets stay out of reprs and tracebacks
+        return f"OnboardingRequest(tenant_id={self.tenant_id!r}, company={self.callrail_company_id!r})"
+
+
+def new_token_id() -> str:
+    return "tok" + pysecrets.token_hex(4)
+
+
+class TenantRepository:
+    def __init__(self, database: Any) -> None:
+        self._db = database
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def onboard(self, request: OnboardingRequest, secrets: SecretStore) -> list[str]:
+        """Create a tenant with its first office and company; return the new token ids.
+
+        Secrets are written first (an orphan secret is harmless; a row that points at a
+        missing secret would reject every webhook), then all rows in one commit.
+        """
+        from google.cloud import spanner
+
+        check_tenant_id(request.tenant_id)
+        check_resource_id(request.office_id)
+        check_resource_id(request.callrail_company_id)
+        if self.get_tenant(request.tenant_id) is not None:
+            raise TenantExists(f"tenant {request.tenant_id} already exists")
+        existing = self.find_company(request.callrail_company_id)
+        if existing is not None:
+            raise CompanyAlreadyMapped(
+                f"CallRail company {request.callrail_company_id} already belongs to "
+                f"tenant {existing.tenant_id}"
+            )
+        api_secret = None
+        if request.api_key:
+            api_secret = api_key_secret_name(request.tenant_id)
+            secrets.put(api_secret, request.api_key)
+        token_rows = []
+        token_ids = []
+        for token in request.signing_tokens:
+            token_id = new_token_id()
+            name = signing_token_secret_name(request.callrail_company_id, token_id)
+            secrets.put(name, token)
+            token_rows.append((request.callrail_company_id, token_id, name, True, spanner.COMMIT_TIMESTAMP))
+            token_ids.append(token_id)
+
+        ts = spanner.COMMIT_TIMESTAMP
+        with self._db.batch() as batch:
+            batch.insert(
+                "Tenants",
+                ["TenantId", "Name", "Status", "CallRailAccountId", "CallRailApiKeySecret", "CreatedAt", "UpdatedAt"],
+                [(request.tenant_id, request.name, "active", request.callrail_account_id, api_secret, ts, ts)],
+            )
+            batch.insert(
+                "Offices",
+                ["TenantId", "OfficeId", "Name", "TimeZone", "CreatedAt", "UpdatedAt"],
+                [(request.tenant_id, request.office_id, request.office_name or request.name, request.time_zone, ts, ts)],
+            )
+            batch.insert(
+                "CallRailCompanies",
+                ["CompanyId", "LegacyCompanyId", "TenantId", "OfficeId", "CallRailAccountId", "Active", "CreatedAt", "UpdatedAt"],
+                [(request.callrail_company_id, request.legacy_company_id, request.tenant_id, request.office_id, request.callrail_account_id, True, ts, ts)],
+            )
+            if token_rows:
+                batch.insert(
+                    "CompanySigningTokens",
+                    ["CompanyId", "TokenId", "SecretName", "Active", "CreatedAt"],
+                    token_rows,
+                )
+        return token_ids
+
+    def add_signing_token(self, company_id: str, token: str, secrets: SecretStore) -> str:
+        from google.cloud import spanner
+
+        if self.find_company(company_id) is None:
+            raise TenantNotFound(f"CallRail company {company_id} is not mapped to any tenant")
+        token_id = new_token_id()
+        name = signing_token_secret_name(company_id, token_id)
+        secrets.put(name, token)
+        with self._db.batch() as batch:
+            batch.insert(
+                "CompanySigningTokens",
+                ["CompanyId", "TokenId", "SecretName", "Active", "CreatedAt"],
+                [(company_id, token_id, name, True, spanner.COMMIT_TIMESTAMP)],
+            )
+        return token_id
+
+    def revoke_signing_token(self, company_id: str, token_id: str) -> bool:
+        from google.cloud import spanner
+
+        def work(txn: Any) -> bool:
+            rows = list(
+                txn.read("CompanySigningTokens", ["TokenId"], spanner.KeySet(keys=[[company_id, token_id]]))
+            )
+            if not rows:
+                return False
+            txn.update(
+                "CompanySigningTokens",
+                ["CompanyId", "TokenId", "Active", "RevokedAt"],
+                [(company_id, token_id, False, spanner.COMMIT_TIMESTAMP)],
+            )
+            return True
+
+        return bool(self._db.run_in_transaction(work))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def find_company(self, key: str) -> CompanyMapping | None:
+        """The company whose resource id or legacy numeric id is ``key`` (active only)."""
+        from google.cloud.spanner_v1 import param_types
+
+        sql = """
+            SELECT c.CompanyId, c.LegacyCompanyId, c.TenantId, c.OfficeId, c.CallRailAccountId,
+                   ARRAY(SELECT AS STRUCT t.TokenId, t.SecretName, t.Active, t.CreatedAt
+                         FROM CompanySigningTokens t
+                         WHERE t.CompanyId = c.CompanyId ORDER BY t.CreatedAt DESC) AS Tokens
+            FROM CallRailCompanies c JOIN Tenants tn ON tn.TenantId = c.TenantId
+            WHERE (c.CompanyId = @key OR c.LegacyCompanyId = @key)
+              AND c.Active AND tn.Status = 'active'
+            LIMIT 1
+        """
+        with self._db.snapshot() as snapshot:
+            rows = list(
+                snapshot.execute_sql(sql, params={"key": key}, param_types={"key": param_types.STRING})
+            )
+        if not rows:
+            return None
+        return _company_from_row(rows[0])
+
+    def get_tenant(self, tenant_id: str) -> TenantRecord | None:
+        records = self._read_tenants(tenant_id)
+        return records[0] if records else None
+
+    def list_tenants(self) -> list[TenantRecord]:
+        return self._read_tenants(None)
+
+    def _read_tenants(self, tenant_id: str | None) -> list[TenantRecord]:
+        from google.cloud.spanner_v1 import param_types
+
+        where = "WHERE tn.TenantId = @tenant" if tenant_id else ""
+        sql = f"""
+            SELECT tn.TenantId, tn.Name, tn.Status, tn.CallRailAccountId, tn.CallRailApiKeySecret,
+                   tn.CreatedAt,
+                   ARRAY(SELECT AS STRUCT o.OfficeId, o.Name, o.TimeZone FROM Offices o
+                         WHERE o.TenantId = tn.TenantId ORDER BY o.OfficeId) AS Offices,
+                   ARRAY(SELECT AS STRUCT c.CompanyId, c.LegacyCompanyId, c.OfficeId,
+                                c.CallRailAccountId
+                         FROM CallRailCompanies c
+                         WHERE c.TenantId = tn.TenantId ORDER BY c.CompanyId) AS Companies
+            FROM Tenants tn {where}
+            ORDER BY tn.TenantId
+        """  # noqa: S608 - the only interpolation is a fixed clause
+        params = {"tenant": tenant_id} if tenant_id else {}
+        types = {"tenant": param_types.STRING} if tenant_id else {}
+        with self._db.snapshot(multi_use=True) as snapshot:
+            rows = list(snapshot.execute_sql(sql, params=params, param_types=types))
+            tokens_by_company: dict[str, list[TokenRef]] = {}
+            token_rows = snapshot.execute_sql(
+                "SELECT CompanyId, TokenId, SecretName, Active, CreatedAt FROM CompanySigningTokens"
+            )
+            for company_id, token_id, secret_name, active, created_at in token_rows:
+                tokens_by_company.setdefault(company_id, []).append(
+                    TokenRef(token_id, secret_name, bool(active), created_at)
+                )
+        records = []
+        for tid, name, status, account, api_secret, created_at, offices, companies in rows:
+            records.append(
+                TenantRecord(
+                    tenant_id=tid,
+                    name=name,
+                    status=status,
+                    callrail_account_id=account,
+                    api_key_secret=api_secret,
+                    created_at=created_at,
+                    offices=tuple(Office(o[0], o[1], o[2]) for o in offices),
+                    companies=tuple(
+                        CompanyMapping(
+                            company_id=c[0],
+                            legacy_company_id=c[1],
+                            tenant_id=tid,
+                            office_id=c[2],
+                            callrail_account_id=c[3],
+                            tokens=tuple(tokens_by_company.get(c[0], [])),
+                        )
+                        for c in companies
+                    ),
+                )
+            )
+        return records
+
+
+def _company_from_row(row: Sequence[Any]) -> CompanyMapping:
+    company_id, legacy, tenant_id, office_id, account_id, tokens = row
+    return CompanyMapping(
+        company_id=company_id,
+        legacy_company_id=legacy,
+        tenant_id=tenant_id,
+        office_id=office_id,
+        callrail_account_id=account_id,
+        tokens=tuple(TokenRef(t[0], t[1], bool(t[2]), t[3]) for t in tokens),
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedCompany:
+    mapping: CompanyMapping
+    tokens: tuple[SigningToken, ...]
+
+
+class CompanyDirectory:
+    """Company → tenant, office and active signing tokens, cached with a short TTL.
+
+    Unknown companies are cached too (for a shorter time) so that a flood of webhooks for
+    an unknown company does not turn into a flood of Spanner queries.
+    """
+
+    def __init__(
+        self,
+        lookup: Callable[[str], CompanyMapping | None],
+        secrets: SecretStore,
+        ttl_seconds: float,
+        negative_ttl_seconds: float,
+    ) -> None:
+        self._lookup = lookup
+        self._secrets = secrets
+        self._negative_ttl = negative_ttl_seconds
+        self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds)
+
+    def resolve(self, keys: Sequence[str]) -> ResolvedCompany | None:
+        for key in keys:
+            hit, value = self._cache.get(key)
+            if hit:
+                if value is not None:
+                    return value
+                continue
+            resolved = self._load(key)
+            self._cache.put(key, resolved, None if resolved else self._negative_ttl)
+            if resolved is not None:
+                return resolved
+        return None
+
+    def invalidate(self) -> None:
+        self._cache.invalidate()
+
+    def _load(self, key: str) -> ResolvedCompany | None:
+        try:
+            mapping = self._lookup(key)
+        except Exception as error:  # noqa: BLE001 - any client failure means "cannot tell"
+            raise DirectoryUnavailable(
+                f"company directory unavailable: {error.__class__.__name__}"
+            ) from error
+        if mapping is None:
+            return None
+        tokens = []
+        for ref in mapping.tokens:
+            if not ref.active:
+                continue
+            try:
+                tokens.append(SigningToken(ref.token_id, self._secrets.get(ref.secret_name)))
+            except SecretNotFound:
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "signing token secret is missing",
+                    tenant_id=mapping.tenant_id,
+                    company_id=mapping.company_id,
+                    token_id=ref.token_id,
+                )
+            except SecretStoreUnavailable as error:
+                raise DirectoryUnavailable(str(error)) from error
+        return ResolvedCompany(mapping=mapping, tokens=tuple(tokens))
