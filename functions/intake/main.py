@@ -23,9 +23,7 @@ _runtime = Lazy(lambda: build_intake_runtime(_settings))
 
 
 def _json(status: int, body: dict[str, object]) -> flask.Response:
-    return flask.Response(
-        flask.json.dumps(body), status=status, mimetype="application/json"
-    )
+    return flask.Response(flask.json.dumps(body), status=status, mimetype="application/json")
 
 
 @functions_framework.http

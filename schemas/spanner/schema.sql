@@ -51,7 +51,7 @@ CREATE TABLE CompanySigningTokens (
   SecretName STRING(255) NOT NULL,
   Active BOOL NOT NULL,
   CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
-  RevokedAt TIMESTAMP,
+  RevokedAt TIMESTAMP OPTIONS (allow_commit_timestamp = true),
 ) PRIMARY KEY (CompanyId, TokenId),
   INTERLEAVE IN PARENT CallRailCompanies ON DELETE CASCADE;
 

@@ -25,7 +25,7 @@ def archive_object_name(message: CallReceived) -> str:
 
 class WebhookArchive:
     def __init__(self, bucket_name: str, client: Any | None = None) -> None:
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         self._client = client or storage.Client()
         self._bucket_name = bucket_name

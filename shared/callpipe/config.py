@@ -22,7 +22,7 @@ class Environment(StrEnum):
 
 class SecretBackend(StrEnum):
     LOCAL = "local"
-    SECRET_MANAGER = "secret-manager"
+    SECRET_MANAGER = "secret-manager"  # noqa: S105 - a backend name, not a secret
 
 
 class Settings(BaseSettings):
@@ -36,9 +36,7 @@ class Settings(BaseSettings):
     spanner_instance: str = Field(default="callpipe", alias="SPANNER_INSTANCE")
     spanner_database: str = Field(default="callpipe", alias="SPANNER_DATABASE")
     audio_storage_bucket: str = Field(default="callpipe-recordings", alias="AUDIO_STORAGE_BUCKET")
-    webhook_archive_bucket: str = Field(
-        default="callpipe-webhooks", alias="WEBHOOK_ARCHIVE_BUCKET"
-    )
+    webhook_archive_bucket: str = Field(default="callpipe-webhooks", alias="WEBHOOK_ARCHIVE_BUCKET")
     retention_days: int = Field(default=2555, ge=1, alias="RETENTION_DAYS")
 
     secret_backend: SecretBackend | None = Field(default=None, alias="SECRET_BACKEND")
@@ -59,9 +57,7 @@ class Settings(BaseSettings):
     )
 
     calls_received_topic: str = Field(default="calls.received", alias="CALLS_RECEIVED_TOPIC")
-    calls_registered_topic: str = Field(
-        default="calls.registered", alias="CALLS_REGISTERED_TOPIC"
-    )
+    calls_registered_topic: str = Field(default="calls.registered", alias="CALLS_REGISTERED_TOPIC")
     quarantine_topic: str = Field(default="webhooks.quarantine", alias="QUARANTINE_TOPIC")
     dead_letter_topic: str | None = Field(default=None, alias="DEAD_LETTER_TOPIC")
 

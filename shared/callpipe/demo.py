@@ -48,7 +48,9 @@ def sample_post_call(
         "id": 2_000_000_000 + int(call[-6:], 16) % 100_000_000,
         "keywords": None,
         "lead_status": None,
-        "milestones": {"first_touch": {"event_date": started.isoformat(), "source": "Google Organic"}},
+        "milestones": {
+            "first_touch": {"event_date": started.isoformat(), "source": "Google Organic"}
+        },
         "note": None,
         "person_resource_id": "PERf0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5",
         "recording": f"https://api.callrail.com/v3/a/{account_id}/calls/{call}/recording.json",

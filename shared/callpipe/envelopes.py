@@ -44,5 +44,7 @@ def decode_pubsub_envelope(data: Any) -> PubSubMessage:
         attributes={str(k): str(v) for k, v in attributes.items()},
         message_id=str(message.get("messageId") or message.get("message_id") or ""),
         subscription=data.get("subscription"),
-        delivery_attempt=int(attempt) if isinstance(attempt, int | str) and str(attempt).isdigit() else None,
+        delivery_attempt=int(attempt)
+        if isinstance(attempt, int | str) and str(attempt).isdigit()
+        else None,
     )

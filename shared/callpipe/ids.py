@@ -29,9 +29,7 @@ def check_tenant_id(value: str) -> str:
 
 def check_resource_id(value: str) -> str:
     if not _RESOURCE_ID.fullmatch(value):
-        raise InvalidIdentifier(
-            f"invalid id {value[:80]!r}: use 1-64 letters, digits, '_' or '-'"
-        )
+        raise InvalidIdentifier(f"invalid id {value[:80]!r}: use 1-64 letters, digits, '_' or '-'")
     return value
 
 

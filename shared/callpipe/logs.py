@@ -37,9 +37,7 @@ class CloudLoggingFormatter(logging.Formatter):
             entry.update(redact_mapping(fields))
         correlation_id = entry.get("correlation_id")
         if correlation_id and _project:
-            entry["logging.googleapis.com/trace"] = (
-                f"projects/{_project}/traces/{correlation_id}"
-            )
+            entry["logging.googleapis.com/trace"] = f"projects/{_project}/traces/{correlation_id}"
         if record.exc_info:
             entry["exception"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, separators=(",", ":"))
@@ -75,9 +73,9 @@ def configure_logging(level: str = "INFO", project: str | None = None) -> None:
         _done = True
 
 
-def log_event(
-    logger: logging.Logger, level: int, message: str, **fields: Any
-) -> None:
+def log_event(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     """Log ``message`` with structured ``fields`` (None values are dropped)."""
     if logger.isEnabledFor(level):
-        logger.log(level, message, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+        logger.log(
+            level, message, extra={"fields": {k: v for k, v in fields.items() if v is not None}}
+        )

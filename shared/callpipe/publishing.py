@@ -26,7 +26,7 @@ class PubSubPublisher:
         timeout_seconds: float = 10.0,
         client: Any | None = None,
     ) -> None:
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
         self._project = project
         self._timeout = timeout_seconds

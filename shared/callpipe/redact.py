@@ -25,6 +25,7 @@ PII_KEYS = frozenset(
         "formatted_customer_name",
         "customer_email",
         "email",
+        "agent_email",
         "phone",
         "phone_number",
     }
@@ -33,8 +34,11 @@ PII_KEYS = frozenset(
 REDACTED = "[redacted]"
 
 
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
 def redact_text(text: str) -> str:
-    return _PHONE.sub("[phone]", text)
+    return _EMAIL.sub("[email]", _PHONE.sub("[phone]", text))
 
 
 def redact_value(value: Any) -> Any:
@@ -49,6 +53,10 @@ def redact_value(value: Any) -> Any:
 
 def redact_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        key: (REDACTED if key.lower() in PII_KEYS and value else redact_value(value))
+        key: (
+            REDACTED
+            if isinstance(key, str) and key.lower() in PII_KEYS and value
+            else redact_value(value)
+        )
         for key, value in data.items()
     }

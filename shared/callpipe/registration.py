@@ -3,15 +3,17 @@
 Redeliveries and replays of an event are recognised by its key in ``WebhookEvents``: an
 event already forwarded is acknowledged without publishing again, so the same webhook
 delivered twice yields one call downstream. The ledger row is written before publishing
-and marked ``forwarded`` after, so a crash in between republishes (at-least-once) rather
-than losing the call.
+and marked ``forwarded`` after. A concurrent delivery of the same event finds a fresh claim
+and is retried later (by then the event is forwarded, so it is dropped as a duplicate); a
+delivery that finds a claim older than ``CLAIM_LEASE`` takes over, because the attempt that
+made it crashed: at-least-once rather than losing the call.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -22,9 +24,19 @@ from callpipe.steps import PermanentError
 
 class EventState(StrEnum):
     NEW = "new"
-    REGISTERED = "registered"  # recorded, not yet forwarded (an earlier attempt crashed)
+    REGISTERED = "registered"  # recorded, not forwarded, and its claim expired: take over
+    IN_PROGRESS = "in_progress"  # recorded moments ago by a concurrent delivery
     FORWARDED = "forwarded"
     IGNORED = "ignored"
+
+
+# How long a claim protects an event being forwarded by another delivery. Longer than a
+# step's work, shorter than Pub/Sub's first redelivery, so a crashed attempt is taken over.
+CLAIM_LEASE = timedelta(seconds=60)
+
+
+class EventInProgress(RuntimeError):
+    """A concurrent delivery of the same event is forwarding it: retry later (transient)."""
 
 
 class EventLedger(Protocol):
@@ -40,29 +52,59 @@ class Archive(Protocol):
 
 
 class SpannerEventLedger:
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: Any, lease: timedelta = CLAIM_LEASE) -> None:
         self._db = database
+        self._lease = lease
 
     def claim(self, message: CallReceived, archive_uri: str) -> EventState:
         from google.cloud import spanner
 
+        key = [message.tenant_id, message.event_key]
+
         def work(txn: Any) -> EventState:
             rows = list(
-                txn.read(
-                    "WebhookEvents",
-                    ["Status"],
-                    spanner.KeySet(keys=[[message.tenant_id, message.event_key]]),
-                )
+                txn.read("WebhookEvents", ["Status", "UpdatedAt"], spanner.KeySet(keys=[key]))
             )
             if rows:
-                return EventState(rows[0][0])
+                status, updated_at = EventState(rows[0][0]), rows[0][1]
+                if status is not EventState.REGISTERED:
+                    return status
+                if datetime.now(UTC) - updated_at < self._lease:
+                    return EventState.IN_PROGRESS
+                txn.update(
+                    "WebhookEvents",
+                    ["TenantId", "EventKey", "UpdatedAt"],
+                    [(*key, spanner.COMMIT_TIMESTAMP)],
+                )
+                return EventState.REGISTERED
             txn.insert(
                 "WebhookEvents",
-                ["TenantId", "EventKey", "CallId", "EventType", "CorrelationId", "Status",
-                 "ArchiveUri", "ReceivedAt", "CreatedAt", "UpdatedAt"],
-                [(message.tenant_id, message.event_key, message.call_id, message.event_type.value,
-                  message.correlation_id, EventState.REGISTERED.value, archive_uri,
-                  message.webhook.received_at, spanner.COMMIT_TIMESTAMP, spanner.COMMIT_TIMESTAMP)],
+                [
+                    "TenantId",
+                    "EventKey",
+                    "CallId",
+                    "EventType",
+                    "CorrelationId",
+                    "Status",
+                    "ArchiveUri",
+                    "ReceivedAt",
+                    "CreatedAt",
+                    "UpdatedAt",
+                ],
+                [
+                    (
+                        message.tenant_id,
+                        message.event_key,
+                        message.call_id,
+                        message.event_type.value,
+                        message.correlation_id,
+                        EventState.REGISTERED.value,
+                        archive_uri,
+                        message.webhook.received_at,
+                        spanner.COMMIT_TIMESTAMP,
+                        spanner.COMMIT_TIMESTAMP,
+                    )
+                ],
             )
             return EventState.NEW
 
@@ -89,16 +131,48 @@ class SpannerEventLedger:
         with self._db.batch() as batch:
             batch.insert_or_update(
                 "Calls",
-                ["TenantId", "CallId", "OfficeId", "CompanyId", "CorrelationId", "Stage",
-                 "StageStatus", "StageDetail", "Direction", "StartTime", "DurationSeconds",
-                 "Answered", "Voicemail", "CallRailSpam", "Webhook", "ReceivedAt", "CreatedAt",
-                 "UpdatedAt"],
-                [(message.tenant_id, message.call_id, message.office_id, message.company_id,
-                  message.correlation_id, "registered", "ok", message.event_type.value,
-                  webhook.direction, webhook.start_time, webhook.duration, webhook.answered,
-                  webhook.voicemail, webhook.spam, JsonObject(payload),
-                  message.webhook.received_at, spanner.COMMIT_TIMESTAMP,
-                  spanner.COMMIT_TIMESTAMP)],
+                [
+                    "TenantId",
+                    "CallId",
+                    "OfficeId",
+                    "CompanyId",
+                    "CorrelationId",
+                    "Stage",
+                    "StageStatus",
+                    "StageDetail",
+                    "Direction",
+                    "StartTime",
+                    "DurationSeconds",
+                    "Answered",
+                    "Voicemail",
+                    "CallRailSpam",
+                    "Webhook",
+                    "ReceivedAt",
+                    "CreatedAt",
+                    "UpdatedAt",
+                ],
+                [
+                    (
+                        message.tenant_id,
+                        message.call_id,
+                        message.office_id,
+                        message.company_id,
+                        message.correlation_id,
+                        "registered",
+                        "ok",
+                        message.event_type.value,
+                        webhook.direction,
+                        webhook.start_time,
+                        webhook.duration,
+                        webhook.answered,
+                        webhook.voicemail,
+                        webhook.spam,
+                        JsonObject(payload),
+                        message.webhook.received_at,
+                        spanner.COMMIT_TIMESTAMP,
+                        spanner.COMMIT_TIMESTAMP,
+                    )
+                ],
             )
 
 
@@ -127,7 +201,14 @@ class RegisterCall:
 
         archive_uri = self._archive.store(message)
         state = self._ledger.claim(message, archive_uri)
-        fields: dict[str, Any] = {"event_type": message.event_type.value, "archive_uri": archive_uri}
+        fields: dict[str, Any] = {
+            "event_type": message.event_type.value,
+            "archive_uri": archive_uri,
+        }
+        if state is EventState.IN_PROGRESS:
+            raise EventInProgress(
+                f"event {message.event_key} is being forwarded by another delivery"
+            )
         if state in (EventState.FORWARDED, EventState.IGNORED):
             return {**fields, "outcome": "duplicate", "previous_state": state.value}
         if not message.event_type.feeds_pipeline:
@@ -153,5 +234,9 @@ class RegisterCall:
             self._output_topic, registered.to_data(), registered.attributes()
         )
         self._ledger.mark(message, EventState.FORWARDED)
-        return {**fields, "outcome": "registered", "published_message_id": message_id,
-                "retried_after_crash": state is EventState.REGISTERED}
+        return {
+            **fields,
+            "outcome": "registered",
+            "published_message_id": message_id,
+            "retried_after_crash": state is EventState.REGISTERED,
+        }

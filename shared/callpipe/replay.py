@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from callpipe.intake.service import IntakeRequest, WebhookIntake
+from callpipe.intake.service import WEBHOOK_PATH, IntakeRequest, WebhookIntake
 from callpipe.messages import QuarantinedWebhook
 from callpipe.publishing import Publisher
 from callpipe.steps import DLQ_ATTRIBUTES
@@ -40,7 +40,7 @@ class PullSubscription:
     """Synchronous pulls from one subscription (the operator side of a hold)."""
 
     def __init__(self, project: str, subscription: str, subscriber: Any | None = None) -> None:
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
         self._subscriber = subscriber or pubsub_v1.SubscriberClient()
         self.path = self._subscriber.subscription_path(project, subscription)
@@ -49,6 +49,7 @@ class PullSubscription:
         from google.api_core import exceptions
 
         remaining = limit
+        seen: set[str] = set()
         while remaining > 0:
             try:
                 response = self._subscriber.pull(
@@ -61,6 +62,17 @@ class PullSubscription:
                 return
             for received in response.received_messages:
                 message = received.message
+                if message.message_id in seen:
+                    # A message we released came back: everything has been looked at once.
+                    self._subscriber.modify_ack_deadline(
+                        request={
+                            "subscription": self.path,
+                            "ack_ids": [received.ack_id],
+                            "ack_deadline_seconds": 0,
+                        }
+                    )
+                    return
+                seen.add(message.message_id)
                 remaining -= 1
                 yield Pulled(
                     ack_id=received.ack_id,
@@ -71,20 +83,35 @@ class PullSubscription:
                 )
 
     def ack(self, pulled: Pulled) -> None:
-        self._subscriber.acknowledge(request={"subscription": self.path, "ack_ids": [pulled.ack_id]})
+        self._subscriber.acknowledge(
+            request={"subscription": self.path, "ack_ids": [pulled.ack_id]}
+        )
 
     def release(self, pulled: Pulled) -> None:
         """Make the message available again at once (leave it in the hold)."""
         self._subscriber.modify_ack_deadline(
-            request={"subscription": self.path, "ack_ids": [pulled.ack_id], "ack_deadline_seconds": 0}
+            request={
+                "subscription": self.path,
+                "ack_ids": [pulled.ack_id],
+                "ack_deadline_seconds": 0,
+            }
         )
 
 
 def replay_dead_letters(
-    hold: PullSubscription, publisher: Publisher, topic: str, limit: int
+    hold: PullSubscription,
+    publisher: Publisher,
+    topic: str,
+    limit: int,
+    match: dict[str, str] | None = None,
 ) -> list[ReplayResult]:
+    """Republish dead letters to ``topic``; with ``match`` only those whose attributes
+    have these values (e.g. ``{"tenant_id": "acme"}``), the others stay in the hold."""
     results = []
     for pulled in hold.pull(limit):
+        if match and any(pulled.attributes.get(k) != v for k, v in match.items()):
+            hold.release(pulled)
+            continue
         attributes = {k: v for k, v in pulled.attributes.items() if k not in DLQ_ATTRIBUTES}
         replays = int(attributes.get("replay_count", "0") or 0) + 1
         attributes["replay_count"] = str(replays)
@@ -92,8 +119,12 @@ def replay_dead_letters(
         new_id = publisher.publish(topic, pulled.data, attributes)
         hold.ack(pulled)
         results.append(
-            ReplayResult(pulled.message_id, "replayed", f"republished to {topic} as {new_id}",
-                         pulled.attributes)
+            ReplayResult(
+                pulled.message_id,
+                "replayed",
+                f"republished to {topic} as {new_id}",
+                pulled.attributes,
+            )
         )
     return results
 
@@ -119,18 +150,26 @@ def replay_quarantine(
             quarantined = QuarantinedWebhook.model_validate_json(pulled.data)
         except ValueError as error:
             hold.ack(pulled)
-            results.append(ReplayResult(pulled.message_id, "dropped", f"undecodable: {error}", pulled.attributes))
+            results.append(
+                ReplayResult(
+                    pulled.message_id, "dropped", f"undecodable: {error}", pulled.attributes
+                )
+            )
             continue
         if company and quarantined.company_key != company:
             hold.release(pulled)
             continue
         raw = quarantined.webhook
+        # The route it arrived on (.../webhook/<event-type>) names its event type: keep it.
+        route = WEBHOOK_PATH + "/"
+        hint = raw.path[len(route) :] if raw.path.startswith(route) else None
         outcome = intake.handle(
             IntakeRequest(
                 method="POST",
                 path=raw.path,
                 headers=raw.headers,
                 body=base64.b64decode(raw.body_base64),
+                event_hint=hint or None,
             ),
             received_at=raw.received_at,
             keep_unknown=False,
@@ -145,7 +184,10 @@ def replay_quarantine(
                 pulled.message_id,
                 outcome.outcome if final else f"kept ({outcome.outcome})",
                 str(outcome.body.get("message") or outcome.body.get("call_id") or ""),
-                {"company_key": quarantined.company_key, "correlation_id": quarantined.correlation_id},
+                {
+                    "company_key": quarantined.company_key,
+                    "correlation_id": quarantined.correlation_id,
+                },
             )
         )
     return results

@@ -71,7 +71,14 @@ def run_step(
     try:
         envelope = decode_pubsub_envelope(event_data)
     except EnvelopeError as error:
-        log_event(logger, logging.ERROR, "undecodable delivery dropped", step=step, outcome="bad_envelope", error=str(error))
+        log_event(
+            logger,
+            logging.ERROR,
+            "undecodable delivery dropped",
+            step=step,
+            outcome="bad_envelope",
+            error=str(error),
+        )
         return {"outcome": "bad_envelope"}
     context = {
         "step": step,
@@ -90,19 +97,35 @@ def run_step(
     except PermanentError as error:
         dead_letter(publisher, dlq_topic, step, envelope, error.reason, error.detail)
         log_event(
-            logger, logging.ERROR, f"{step}: dead-lettered ({error.reason})",
-            outcome="dead_lettered", reason=error.reason, error=error.detail, dlq_topic=dlq_topic,
-            latency_ms=_ms(started), **context,
+            logger,
+            logging.ERROR,
+            f"{step}: dead-lettered ({error.reason})",
+            outcome="dead_lettered",
+            reason=error.reason,
+            error=error.detail,
+            dlq_topic=dlq_topic,
+            latency_ms=_ms(started),
+            **context,
         )
         return {"outcome": "dead_lettered", "reason": error.reason}
     except Exception as error:
         log_event(
-            logger, logging.WARNING, f"{step}: transient failure, will be retried",
-            outcome="retry", error=f"{error.__class__.__name__}: {_short(error)}",
-            latency_ms=_ms(started), **context,
+            logger,
+            logging.WARNING,
+            f"{step}: transient failure, will be retried",
+            outcome="retry",
+            error=f"{error.__class__.__name__}: {_short(error)}",
+            latency_ms=_ms(started),
+            **context,
         )
         raise
-    log_event(logger, logging.INFO, f"{step}: {result.get('outcome', 'done')}", latency_ms=_ms(started), **{**context, **result})
+    log_event(
+        logger,
+        logging.INFO,
+        f"{step}: {result.get('outcome', 'done')}",
+        latency_ms=_ms(started),
+        **{**context, **result},
+    )
     return result
 
 

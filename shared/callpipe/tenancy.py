@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets as pysecrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,7 +97,9 @@ class OnboardingRequest:
     api_key: str | None = None
 
     def __repr__(self) -> str:  # secrets stay out of reprs and tracebacks
-        return f"OnboardingRequest(tenant_id={self.tenant_id!r}, company={self.callrail_company_id!r})"
+        return (
+            f"OnboardingRequest(tenant_id={self.tenant_id!r}, company={self.callrail_company_id!r})"
+        )
 
 
 def new_token_id() -> str:
@@ -138,25 +141,74 @@ class TenantRepository:
             token_id = new_token_id()
             name = signing_token_secret_name(request.callrail_company_id, token_id)
             secrets.put(name, token)
-            token_rows.append((request.callrail_company_id, token_id, name, True, spanner.COMMIT_TIMESTAMP))
+            token_rows.append(
+                (request.callrail_company_id, token_id, name, True, spanner.COMMIT_TIMESTAMP)
+            )
             token_ids.append(token_id)
 
         ts = spanner.COMMIT_TIMESTAMP
         with self._db.batch() as batch:
             batch.insert(
                 "Tenants",
-                ["TenantId", "Name", "Status", "CallRailAccountId", "CallRailApiKeySecret", "CreatedAt", "UpdatedAt"],
-                [(request.tenant_id, request.name, "active", request.callrail_account_id, api_secret, ts, ts)],
+                [
+                    "TenantId",
+                    "Name",
+                    "Status",
+                    "CallRailAccountId",
+                    "CallRailApiKeySecret",
+                    "CreatedAt",
+                    "UpdatedAt",
+                ],
+                [
+                    (
+                        request.tenant_id,
+                        request.name,
+                        "active",
+                        request.callrail_account_id,
+                        api_secret,
+                        ts,
+                        ts,
+                    )
+                ],
             )
             batch.insert(
                 "Offices",
                 ["TenantId", "OfficeId", "Name", "TimeZone", "CreatedAt", "UpdatedAt"],
-                [(request.tenant_id, request.office_id, request.office_name or request.name, request.time_zone, ts, ts)],
+                [
+                    (
+                        request.tenant_id,
+                        request.office_id,
+                        request.office_name or request.name,
+                        request.time_zone,
+                        ts,
+                        ts,
+                    )
+                ],
             )
             batch.insert(
                 "CallRailCompanies",
-                ["CompanyId", "LegacyCompanyId", "TenantId", "OfficeId", "CallRailAccountId", "Active", "CreatedAt", "UpdatedAt"],
-                [(request.callrail_company_id, request.legacy_company_id, request.tenant_id, request.office_id, request.callrail_account_id, True, ts, ts)],
+                [
+                    "CompanyId",
+                    "LegacyCompanyId",
+                    "TenantId",
+                    "OfficeId",
+                    "CallRailAccountId",
+                    "Active",
+                    "CreatedAt",
+                    "UpdatedAt",
+                ],
+                [
+                    (
+                        request.callrail_company_id,
+                        request.legacy_company_id,
+                        request.tenant_id,
+                        request.office_id,
+                        request.callrail_account_id,
+                        True,
+                        ts,
+                        ts,
+                    )
+                ],
             )
             if token_rows:
                 batch.insert(
@@ -187,7 +239,11 @@ class TenantRepository:
 
         def work(txn: Any) -> bool:
             rows = list(
-                txn.read("CompanySigningTokens", ["TokenId"], spanner.KeySet(keys=[[company_id, token_id]]))
+                txn.read(
+                    "CompanySigningTokens",
+                    ["TokenId"],
+                    spanner.KeySet(keys=[[company_id, token_id]]),
+                )
             )
             if not rows:
                 return False
@@ -218,7 +274,9 @@ class TenantRepository:
         """
         with self._db.snapshot() as snapshot:
             rows = list(
-                snapshot.execute_sql(sql, params={"key": key}, param_types={"key": param_types.STRING})
+                snapshot.execute_sql(
+                    sql, params={"key": key}, param_types={"key": param_types.STRING}
+                )
             )
         if not rows:
             return None
@@ -317,11 +375,12 @@ class CompanyDirectory:
         secrets: SecretStore,
         ttl_seconds: float,
         negative_ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lookup = lookup
         self._secrets = secrets
         self._negative_ttl = negative_ttl_seconds
-        self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds)
+        self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds, clock=clock)
 
     def resolve(self, keys: Sequence[str]) -> ResolvedCompany | None:
         for key in keys:
@@ -342,7 +401,7 @@ class CompanyDirectory:
     def _load(self, key: str) -> ResolvedCompany | None:
         try:
             mapping = self._lookup(key)
-        except Exception as error:  # noqa: BLE001 - any client failure means "cannot tell"
+        except Exception as error:
             raise DirectoryUnavailable(
                 f"company directory unavailable: {error.__class__.__name__}"
             ) from error

@@ -13,7 +13,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TOPOLOGY_FILE = REPO_ROOT / "schemas" / "pipeline.yaml"
+
+
+def _find_topology_file() -> Path:
+    # In the repository the package is shared/callpipe; in a deployed function bundle it
+    # sits next to schemas/ (see callpipe.deploy.bundle).
+    here = Path(__file__).resolve()
+    for root in (here.parents[1], here.parents[2]):
+        candidate = root / "schemas" / "pipeline.yaml"
+        if candidate.is_file():
+            return candidate
+    return REPO_ROOT / "schemas" / "pipeline.yaml"
+
+
+DEFAULT_TOPOLOGY_FILE = _find_topology_file()
 
 
 class _Strict(BaseModel):
@@ -23,6 +36,12 @@ class _Strict(BaseModel):
 class RetrySettings(_Strict):
     minimum_backoff_seconds: int = Field(ge=0, le=600)
     maximum_backoff_seconds: int = Field(ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrySettings:
+        if self.minimum_backoff_seconds > self.maximum_backoff_seconds:
+            raise ValueError("minimum_backoff_seconds must not exceed maximum_backoff_seconds")
+        return self
 
 
 class Defaults(_Strict):

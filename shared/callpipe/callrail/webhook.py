@@ -145,6 +145,18 @@ class CallRailWebhook(BaseModel):
         return match.group(1) if match else None
 
     @property
+    def has_recording_fields(self) -> bool:
+        """Post-Call payloads carry the recording fields (null when there is no recording);
+        Pre-Call and routing events, sent while the call is still going, do not. A missed
+        call's Post-Call has ``duration "0"`` and ``answered false`` just like a Pre-Call,
+        so those two fields cannot tell the events apart."""
+        extras = self.model_extra or {}
+        return bool(
+            {"recording", "recording_duration"} & self.model_fields_set
+            or {"recording_player", "recording_redirect"} & extras.keys()
+        )
+
+    @property
     def is_outbound(self) -> bool:
         return (self.direction or "").lower() == "outbound"
 
@@ -160,10 +172,7 @@ class CallRailWebhook(BaseModel):
                 EventType.TEXT_MESSAGE_SENT if self.is_outbound else EventType.TEXT_MESSAGE_RECEIVED
             )
         if self.changes is not None:
-            return (
-                EventType.OUTBOUND_CALL_MODIFIED if self.is_outbound else EventType.CALL_MODIFIED
-            )
-        finished = self.duration is not None or self.recording is not None or self.answered is not None
-        if finished:
+            return EventType.OUTBOUND_CALL_MODIFIED if self.is_outbound else EventType.CALL_MODIFIED
+        if self.has_recording_fields:
             return EventType.OUTBOUND_POST_CALL if self.is_outbound else EventType.POST_CALL
         return EventType.PRE_CALL

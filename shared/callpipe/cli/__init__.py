@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from callpipe.cli import dev, ops, schemas, tenants, webhooks
+from callpipe.cli import deploy, dev, ops, schemas, tenants, webhooks
 
 app = typer.Typer(
     help=(
@@ -24,6 +24,7 @@ app.add_typer(ops.quarantine_app, name="quarantine")
 app.add_typer(ops.dlq_app, name="dlq")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dev.app, name="dev")
+app.add_typer(deploy.app, name="deploy")
 
 
 def load_stack_env(path: Path = Path(".local/stack.env")) -> None:

@@ -12,7 +12,9 @@ app = typer.Typer(help="Run the whole pipeline locally on the emulators.", no_ar
 @app.command("up")
 def up(
     demo: Annotated[bool, typer.Option(help="Seed the demo tenant and send a demo call.")] = True,
-    exit_after_demo: Annotated[bool, typer.Option(help="Stop everything after the demo instead of serving.")] = False,
+    exit_after_demo: Annotated[
+        bool, typer.Option(help="Stop everything after the demo instead of serving.")
+    ] = False,
 ) -> None:
     """Start the emulators, provision, serve every function, send a demo call; Ctrl-C stops all."""
     from callpipe.devstack.run import run_local_stack

@@ -20,7 +20,10 @@ from callpipe.tenancy import (
 )
 from callpipe.wiring import build_secret_store
 
-app = typer.Typer(help="Onboard tenants (businesses) and manage their CallRail companies and tokens.", no_args_is_help=True)
+app = typer.Typer(
+    help="Onboard tenants (businesses) and manage their CallRail companies and tokens.",
+    no_args_is_help=True,
+)
 
 
 def _repository() -> TenantRepository:
@@ -31,7 +34,9 @@ def _repository() -> TenantRepository:
     if emulator:
         host, _, port = emulator.rpartition(":")
         if not port_open(host or "127.0.0.1", int(port)):
-            fail(f"the Spanner emulator at {emulator} does not answer: start the stack with `make run`")
+            fail(
+                f"the Spanner emulator at {emulator} does not answer: start the stack with `make run`"
+            )
     return TenantRepository(open_database(settings()))
 
 
@@ -40,7 +45,9 @@ def add(
     tenant_id: Annotated[str, typer.Option(help="Tenant id: lowercase letters, digits, hyphens.")],
     name: Annotated[str, typer.Option(help="The business's display name.")],
     callrail_account_id: Annotated[str, typer.Option(help="CallRail numeric account id.")],
-    callrail_company_id: Annotated[str, typer.Option(help="CallRail company resource id (COM...).")],
+    callrail_company_id: Annotated[
+        str, typer.Option(help="CallRail company resource id (COM...).")
+    ],
     signing_token: Annotated[
         list[str] | None,
         typer.Option(
@@ -48,12 +55,19 @@ def add(
             "CALLPIPE_SIGNING_TOKEN when omitted; prompted for when neither is given.",
         ),
     ] = None,
-    legacy_company_id: Annotated[str | None, typer.Option(help="The legacy numeric company id, if webhooks carry it.")] = None,
+    legacy_company_id: Annotated[
+        str | None, typer.Option(help="The legacy numeric company id, if webhooks carry it.")
+    ] = None,
     office_id: Annotated[str, typer.Option(help="Office id within the tenant.")] = "main",
-    office_name: Annotated[str | None, typer.Option(help="Office display name (defaults to the tenant name).")] = None,
-    time_zone: Annotated[str | None, typer.Option(help="Office time zone, e.g. America/Chicago.")] = None,
+    office_name: Annotated[
+        str | None, typer.Option(help="Office display name (defaults to the tenant name).")
+    ] = None,
+    time_zone: Annotated[
+        str | None, typer.Option(help="Office time zone, e.g. America/Chicago.")
+    ] = None,
     api_key_env: Annotated[
-        str | None, typer.Option(help="Name of an environment variable holding the CallRail API key.")
+        str | None,
+        typer.Option(help="Name of an environment variable holding the CallRail API key."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -90,16 +104,25 @@ def add(
         token_ids = _repository().onboard(request, build_secret_store(settings()))
     except (TenantExists, CompanyAlreadyMapped, InvalidIdentifier) as error:
         fail(str(error))
-    result = {"tenant_id": tenant_id, "company_id": callrail_company_id, "office_id": office_id, "token_ids": token_ids}
+    result = {
+        "tenant_id": tenant_id,
+        "company_id": callrail_company_id,
+        "office_id": office_id,
+        "token_ids": token_ids,
+    }
     if as_json:
         print_json(result)
     else:
-        typer.echo(f"tenant {tenant_id} onboarded: company {callrail_company_id} → office {office_id}, "
-                   f"{len(token_ids)} signing token(s) ({', '.join(token_ids)})")
+        typer.echo(
+            f"tenant {tenant_id} onboarded: company {callrail_company_id} → office {office_id}, "
+            f"{len(token_ids)} signing token(s) ({', '.join(token_ids)})"
+        )
 
 
 @app.command("list")
-def list_tenants(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+def list_tenants(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
     """List tenants with their companies and active token counts."""
     records = _repository().list_tenants()
     if as_json:
@@ -112,7 +135,9 @@ def list_tenants(as_json: Annotated[bool, typer.Option("--json", help="Print as 
     for r in records:
         companies = ",".join(c.company_id for c in r.companies) or "-"
         tokens = sum(1 for c in r.companies for t in c.tokens if t.active)
-        typer.echo(f"{r.tenant_id:<20} {r.status:<8} {r.callrail_account_id or '-':<12} {companies:<40} {tokens:<7} {r.name}")
+        typer.echo(
+            f"{r.tenant_id:<20} {r.status:<8} {r.callrail_account_id or '-':<12} {companies:<40} {tokens:<7} {r.name}"
+        )
 
 
 @app.command("show")
@@ -129,9 +154,13 @@ def show(
         print_json(data)
         return
     typer.echo(f"tenant   {record.tenant_id} ({record.name}), {record.status}")
-    typer.echo(f"account  {record.callrail_account_id or '-'}; API key secret: {record.api_key_secret or 'none'}")
+    typer.echo(
+        f"account  {record.callrail_account_id or '-'}; API key secret: {record.api_key_secret or 'none'}"
+    )
     for office in record.offices:
-        typer.echo(f"office   {office.office_id}: {office.name} ({office.time_zone or 'no time zone'})")
+        typer.echo(
+            f"office   {office.office_id}: {office.name} ({office.time_zone or 'no time zone'})"
+        )
     for company in record.companies:
         legacy = f", legacy id {company.legacy_company_id}" if company.legacy_company_id else ""
         typer.echo(f"company  {company.company_id}{legacy} → office {company.office_id}")
@@ -143,12 +172,20 @@ def show(
 @app.command("add-token")
 def add_token(
     company_id: Annotated[str, typer.Option(help="CallRail company resource id.")],
-    signing_token: Annotated[str | None, typer.Option(help="The new token (or CALLPIPE_SIGNING_TOKEN, or a prompt).")] = None,
+    signing_token: Annotated[
+        str | None, typer.Option(help="The new token (or CALLPIPE_SIGNING_TOKEN, or a prompt).")
+    ] = None,
 ) -> None:
     """Add a signing token to a company (rotation: both tokens verify until one is revoked)."""
-    token = signing_token or os.environ.get("CALLPIPE_SIGNING_TOKEN") or typer.prompt("Webhook signing token", hide_input=True)
+    token = (
+        signing_token
+        or os.environ.get("CALLPIPE_SIGNING_TOKEN")
+        or typer.prompt("Webhook signing token", hide_input=True)
+    )
     try:
-        token_id = _repository().add_signing_token(company_id, token, build_secret_store(settings()))
+        token_id = _repository().add_signing_token(
+            company_id, token, build_secret_store(settings())
+        )
     except TenantNotFound as error:
         fail(str(error))
     typer.echo(f"token {token_id} added to {company_id}; intake picks it up within the cache TTL")

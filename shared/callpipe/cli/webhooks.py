@@ -13,15 +13,25 @@ from callpipe.callrail.signature import compute_signature
 from callpipe.cli.common import fail, print_json, settings
 from callpipe.demo import DEMO_ACCOUNT_ID, DEMO_COMPANY_ID, DEMO_LEGACY_COMPANY_ID, sample_post_call
 
-app = typer.Typer(help="Make, sign and send CallRail-shaped webhooks to an intake.", no_args_is_help=True)
+app = typer.Typer(
+    help="Make, sign and send CallRail-shaped webhooks to an intake.", no_args_is_help=True
+)
 
 
 @app.command("sample")
 def sample(
-    company_id: Annotated[str, typer.Option(help="company_resource_id to put in the payload.")] = DEMO_COMPANY_ID,
-    legacy_company_id: Annotated[str, typer.Option(help="Legacy numeric company_id.")] = DEMO_LEGACY_COMPANY_ID,
-    account_id: Annotated[str, typer.Option(help="CallRail account id (in timeline_url).")] = DEMO_ACCOUNT_ID,
-    call_id: Annotated[str | None, typer.Option(help="resource_id of the call (random when omitted).")] = None,
+    company_id: Annotated[
+        str, typer.Option(help="company_resource_id to put in the payload.")
+    ] = DEMO_COMPANY_ID,
+    legacy_company_id: Annotated[
+        str, typer.Option(help="Legacy numeric company_id.")
+    ] = DEMO_LEGACY_COMPANY_ID,
+    account_id: Annotated[
+        str, typer.Option(help="CallRail account id (in timeline_url).")
+    ] = DEMO_ACCOUNT_ID,
+    call_id: Annotated[
+        str | None, typer.Option(help="resource_id of the call (random when omitted).")
+    ] = None,
 ) -> None:
     """Print a Post-Call webhook body with a fresh timestamp and a new call id."""
     print_json(sample_post_call(company_id, legacy_company_id, account_id, call_id))
@@ -43,7 +53,9 @@ def _signing_secret(company_id: str | None, body: bytes) -> str:
     if company_id is None:
         try:
             document = json.loads(body)
-            company_id = str(document.get("company_resource_id") or document.get("company_id") or "")
+            company_id = str(
+                document.get("company_resource_id") or document.get("company_id") or ""
+            )
         except (ValueError, AttributeError):
             company_id = ""
         if not company_id:
@@ -60,7 +72,10 @@ def _signing_secret(company_id: str | None, body: bytes) -> str:
 @app.command("sign")
 def sign(
     file: Annotated[Path, typer.Argument(help="The body to sign ('-' for stdin), byte for byte.")],
-    company_id: Annotated[str | None, typer.Option(help="Company whose newest active token signs (default: the body's).")] = None,
+    company_id: Annotated[
+        str | None,
+        typer.Option(help="Company whose newest active token signs (default: the body's)."),
+    ] = None,
 ) -> None:
     """Print the Signature header value for a body (local stack: reads the token from the secret store)."""
     body = _read_body(file)
@@ -70,13 +85,23 @@ def sign(
 @app.command("send")
 def send(
     file: Annotated[Path, typer.Argument(help="The body to send ('-' for stdin).")],
-    url: Annotated[str, typer.Option(help="Intake webhook URL.")] = "http://127.0.0.1:8080/api/v1/callrail/webhook",
-    company_id: Annotated[str | None, typer.Option(help="Company whose token signs (default: the body's).")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Intake webhook URL (default: the running local stack's intake)."),
+    ] = None,
+    company_id: Annotated[
+        str | None, typer.Option(help="Company whose token signs (default: the body's).")
+    ] = None,
     unsigned: Annotated[bool, typer.Option(help="Send without a Signature header.")] = False,
 ) -> None:
     """Sign a body and POST it to the intake; print the status and the JSON answer."""
+    import os
+
     import httpx
 
+    url = url or (
+        os.environ.get("CALLPIPE_INTAKE_URL", "http://127.0.0.1:8080") + "/api/v1/callrail/webhook"
+    )
     body = _read_body(file)
     headers = {"Content-Type": "application/json", "User-Agent": "callpipe-cli"}
     if not unsigned:

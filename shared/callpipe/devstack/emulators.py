@@ -39,8 +39,16 @@ def start_pubsub(project: str, port: int, log_dir: Path) -> ManagedProcess:
     _check_free("the Pub/Sub emulator", port)
     process = ManagedProcess(
         "pubsub-emulator",
-        [_gcloud(), "beta", "emulators", "pubsub", "start",
-         f"--host-port=127.0.0.1:{port}", f"--project={project}", "--quiet"],
+        [
+            _gcloud(),
+            "beta",
+            "emulators",
+            "pubsub",
+            "start",
+            f"--host-port=127.0.0.1:{port}",
+            f"--project={project}",
+            "--quiet",
+        ],
         log_dir / "pubsub-emulator.log",
     ).start()
     process.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/"), 60, f"HTTP on {port}")
@@ -52,13 +60,21 @@ def start_spanner(grpc_port: int, rest_port: int, log_dir: Path) -> ManagedProce
     _check_free("the Spanner emulator REST gateway", rest_port)
     process = ManagedProcess(
         "spanner-emulator",
-        [_gcloud(), "emulators", "spanner", "start",
-         f"--host-port=127.0.0.1:{grpc_port}", f"--rest-port={rest_port}", "--quiet"],
+        [
+            _gcloud(),
+            "emulators",
+            "spanner",
+            "start",
+            f"--host-port=127.0.0.1:{grpc_port}",
+            f"--rest-port={rest_port}",
+            "--quiet",
+        ],
         log_dir / "spanner-emulator.log",
     ).start()
     process.wait_until(
-        lambda: port_open("127.0.0.1", grpc_port) and http_ok(
-            f"http://127.0.0.1:{rest_port}/v1/projects/p/instanceConfigs"
+        lambda: (
+            port_open("127.0.0.1", grpc_port)
+            and http_ok(f"http://127.0.0.1:{rest_port}/v1/projects/p/instanceConfigs")
         ),
         60,
         f"gRPC on {grpc_port}",
@@ -84,18 +100,38 @@ def start_gcs(
     """fake-gcs-server in memory; ``notification`` = (project, topic, pubsub port) makes it
     publish OBJECT_FINALIZE events into the Pub/Sub emulator like a bucket notification."""
     _check_free("fake-gcs-server", port)
-    argv = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1",
-            "-port", str(port), "-backend", "memory",
-            "-external-url", f"http://127.0.0.1:{port}", "-log-level", "warn"]
+    argv = [
+        str(fake_gcs_binary()),
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-backend",
+        "memory",
+        "-external-url",
+        f"http://127.0.0.1:{port}",
+        "-log-level",
+        "warn",
+    ]
     env = None
     if notification is not None:
         import os
 
         project, topic, pubsub_port = notification
-        argv += ["-event.pubsub-project-id", project, "-event.pubsub-topic", topic,
-                 "-event.list", "finalize"]
+        argv += [
+            "-event.pubsub-project-id",
+            project,
+            "-event.pubsub-topic",
+            topic,
+            "-event.list",
+            "finalize",
+        ]
         env = {**os.environ, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{pubsub_port}"}
-    process = ManagedProcess("fake-gcs-server", argv, log_dir / "fake-gcs-server.log", env=env).start()
+    process = ManagedProcess(
+        "fake-gcs-server", argv, log_dir / "fake-gcs-server.log", env=env
+    ).start()
     process.wait_until(
         lambda: http_ok(f"http://127.0.0.1:{port}/storage/v1/b"), 30, f"HTTP on {port}"
     )

@@ -16,14 +16,19 @@ def push_endpoint(project: str, topic: str, port: int) -> str:
     return f"http://127.0.0.1:{port}/projects/{project}/topics/{topic}"
 
 
-def provision_pubsub(project: str, topology: Topology, push: bool = True) -> dict[str, Any]:
+def provision_pubsub(
+    project: str,
+    topology: Topology,
+    push: bool = True,
+    ports: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Create every topic and subscription of the topology (idempotent).
 
     With ``push=False`` the step subscriptions are pull subscriptions, so tests can drive a
     step themselves; DLQ policies and retry settings are the same either way.
     """
     from google.api_core import exceptions
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
     from google.protobuf import duration_pb2
 
     publisher = pubsub_v1.PublisherClient()
@@ -40,7 +45,9 @@ def provision_pubsub(project: str, topology: Topology, push: bool = True) -> dic
             "name": subscriber.subscription_path(project, sub.name),
             "topic": publisher.topic_path(project, sub.topic),
             "ack_deadline_seconds": sub.ack_deadline_seconds,
-            "message_retention_duration": duration_pb2.Duration(seconds=sub.message_retention_seconds),
+            "message_retention_duration": duration_pb2.Duration(
+                seconds=sub.message_retention_seconds
+            ),
         }
         if sub.retry is not None:
             request["retry_policy"] = {
@@ -52,8 +59,9 @@ def provision_pubsub(project: str, topology: Topology, push: bool = True) -> dic
                 "dead_letter_topic": publisher.topic_path(project, sub.dead_letter_topic),
                 "max_delivery_attempts": sub.max_delivery_attempts,
             }
-        if push and sub.push_port is not None:
-            request["push_config"] = {"push_endpoint": push_endpoint(project, sub.topic, sub.push_port)}
+        if push and sub.push_port is not None and sub.step is not None:
+            port = (ports or {}).get(sub.step, sub.push_port)
+            request["push_config"] = {"push_endpoint": push_endpoint(project, sub.topic, port)}
         try:
             subscriber.create_subscription(request=request)
             created["subscriptions"].append(sub.name)
@@ -65,7 +73,7 @@ def provision_pubsub(project: str, topology: Topology, push: bool = True) -> dic
 
 def provision_buckets(project: str, names: list[str]) -> None:
     from google.api_core import exceptions
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     client = storage.Client(project=project)
     for name in names:
@@ -75,7 +83,9 @@ def provision_buckets(project: str, names: list[str]) -> None:
             pass
 
 
-def provision_spanner(project: str, instance_id: str, database_id: str, ddl_file: Path = DDL_FILE) -> None:
+def provision_spanner(
+    project: str, instance_id: str, database_id: str, ddl_file: Path = DDL_FILE
+) -> None:
     from google.api_core import exceptions
     from google.cloud import spanner
 

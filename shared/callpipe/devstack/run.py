@@ -23,7 +23,7 @@ from callpipe.demo import (
     sample_post_call,
 )
 from callpipe.devstack.processes import StartupError
-from callpipe.devstack.stack import LocalStack, StackConfig
+from callpipe.devstack.stack import LocalStack, config_from_env
 from callpipe.secrets import LocalSecretStore
 from callpipe.spanner_db import open_database
 from callpipe.tenancy import OnboardingRequest, TenantRepository
@@ -49,13 +49,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
-    stack = LocalStack(StackConfig())
+    stack = LocalStack(config_from_env())
     follower: LogFollower | None = None
     try:
         started = time.monotonic()
         p = stack.config.ports
-        _say("[1/6]", f"starting the Pub/Sub emulator (:{p.pubsub}), the Spanner emulator "
-             f"(:{p.spanner_grpc}) and fake-gcs-server (:{p.gcs}) ...")
+        _say(
+            "[1/6]",
+            f"starting the Pub/Sub emulator (:{p.pubsub}), the Spanner emulator "
+            f"(:{p.spanner_grpc}) and fake-gcs-server (:{p.gcs}) ...",
+        )
         stack.start_emulators()
         _say("     ", f"{GREEN}ready{RESET} in {time.monotonic() - started:.1f} s")
 
@@ -64,13 +67,19 @@ def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
         topology = stack.topology
         _say("     ", f"topics: {', '.join(topology.all_topics())}")
         _say("     ", f"subscriptions: {', '.join(s.name for s in topology.subscriptions())}")
-        _say("     ", f"buckets: {stack.config.webhook_bucket}, {stack.config.audio_bucket}; "
-             f"Spanner database {stack.config.spanner_instance}/{stack.config.spanner_database}")
+        _say(
+            "     ",
+            f"buckets: {stack.config.webhook_bucket}, {stack.config.audio_bucket}; "
+            f"Spanner database {stack.config.spanner_instance}/{stack.config.spanner_database}",
+        )
         env_file = stack.write_env_file()
 
         token = None
         if demo:
-            _say("[3/6]", f"onboarding the demo tenant '{DEMO_TENANT_ID}' (company {DEMO_COMPANY_ID}) ...")
+            _say(
+                "[3/6]",
+                f"onboarding the demo tenant '{DEMO_TENANT_ID}' (company {DEMO_COMPANY_ID}) ...",
+            )
             token = _seed_demo(stack)
             _say("     ", f"signing token stored in {stack.secrets_dir}/ (local secret store)")
         else:
@@ -100,7 +109,9 @@ def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
         while True:
             for process in stack.processes:
                 if not process.running:
-                    print(f"{RED}{process.name} exited; log {process.log_path}:{RESET}\n{process.log_tail()}")
+                    print(
+                        f"{RED}{process.name} exited; log {process.log_path}:{RESET}\n{process.log_tail()}"
+                    )
                     return 1
             time.sleep(1.0)
     except StartupError as error:
@@ -150,7 +161,9 @@ def _send_demo(stack: LocalStack, token: str) -> str:
         timeout=15,
     )
     colour = GREEN if response.status_code == 202 else RED
-    _say("     ", f"POST {url} → {colour}HTTP {response.status_code}{RESET} {response.text.strip()}")
+    _say(
+        "     ", f"POST {url} → {colour}HTTP {response.status_code}{RESET} {response.text.strip()}"
+    )
     # A duplicate delivery of the same webhook, to show that it yields one call downstream.
     again = httpx.post(
         url,
@@ -171,35 +184,52 @@ def _follow(stack: LocalStack, call_id: str, timeout: float = 60.0) -> None:
     row = None
     while time.monotonic() < deadline:
         with database.snapshot() as snapshot:
-            rows = list(snapshot.execute_sql(
-                "SELECT e.Status, e.ArchiveUri, c.Stage, c.StageStatus, e.EventKey "
-                "FROM WebhookEvents e JOIN Calls c ON c.TenantId = e.TenantId AND c.CallId = e.CallId "
-                "WHERE e.TenantId = @t AND e.CallId = @c",
-                params={"t": DEMO_TENANT_ID, "c": call_id},
-                param_types={"t": spanner.param_types.STRING, "c": spanner.param_types.STRING},
-            ))
+            rows = list(
+                snapshot.execute_sql(
+                    "SELECT e.Status, e.ArchiveUri, c.Stage, c.StageStatus, e.EventKey "
+                    "FROM WebhookEvents e JOIN Calls c ON c.TenantId = e.TenantId AND c.CallId = e.CallId "
+                    "WHERE e.TenantId = @t AND e.CallId = @c",
+                    params={"t": DEMO_TENANT_ID, "c": call_id},
+                    param_types={"t": spanner.param_types.STRING, "c": spanner.param_types.STRING},
+                )
+            )
         if rows and rows[0][0] == "forwarded":
             row = rows[0]
             break
         time.sleep(0.5)
     if row is None:
-        _say("     ", f"{RED}the call did not get registered within {timeout:.0f} s; see .local/logs/{RESET}")
+        _say(
+            "     ",
+            f"{RED}the call did not get registered within {timeout:.0f} s; see .local/logs/{RESET}",
+        )
         return
     status, archive_uri, stage, stage_status, key = row
-    _say("     ", f"{GREEN}registered{RESET} in Spanner: Calls({DEMO_TENANT_ID}, {call_id}) stage={stage}/{stage_status}; "
-         f"WebhookEvents key {key} status={status} (one event for two deliveries)")
+    _say(
+        "     ",
+        f"{GREEN}registered{RESET} in Spanner: Calls({DEMO_TENANT_ID}, {call_id}) stage={stage}/{stage_status}; "
+        f"WebhookEvents key {key} status={status} (one event for two deliveries)",
+    )
     _say("     ", f"raw webhook archived at {archive_uri}")
     from callpipe.replay import PullSubscription, peek
 
-    queued = [p for p in peek(PullSubscription(settings.google_cloud_project, "calls.registered.backlog"), 50)
-              if p.attributes.get("call_id") == call_id]
-    _say("     ", f"{GREEN}queued{RESET} on calls.registered: {len(queued)} message(s) for {call_id} "
-         "(waiting in calls.registered.backlog for the fetch-call step)")
+    queued = [
+        p
+        for p in peek(
+            PullSubscription(settings.google_cloud_project, "calls.registered.backlog"), 50
+        )
+        if p.attributes.get("call_id") == call_id
+    ]
+    _say(
+        "     ",
+        f"{GREEN}queued{RESET} on calls.registered: {len(queued)} message(s) for {call_id} "
+        "(waiting in calls.registered.backlog for the fetch-call step)",
+    )
 
 
 def _print_usage(stack: LocalStack, env_file: Path) -> None:
     intake = stack.function_url("intake")
-    print(f"""
+    print(
+        f"""
 {BOLD}Try it{RESET} (in another shell, from this directory):
   .venv/bin/callpipe webhooks sample > /tmp/call.json
   SIG=$(.venv/bin/callpipe webhooks sign /tmp/call.json)
@@ -208,7 +238,9 @@ def _print_usage(stack: LocalStack, env_file: Path) -> None:
   curl -s {intake}/health
   .venv/bin/callpipe tenants list
 {DIM}The CLI finds this stack through {env_file}; function logs are in {stack.log_dir}/.{RESET}
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 class LogFollower:
@@ -227,7 +259,10 @@ class LogFollower:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        offsets = {step: (path.stat().st_size if path.exists() else 0) for step, path in self._paths.items()}
+        offsets = {
+            step: (path.stat().st_size if path.exists() else 0)
+            for step, path in self._paths.items()
+        }
         while not self._stop.wait(0.3):
             for step, path in self._paths.items():
                 if not path.exists():

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from callpipe.devstack.emulators import EmulatorPorts, start_gcs, start_pubsub, start_spanner
@@ -27,6 +28,37 @@ class StackConfig:
     push: bool = True
     function_workers: int = 1
     function_threads: int = 8
+
+
+def config_from_env(environ: dict[str, str] | None = None) -> StackConfig:
+    """The default stack, with ports and the state folder overridable by environment:
+    CALLPIPE_PUBSUB_PORT, CALLPIPE_SPANNER_PORT, CALLPIPE_SPANNER_REST_PORT,
+    CALLPIPE_GCS_PORT, CALLPIPE_<STEP>_PORT (e.g. CALLPIPE_INTAKE_PORT) and
+    CALLPIPE_STATE_DIR."""
+    env = dict(os.environ if environ is None else environ)
+    defaults = EmulatorPorts()
+
+    def port(name: str, default: int) -> int:
+        value = env.get(name)
+        return int(value) if value else default
+
+    ports = EmulatorPorts(
+        pubsub=port("CALLPIPE_PUBSUB_PORT", defaults.pubsub),
+        spanner_grpc=port("CALLPIPE_SPANNER_PORT", defaults.spanner_grpc),
+        spanner_rest=port("CALLPIPE_SPANNER_REST_PORT", defaults.spanner_rest),
+        gcs=port("CALLPIPE_GCS_PORT", defaults.gcs),
+    )
+    function_ports = {}
+    for key, value in env.items():
+        if key.startswith("CALLPIPE_") and key.endswith("_PORT") and value:
+            step = key[len("CALLPIPE_") : -len("_PORT")].lower().replace("_", "-")
+            function_ports[step] = int(value)
+    state = env.get("CALLPIPE_STATE_DIR")
+    return StackConfig(
+        ports=ports,
+        function_ports=function_ports,
+        state_dir=Path(state) if state else REPO_ROOT / ".local",
+    )
 
 
 class LocalStack:
@@ -74,7 +106,9 @@ class LocalStack:
         c = self.config
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.processes.append(start_pubsub(c.project, c.ports.pubsub, self.log_dir))
-        self.processes.append(start_spanner(c.ports.spanner_grpc, c.ports.spanner_rest, self.log_dir))
+        self.processes.append(
+            start_spanner(c.ports.spanner_grpc, c.ports.spanner_rest, self.log_dir)
+        )
         self.processes.append(start_gcs(c.ports.gcs, self.log_dir))
 
     def provision(self) -> None:
@@ -84,7 +118,12 @@ class LocalStack:
             shutil.rmtree(self.secrets_dir)  # the emulators start empty, so do the secrets
         self.secrets_dir.mkdir(parents=True, mode=0o700)
         provision_spanner(c.project, c.spanner_instance, c.spanner_database)
-        provision_pubsub(c.project, self.topology, push=c.push)
+        provision_pubsub(
+            c.project,
+            self.topology,
+            push=c.push,
+            ports={name: self.function_port(name) for name in self.topology.steps},
+        )
         provision_buckets(c.project, [c.webhook_bucket, c.audio_bucket])
 
     def start_functions(self, steps: list[str] | None = None) -> None:
@@ -106,19 +145,31 @@ class LocalStack:
             }
             process = ManagedProcess(
                 f"function {name}",
-                [str(framework), "--source", str(REPO_ROOT / step.source / "main.py"),
-                 "--target", step.entry_point, "--host", "127.0.0.1", "--port", str(port)],
+                [
+                    str(framework),
+                    "--source",
+                    str(REPO_ROOT / step.source / "main.py"),
+                    "--target",
+                    step.entry_point,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
                 self.log_dir / f"function-{name}.log",
                 env=env,
                 cwd=REPO_ROOT,
             ).start()
             self.processes.append(process)
-            probe = "/health" if step.trigger.type == "http" else "/"
-            process.wait_until(lambda p=port, q=probe: http_ok(f"http://127.0.0.1:{p}{q}"), 60, f"HTTP on {port}")
+            probe_url = f"http://127.0.0.1:{port}" + (
+                "/health" if step.trigger.type == "http" else "/"
+            )
+            process.wait_until(partial(http_ok, probe_url), 60, f"HTTP on {port}")
 
     def write_env_file(self) -> Path:
         path = self.config.state_dir / "stack.env"
-        path.write_text("".join(f"{k}={v}\n" for k, v in self.env().items()), encoding="utf-8")
+        values = {**self.env(), "CALLPIPE_INTAKE_URL": self.function_url("intake")}
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
         return path
 
     def stop(self) -> None:

@@ -8,9 +8,7 @@ from collections.abc import Callable
 
 
 class TokenBucket:
-    def __init__(
-        self, per_minute: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._capacity = float(per_minute)
         self._rate = per_minute / 60.0
         self._tokens = float(per_minute)

@@ -29,14 +29,14 @@ from callpipe.ids import InvalidIdentifier, check_resource_id
 from callpipe.intake.ratelimit import TokenBucket
 from callpipe.logs import log_event
 from callpipe.messages import CallReceived, QuarantinedWebhook, RawWebhook
-from callpipe.publishing import PublishFailed, Publisher
+from callpipe.publishing import Publisher, PublishFailed
 from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable
 
 logger = logging.getLogger("callpipe.intake")
 
 WEBHOOK_PATH = "/api/v1/callrail/webhook"
 KEPT_HEADERS = ("signature", "content-type", "user-agent")
-_TRACE = re.compile(r"^[0-9a-f]{32}$")
+_TRACE = re.compile(r"^(?!0{32})[0-9a-f]{32}$")  # W3C: an all-zero trace id is invalid
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,9 @@ class WebhookIntake:
         if request.event_hint:
             hint = EventType.from_hint(request.event_hint)
             if hint is None:
-                return fail(404, "unknown_event_path", f"no webhook route for {request.event_hint!r}")
+                return fail(
+                    404, "unknown_event_path", f"no webhook route for {request.event_hint!r}"
+                )
 
         try:
             document = json.loads(request.body)
@@ -188,7 +190,12 @@ class WebhookIntake:
             kept = keep_unknown and self._quarantine(
                 raw, company_keys[0], "unknown_company", correlation_id
             )
-            note = "kept in quarantine for replay" if kept else "quarantine is full, not kept"
+            if kept:
+                note = "kept in quarantine for replay"
+            elif keep_unknown:
+                note = "not kept: the quarantine is full"
+            else:
+                note = "still unknown"
             return fail(
                 404,
                 "unknown_company",
@@ -208,23 +215,23 @@ class WebhookIntake:
                 company_id=mapping.company_id,
             )
 
-        # From here on the body is authentic.
+        # From here on the body is authentic. What we cannot use is still kept (quarantine):
+        # CallRail never sends it again, and once the cause is fixed it can be replayed.
+        def unusable(code: str, message: str) -> IntakeOutcome:
+            kept = keep_unknown and self._quarantine(raw, mapping.company_id, code, correlation_id)
+            return fail(400, code, message, tenant_id=mapping.tenant_id, quarantined=kept)
+
         try:
             webhook = CallRailWebhook.model_validate(document)
         except ValidationError as error:
-            return fail(
-                400,
-                "invalid_payload",
-                f"unusable webhook payload: {_summarize(error)}",
-                tenant_id=mapping.tenant_id,
-            )
+            return unusable("invalid_payload", f"unusable webhook payload: {_summarize(error)}")
         call_id = webhook.call_id
         if not call_id:
-            return fail(400, "missing_call_id", "resource_id (or id) is required", tenant_id=mapping.tenant_id)
+            return unusable("missing_call_id", "resource_id (or id) is required")
         try:
             check_resource_id(call_id)
         except InvalidIdentifier as error:
-            return fail(400, "invalid_call_id", str(error), tenant_id=mapping.tenant_id)
+            return unusable("invalid_call_id", str(error))
 
         tolerance = self._config.timestamp_tolerance
         if webhook.timestamp is not None:
@@ -265,8 +272,11 @@ class WebhookIntake:
             )
         except PublishFailed as error:
             return fail(
-                503, "queue_unavailable", "the call could not be queued; retry later",
-                detail=str(error), **context,
+                503,
+                "queue_unavailable",
+                "the call could not be queued; retry later",
+                detail=str(error),
+                **context,
             )
         return IntakeOutcome(
             status=202,

@@ -50,7 +50,11 @@ class HealthCheck:
             exists = self._publisher.topic_exists(topic)
         except Exception as error:  # noqa: BLE001 - health reports any failure as down
             return {"ok": False, "error": error.__class__.__name__}
-        return {"ok": exists, "topic": topic} if exists else {"ok": False, "error": f"topic {topic} missing"}
+        return (
+            {"ok": exists, "topic": topic}
+            if exists
+            else {"ok": False, "error": f"topic {topic} missing"}
+        )
 
     def _check_spanner(self) -> dict[str, Any]:
         try:

@@ -1,0 +1,1 @@
+"""Deployment tooling run by cloudbuild.yaml: function source bundles and schema migration."""

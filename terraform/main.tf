@@ -1,0 +1,75 @@
+# The pipeline's topology is read from the same file the local stack provisions from; every
+# topic, subscription and function below is derived from it (see modules/topology).
+module "topology" {
+  source   = "./modules/topology"
+  topology = yamldecode(file("${path.module}/../schemas/pipeline.yaml"))
+}
+
+module "spanner_ddl" {
+  source     = "./modules/spanner_ddl"
+  schema_sql = file("${path.module}/../schemas/spanner/schema.sql")
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  labels = merge(var.labels, {
+    app = "callpipe"
+    env = var.environment
+  })
+
+  build_dir = coalesce(var.build_dir, "${path.module}/../build")
+
+  buckets = {
+    recordings = coalesce(var.audio_storage_bucket, "${var.project_id}-callpipe-recordings")
+    webhooks   = coalesce(var.webhook_archive_bucket, "${var.project_id}-callpipe-webhooks")
+  }
+
+  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+  # What each step needs beyond the topics it publishes to (those come from the topology).
+  # The topology schema has no place for it, so it lives here; a step missing from this map
+  # fails the plan (precondition on its function) and tests/unit/test_terraform.py.
+  #   spanner_role:    database role, or null for none
+  #   buckets:         keys of local.buckets it reads and writes objects in
+  #   secret_prefixes: Secret Manager secret ids it may read, by prefix (names are per
+  #                    company/tenant and created at onboarding, so they cannot be listed here)
+  step_access = {
+    intake = {
+      # Only reads the company directory; writes go through register-call.
+      spanner_role    = "roles/spanner.databaseReader"
+      buckets         = []
+      secret_prefixes = ["callrail-webhook-token-"]
+    }
+    register-call = {
+      spanner_role    = "roles/spanner.databaseUser"
+      buckets         = ["webhooks"]
+      secret_prefixes = []
+    }
+  }
+
+  common_environment = {
+    ENVIRONMENT            = "production"
+    GOOGLE_CLOUD_PROJECT   = var.project_id
+    GOOGLE_CLOUD_LOCATION  = var.region
+    SPANNER_INSTANCE       = google_spanner_instance.main.name
+    SPANNER_DATABASE       = google_spanner_database.main.name
+    AUDIO_STORAGE_BUCKET   = google_storage_bucket.data["recordings"].name
+    WEBHOOK_ARCHIVE_BUCKET = google_storage_bucket.data["webhooks"].name
+    RETENTION_DAYS         = tostring(var.retention_days)
+    LOG_LEVEL              = var.log_level
+    # functions-framework serves with gunicorn gthread: one thread per concurrent request.
+    THREADS = tostring(var.max_request_concurrency)
+  }
+
+  function_environment = {
+    for name, step in module.topology.steps : name => merge(
+      local.common_environment,
+      var.environment_variables,
+      step.env,
+      lookup(var.step_environment_variables, name, {}),
+    )
+  }
+}

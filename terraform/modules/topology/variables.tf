@@ -1,0 +1,4 @@
+variable "topology" {
+  description = "The decoded schemas/pipeline.yaml (yamldecode of the file)."
+  type        = any
+}

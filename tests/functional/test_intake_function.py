@@ -1,0 +1,177 @@
+"""The intake function through functions-framework's test client, on the emulators."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, Tap, Tenant, post_call_body
+
+WEBHOOK = "/api/v1/callrail/webhook"
+
+
+def sign(token: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(token.encode(), body, hashlib.sha1).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def client(stack: Any) -> Any:
+    from functions_framework import create_app
+
+    return create_app(target="intake", source=str(REPO / "functions/intake/main.py")).test_client()
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
+    return make_tenant()
+
+
+def post(
+    client: Any,
+    body: bytes,
+    signature: str | None,
+    content_type: str = "application/json",
+    path: str = WEBHOOK,
+) -> Any:
+    headers = {"Content-Type": content_type}
+    if signature is not None:
+        headers["Signature"] = signature
+    return client.post(path, data=body, headers=headers)
+
+
+def test_signed_post_call_is_accepted_and_queued(
+    client: Any, tenant: Tenant, tap: Callable[[str], Tap]
+) -> None:
+    received = tap("calls.received")
+    body = post_call_body(tenant)
+    response = post(client, body, sign(tenant.token, body))
+    assert response.status_code == 202, response.get_json()
+    answer = response.get_json()
+    assert answer["status"] == "accepted" and answer["event_type"] == "post_call"
+
+    messages = [
+        m for m in received.drain(expect=1) if m.attributes.get("tenant_id") == tenant.tenant_id
+    ]
+    assert len(messages) == 1
+    attributes = dict(messages[0].attributes)
+    assert attributes["call_id"] == answer["call_id"]
+    assert attributes["office_id"] == tenant.office_id
+    assert attributes["event_type"] == "post_call"
+    assert attributes["correlation_id"] == answer["correlation_id"]
+    payload = json.loads(messages[0].data)
+    assert base64.b64decode(payload["webhook"]["body_base64"]) == body
+    assert payload["webhook"]["headers"]["signature"] == sign(tenant.token, body)
+
+
+def test_legacy_numeric_company_id_maps_to_the_tenant(client: Any, tenant: Tenant) -> None:
+    document = json.loads(post_call_body(tenant))
+    document.pop("company_resource_id")
+    document["company_id"] = int(tenant.legacy_company_id)
+    body = json.dumps(document).encode()
+    assert post(client, body, sign(tenant.token, body)).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "error"),
+    [
+        (lambda b, t: ("GET", b, sign(t, b), "application/json"), 405, "method_not_allowed"),
+        (lambda b, t: ("POST", b, sign(t, b), "text/plain"), 415, "unsupported_media_type"),
+        (lambda b, t: ("POST", b, None, "application/json"), 401, "missing_signature"),
+        (
+            lambda b, t: ("POST", b, sign("not-the-token", b), "application/json"),
+            401,
+            "invalid_signature",
+        ),
+        (lambda b, t: ("POST", b[:-5], sign(t, b), "application/json"), 400, "malformed_json"),
+        (lambda b, t: ("POST", b + b" ", sign(t, b), "application/json"), 401, "invalid_signature"),
+    ],
+    ids=["wrong-method", "not-json", "no-signature", "wrong-token", "truncated", "tampered"],
+)
+def test_rejections(client: Any, tenant: Tenant, mutate: Any, status: int, error: str) -> None:
+    method, body, signature, content_type = mutate(post_call_body(tenant), tenant.token)
+    headers = {"Content-Type": content_type}
+    if signature:
+        headers["Signature"] = signature
+    response = client.open(WEBHOOK, method=method, data=body, headers=headers)
+    assert response.status_code == status
+    assert response.get_json()["error"] == error
+    assert response.get_json()["message"]
+
+
+def test_missing_company_and_call_ids(client: Any, tenant: Tenant) -> None:
+    document = json.loads(post_call_body(tenant))
+    no_company = {
+        k: v for k, v in document.items() if k not in ("company_resource_id", "company_id")
+    }
+    body = json.dumps(no_company).encode()
+    response = post(client, body, sign(tenant.token, body))
+    assert (response.status_code, response.get_json()["error"]) == (400, "missing_company_id")
+
+    no_call = {k: v for k, v in document.items() if k not in ("resource_id", "id")}
+    body = json.dumps(no_call).encode()
+    response = post(client, body, sign(tenant.token, body))
+    assert (response.status_code, response.get_json()["error"]) == (400, "missing_call_id")
+
+
+def test_body_over_the_limit_is_refused_unread(client: Any, tenant: Tenant) -> None:
+    body = (
+        b'{"company_resource_id": "'
+        + tenant.company_id.encode()
+        + b'", "pad": "'
+        + b"x" * 1_100_000
+        + b'"}'
+    )
+    response = post(client, body, sign(tenant.token, body))
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "payload_too_large"
+
+
+def test_stale_capture_is_refused(client: Any, tenant: Tenant) -> None:
+    old = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    body = post_call_body(tenant, timestamp=old)
+    response = post(client, body, sign(tenant.token, body))
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "stale_webhook"
+
+
+def test_unknown_company_is_404_and_quarantined(
+    client: Any, make_tenant: Callable[..., Tenant], tap: Callable[[str], Tap]
+) -> None:
+    quarantine = tap("webhooks.quarantine")
+    ghost = Tenant(
+        "ghost", "COMffffffffffffffffffffffffffff0001", "999", "1", "main", "tok-ghost-123", "x"
+    )
+    body = post_call_body(ghost)
+    response = post(client, body, sign(ghost.token, body))
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "unknown_company"
+    kept = [
+        m for m in quarantine.drain(expect=1) if m.attributes.get("company_key") == ghost.company_id
+    ]
+    assert len(kept) == 1
+    assert kept[0].attributes["reason"] == "unknown_company"
+
+
+def test_event_type_from_path_hint(client: Any, tenant: Tenant) -> None:
+    body = post_call_body(tenant, changes=["note"], note="call back tomorrow")
+    response = post(client, body, sign(tenant.token, body), path=WEBHOOK + "/call-modified")
+    assert response.status_code == 202
+    assert response.get_json()["event_type"] == "call_modified"
+    response = post(client, body, sign(tenant.token, body), path=WEBHOOK + "/not-an-event")
+    assert response.status_code == 404
+
+
+def test_unknown_route_and_health(client: Any) -> None:
+    assert client.get("/nope").status_code == 404
+    health = client.get("/health")
+    assert health.status_code == 200
+    report = health.get_json()
+    assert report["status"] == "ok"
+    assert report["checks"]["pubsub"]["ok"] and report["checks"]["spanner"]["ok"]

@@ -1,0 +1,180 @@
+"""The operator CLI against the emulators, and `callpipe dev up` (what `make run` runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callpipe.devstack.processes import free_port
+from callpipe.devstack.stack import LocalStack
+from tests.conftest import REPO
+
+CLI = str(Path(sys.executable).parent / "callpipe")
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env or dict(os.environ),
+        input=input,
+        cwd=REPO,
+    )
+
+
+def test_help_explains_every_command() -> None:
+    top = run_cli("--help")
+    assert top.returncode == 0
+    for group in ("tenants", "webhooks", "quarantine", "dlq", "schemas", "dev"):
+        assert group in top.stdout
+    tenants = run_cli("tenants", "--help")
+    for command in ("add", "list", "show", "add-token", "revoke-token"):
+        assert command in tenants.stdout
+
+
+def test_tenant_onboarding_list_show_and_sign(stack: LocalStack, tmp_path: Path) -> None:
+    tenant_id = f"acme-{uuid.uuid4().hex[:6]}"
+    company = f"COM{uuid.uuid4().hex}"
+    token = "acme-signing-token-" + uuid.uuid4().hex
+    added = run_cli(
+        "tenants",
+        "add",
+        "--tenant-id",
+        tenant_id,
+        "--name",
+        "Acme Remodeling",
+        "--callrail-account-id",
+        "728790660",
+        "--callrail-company-id",
+        company,
+        "--signing-token",
+        token,
+        "--json",
+    )
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["tenant_id"] == tenant_id
+    assert token not in added.stdout + added.stderr
+
+    again = run_cli(
+        "tenants",
+        "add",
+        "--tenant-id",
+        tenant_id,
+        "--name",
+        "Acme",
+        "--callrail-account-id",
+        "1",
+        "--callrail-company-id",
+        f"COM{uuid.uuid4().hex}",
+        "--signing-token",
+        "another-token-1",
+    )
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+    listed = run_cli("tenants", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    record = next(t for t in json.loads(listed.stdout) if t["tenant_id"] == tenant_id)
+    assert record["companies"][0]["company_id"] == company
+    assert token not in listed.stdout
+
+    shown = run_cli("tenants", "show", tenant_id)
+    assert shown.returncode == 0 and company in shown.stdout and "active" in shown.stdout
+    assert run_cli("tenants", "show", "no-such-tenant").returncode == 1
+
+    body = tmp_path / "call.json"
+    sample = run_cli("webhooks", "sample", "--company-id", company)
+    body.write_text(sample.stdout)
+    signature = run_cli("webhooks", "sign", str(body))
+    assert signature.returncode == 0, signature.stderr
+    from callpipe.callrail.signature import compute_signature
+
+    assert signature.stdout.strip() == compute_signature(token, body.read_bytes())
+
+
+def test_bad_identifiers_are_refused_with_a_message(stack: LocalStack) -> None:
+    result = run_cli(
+        "tenants",
+        "add",
+        "--tenant-id",
+        "../etc",
+        "--name",
+        "x",
+        "--callrail-account-id",
+        "1",
+        "--callrail-company-id",
+        "COMabc",
+        "--signing-token",
+        "token-12345",
+    )
+    assert result.returncode == 1
+    assert "invalid tenant id" in result.stderr
+
+
+def test_cli_reports_a_stack_that_is_not_running(tmp_path: Path) -> None:
+    env = {**os.environ, "SPANNER_EMULATOR_HOST": f"127.0.0.1:{free_port()}"}
+    result = run_cli("tenants", "list", env=env)
+    assert result.returncode == 1
+    assert "make run" in result.stderr
+
+
+@pytest.mark.timeout(240)
+def test_dev_up_runs_the_demo_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
+    env.update(
+        {
+            "CALLPIPE_PUBSUB_PORT": str(free_port()),
+            "CALLPIPE_SPANNER_PORT": str(free_port()),
+            "CALLPIPE_SPANNER_REST_PORT": str(free_port()),
+            "CALLPIPE_GCS_PORT": str(free_port()),
+            "CALLPIPE_INTAKE_PORT": str(free_port()),
+            "CALLPIPE_REGISTER_CALL_PORT": str(free_port()),
+            "CALLPIPE_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    result = run_cli("dev", "up", "--exit-after-demo", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "HTTP 202" in output
+    assert "registered" in output and "queued" in output
+    assert "1 message(s)" in output
+    assert "stopped" in output
+    leftovers = _processes_mentioning(
+        env["CALLPIPE_PUBSUB_PORT"],
+        env["CALLPIPE_SPANNER_PORT"],
+        env["CALLPIPE_GCS_PORT"],
+        env["CALLPIPE_INTAKE_PORT"],
+    )
+    assert leftovers == []
+
+
+def _processes_mentioning(*needles: str) -> list[Any]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(
+            f":{n}" in cmdline
+            or f"port {n}" in cmdline
+            or f"--port={n}" in cmdline
+            or f"-port {n}" in cmdline
+            or f"--port {n}" in cmdline
+            for n in needles
+        ):
+            found.append((entry.name, cmdline[:200]))
+    return found

@@ -1,0 +1,243 @@
+"""callpipe.deploy.ddl: apply only the CREATE statements whose object is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from callpipe.deploy.ddl import (
+    SCHEMA_FILE,
+    DatabaseNotFound,
+    SchemaObject,
+    UnsupportedStatement,
+    apply_migration,
+    drifted_objects,
+    objects_in,
+    plan_migration,
+    read_schema,
+    schema_object,
+)
+
+DESIRED = read_schema(SCHEMA_FILE)
+
+# How Spanner itself returns DDL (GetDatabaseDdl, as recorded from the emulator): its own
+# layout, not the file's. Existing objects are recognised by name whatever the formatting.
+CANONICAL_TENANTS = (
+    "CREATE TABLE Tenants (\n  TenantId STRING(63) NOT NULL,\n  Name STRING(MAX) NOT NULL,\n"
+    "  Status STRING(16) NOT NULL,\n  CallRailAccountId STRING(32),\n"
+    "  CallRailApiKeySecret STRING(255),\n  CreatedAt TIMESTAMP NOT NULL OPTIONS (\n"
+    "    allow_commit_timestamp = true\n  ),\n  UpdatedAt TIMESTAMP NOT NULL OPTIONS (\n"
+    "    allow_commit_timestamp = true\n  ),\n) PRIMARY KEY(TenantId)"
+)
+CANONICAL_LEGACY_INDEX = (
+    "CREATE UNIQUE NULL_FILTERED INDEX CallRailCompaniesByLegacyId "
+    "ON CallRailCompanies(LegacyCompanyId)"
+)
+CANONICAL_STAGE_INDEX = "CREATE INDEX CallsByStage ON Calls(Stage, StageStatus, UpdatedAt DESC)"
+
+
+# One table as written in a schema file, as Spanner returns it, and as later edited.
+TOKENS_IN_FILE = """CREATE TABLE CompanySigningTokens (
+  CompanyId STRING(64) NOT NULL,
+  TokenId STRING(64) NOT NULL,
+  CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  RevokedAt TIMESTAMP,
+) PRIMARY KEY (CompanyId, TokenId),
+  INTERLEAVE IN PARENT CallRailCompanies ON DELETE CASCADE"""
+TOKENS_IN_DATABASE = (
+    "CREATE TABLE CompanySigningTokens (\n  CompanyId STRING(64) NOT NULL,\n"
+    "  TokenId STRING(64) NOT NULL,\n  CreatedAt TIMESTAMP NOT NULL OPTIONS (\n"
+    "    allow_commit_timestamp = true\n  ),\n  RevokedAt TIMESTAMP,\n"
+    ") PRIMARY KEY(CompanyId, TokenId),\n  INTERLEAVE IN PARENT CallRailCompanies ON DELETE CASCADE"
+)
+TOKENS_IN_FILE_CHANGED = TOKENS_IN_FILE.replace(
+    "RevokedAt TIMESTAMP,", "RevokedAt TIMESTAMP OPTIONS (allow_commit_timestamp = true),"
+)
+
+
+def _objects(statements: Sequence[str]) -> list[SchemaObject]:
+    found = [schema_object(s) for s in statements]
+    assert None not in found
+    return [obj for obj in found if obj is not None]
+
+
+def test_the_schema_file_is_all_create_statements_of_distinct_objects() -> None:
+    objects = _objects(DESIRED)
+    assert len(set(objects)) == len(DESIRED)
+    kinds = {obj.kind for obj in objects}
+    assert kinds == {"TABLE", "INDEX"}
+    assert ("TABLE", "Tenants") in {(o.kind, o.name) for o in objects}
+
+
+def test_nothing_to_do_when_everything_exists() -> None:
+    assert plan_migration(DESIRED, objects_in(DESIRED)) == []
+
+
+def test_everything_to_do_on_an_empty_database() -> None:
+    assert plan_migration(DESIRED, objects_in([])) == DESIRED
+
+
+@pytest.mark.parametrize("present", [1, 3, 5, len(DESIRED) - 1])
+def test_exactly_the_missing_statements_come_out_in_file_order(present: int) -> None:
+    existing = DESIRED[:present]
+    assert plan_migration(DESIRED, objects_in(existing)) == DESIRED[present:]
+
+
+def test_a_gap_in_the_middle_is_filled_in_file_order() -> None:
+    # Every other statement exists: the missing ones come out in the order of the file.
+    existing = DESIRED[::2]
+    assert plan_migration(DESIRED, objects_in(existing)) == DESIRED[1::2]
+
+
+def test_existing_ddl_in_spanner_formatting_is_recognised() -> None:
+    existing = objects_in(
+        [
+            CANONICAL_TENANTS,
+            CANONICAL_LEGACY_INDEX,
+            CANONICAL_STAGE_INDEX,
+            # What the database may hold besides CREATE statements is ignored.
+            "ALTER DATABASE callpipe SET OPTIONS (version_retention_period = '7d')",
+        ]
+    )
+    missing = plan_migration(DESIRED, existing)
+    missing_names = {obj.name for obj in _objects(missing)}
+    assert missing_names == {obj.name for obj in _objects(DESIRED)} - {
+        "Tenants",
+        "CallRailCompaniesByLegacyId",
+        "CallsByStage",
+    }
+    assert missing == [s for s in DESIRED if s in missing]
+
+
+def test_names_are_case_insensitive_and_namespaced_by_kind() -> None:
+    existing = objects_in(["create table TENANTS (x INT64) primary key (x)"])
+    missing = plan_migration(DESIRED, existing)
+    assert not [s for s in missing if schema_object(s) == SchemaObject("TABLE", "Tenants")]
+    # An index does not stand in for a table of the same name.
+    index_named_like_table = objects_in(["CREATE INDEX Tenants ON Other(x)"])
+    assert DESIRED[0] in plan_migration(DESIRED, index_named_like_table)
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "name"),
+    [
+        ("CREATE TABLE Calls (\n  TenantId STRING(63)) PRIMARY KEY (TenantId)", "TABLE", "Calls"),
+        ("  create table if not exists `Order` (x INT64) PRIMARY KEY (x)", "TABLE", "Order"),
+        ("CREATE INDEX CallsByStage ON Calls (Stage)", "INDEX", "CallsByStage"),
+        ("CREATE UNIQUE INDEX U ON T (x)", "INDEX", "U"),
+        ("CREATE NULL_FILTERED INDEX N ON T (x)", "INDEX", "N"),
+        ("CREATE UNIQUE NULL_FILTERED INDEX UN ON T (x)", "INDEX", "UN"),
+        ("CREATE INDEX IF NOT EXISTS I ON T (x)", "INDEX", "I"),
+        ("CREATE SEARCH INDEX S ON T (tokens)", "INDEX", "S"),
+        ("CREATE CHANGE STREAM CallsStream FOR Calls", "CHANGE STREAM", "CallsStream"),
+        ("CREATE VIEW V SQL SECURITY INVOKER AS SELECT 1 AS x", "VIEW", "V"),
+        (
+            "CREATE SEQUENCE Seq OPTIONS (sequence_kind = 'bit_reversed_positive')",
+            "SEQUENCE",
+            "Seq",
+        ),
+        ("CREATE ROLE analyst", "ROLE", "analyst"),
+    ],
+)
+def test_schema_object_of_create_statements(statement: str, kind: str, name: str) -> None:
+    obj = schema_object(statement)
+    assert obj is not None
+    assert (obj.kind, obj.name) == (kind, name)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER TABLE Calls ADD COLUMN Note STRING(MAX)",
+        "DROP INDEX CallsByStage",
+        "GRANT SELECT ON TABLE Calls TO ROLE analyst",
+        "CREATE OR REPLACE VIEW V SQL SECURITY INVOKER AS SELECT 1 AS x",
+    ],
+)
+def test_other_statements_are_refused_not_skipped(statement: str) -> None:
+    assert schema_object(statement) is None
+    with pytest.raises(UnsupportedStatement):
+        plan_migration([*DESIRED, statement], objects_in(DESIRED))
+
+
+def test_spanner_layout_of_the_same_definition_is_not_drift() -> None:
+    assert drifted_objects([TOKENS_IN_FILE], [TOKENS_IN_DATABASE]) == []
+    assert drifted_objects([TOKENS_IN_FILE.lower()], [TOKENS_IN_DATABASE]) == []
+
+
+def test_a_changed_definition_is_drift_but_not_replanned() -> None:
+    assert drifted_objects([TOKENS_IN_FILE_CHANGED], [TOKENS_IN_DATABASE]) == [
+        SchemaObject("TABLE", "CompanySigningTokens")
+    ]
+    assert plan_migration([TOKENS_IN_FILE_CHANGED], objects_in([TOKENS_IN_DATABASE])) == []
+    # Objects only on one side are not drift: missing ones are created, extra ones ignored.
+    assert drifted_objects(DESIRED, []) == []
+    assert drifted_objects([], [TOKENS_IN_DATABASE]) == []
+
+
+def test_an_object_created_twice_in_the_schema_is_an_error() -> None:
+    with pytest.raises(ValueError, match="created twice"):
+        plan_migration([DESIRED[0], DESIRED[0].replace("Tenants", "tenants", 1)], set())
+
+
+class _Operation:
+    def __init__(self, log: list[object]) -> None:
+        self._log = log
+
+    def result(self, timeout: float | None = None) -> object:
+        self._log.append(("waited", timeout))
+        return None
+
+
+class _InMemoryDatabase:
+    """Implements the SpannerDatabase protocol of callpipe.deploy.ddl over a list of DDL."""
+
+    def __init__(self, ddl: list[str] | None) -> None:
+        self._exists = ddl is not None
+        self._stored = list(ddl or [])
+        self._loaded: list[str] = []
+        self.log: list[object] = []
+
+    @property
+    def ddl_statements(self) -> Sequence[str]:
+        return tuple(self._loaded)
+
+    def exists(self) -> bool:
+        return self._exists
+
+    def reload(self) -> None:
+        self._loaded = list(self._stored)
+
+    def update_ddl(self, ddl_statements: Sequence[str]) -> _Operation:
+        self.log.append(("update_ddl", list(ddl_statements)))
+        self._stored.extend(ddl_statements)
+        return _Operation(self.log)
+
+
+def test_apply_runs_the_missing_statements_once_and_is_then_a_no_op() -> None:
+    database = _InMemoryDatabase(DESIRED[:2])
+    migration = apply_migration(database, DESIRED, timeout=42.0)
+    assert migration.statements == DESIRED[2:]
+    assert migration.drifted == []
+    assert database.log == [("update_ddl", DESIRED[2:]), ("waited", 42.0)]
+    assert apply_migration(database, DESIRED).statements == []
+    assert len(database.log) == 2
+
+
+def test_dry_run_reports_without_changing() -> None:
+    database = _InMemoryDatabase(DESIRED[:2])
+    assert apply_migration(database, DESIRED, dry_run=True).statements == DESIRED[2:]
+    assert database.log == []
+
+
+def test_apply_reports_drift_and_leaves_the_object_alone() -> None:
+    database = _InMemoryDatabase([TOKENS_IN_DATABASE])
+    migration = apply_migration(database, [TOKENS_IN_FILE_CHANGED, "CREATE INDEX I ON T (x)"])
+    assert migration.statements == ["CREATE INDEX I ON T (x)"]
+    assert migration.drifted == [SchemaObject("TABLE", "CompanySigningTokens")]
+
+
+def test_missing_database_is_reported() -> None:
+    with pytest.raises(DatabaseNotFound):
+        apply_migration(_InMemoryDatabase(None), DESIRED)

@@ -1,0 +1,221 @@
+"""RegisterCall: archive, record the event once, start the call, publish CallRegistered."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from callpipe.archive import archive_object_name
+from callpipe.callrail.webhook import EventType
+from callpipe.messages import CallRegistered
+from callpipe.publishing import PublishFailed
+from callpipe.registration import EventState, RegisterCall
+from callpipe.steps import PermanentError
+from tests.unit.conftest import (
+    ACCOUNT_ID,
+    COMPANY_ID,
+    NOW,
+    OFFICE_ID,
+    POST_CALL_ID,
+    TENANT_ID,
+    FailingPublisher,
+    InMemoryArchive,
+    InMemoryEventLedger,
+    RecordingPublisher,
+    event_body,
+    load_event,
+    make_call_received,
+)
+
+OUTPUT = "calls.registered"
+REGISTERED_AT = datetime(2025, 3, 14, 23, 0, 5, tzinfo=UTC)
+
+
+class World:
+    def __init__(self, publisher: RecordingPublisher | FailingPublisher | None = None) -> None:
+        self.journal: list[str] = []
+        self.archive = InMemoryArchive(self.journal)
+        self.ledger = InMemoryEventLedger(self.journal)
+        self.publisher = publisher if publisher is not None else RecordingPublisher(self.journal)
+        self.register = RegisterCall(
+            self.archive, self.ledger, self.publisher, OUTPUT, clock=lambda: REGISTERED_AT
+        )
+
+    def published(self) -> list[CallRegistered]:
+        assert isinstance(self.publisher, RecordingPublisher)
+        return [CallRegistered.from_data(m.data) for m in self.publisher.on(OUTPUT)]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_new_post_call_is_archived_claimed_started_published_and_marked(world: World) -> None:
+    message = make_call_received()
+    result = world.register(message)
+
+    assert world.journal == [
+        "archive",
+        "claim",
+        "start_call",
+        f"publish:{OUTPUT}",
+        "mark:forwarded",
+    ]
+    expected_uri = f"gs://test-archive/{archive_object_name(message)}"
+    assert result == {
+        "event_type": "post_call",
+        "archive_uri": expected_uri,
+        "outcome": "registered",
+        "published_message_id": "msg-1",
+        "retried_after_crash": False,
+    }
+    assert world.archive.objects == {archive_object_name(message): event_body("post_call")}
+    assert world.ledger.state_of(message) is EventState.FORWARDED
+    assert world.ledger.calls[(TENANT_ID, POST_CALL_ID)] == load_event("post_call")
+
+
+def test_call_registered_fields_and_attributes(world: World) -> None:
+    message = make_call_received()
+    world.register(message)
+
+    (registered,) = world.published()
+    assert registered.tenant_id == TENANT_ID
+    assert registered.office_id == OFFICE_ID
+    assert registered.company_id == COMPANY_ID
+    assert registered.callrail_account_id == ACCOUNT_ID
+    assert registered.call_id == POST_CALL_ID
+    assert registered.event_type is EventType.POST_CALL
+    assert registered.event_key == f"post_call:{POST_CALL_ID}"
+    assert registered.correlation_id == message.correlation_id
+    assert registered.received_at == NOW
+    assert registered.registered_at == REGISTERED_AT
+    assert registered.webhook_archive_uri == f"gs://test-archive/{archive_object_name(message)}"
+    assert registered.webhook == load_event("post_call")  # unknown fields kept
+    assert registered.webhook["lead_score_breakdown"]["urgency"] == "high"
+
+    assert isinstance(world.publisher, RecordingPublisher)
+    assert world.publisher.messages[0].attributes == {
+        "kind": "call.registered",
+        "schema_version": "1",
+        "tenant_id": TENANT_ID,
+        "office_id": OFFICE_ID,
+        "call_id": POST_CALL_ID,
+        "event_type": "post_call",
+        "event_key": f"post_call:{POST_CALL_ID}",
+        "correlation_id": message.correlation_id,
+    }
+
+
+def test_duplicate_of_a_forwarded_event_is_not_published_again(world: World) -> None:
+    message = make_call_received()
+    world.register(message)
+    result = world.register(message)
+
+    assert result["outcome"] == "duplicate"
+    assert result["previous_state"] == "forwarded"
+    assert len(world.published()) == 1
+    assert world.journal.count("start_call") == 1
+
+
+def test_redelivery_with_a_new_correlation_id_is_still_a_duplicate(world: World) -> None:
+    first = make_call_received()
+    world.register(first)
+    again = first.model_copy(update={"correlation_id": "f" * 32})
+    assert world.register(again)["outcome"] == "duplicate"
+    assert len(world.published()) == 1
+
+
+def test_registered_but_not_forwarded_is_published_again(world: World) -> None:
+    """A crash between the ledger write and the publish must not lose the call."""
+    message = make_call_received()
+    world.ledger.states[(TENANT_ID, message.event_key)] = EventState.REGISTERED
+
+    result = world.register(message)
+
+    assert result["outcome"] == "registered"
+    assert result["retried_after_crash"] is True
+    assert len(world.published()) == 1
+    assert world.ledger.state_of(message) is EventState.FORWARDED
+
+
+def test_publish_failure_leaves_the_event_registered_and_a_retry_forwards_it() -> None:
+    world = World(publisher=FailingPublisher())
+    message = make_call_received()
+    with pytest.raises(PublishFailed):
+        world.register(message)
+    assert world.ledger.state_of(message) is EventState.REGISTERED
+
+    # Pub/Sub redelivers; this time the output topic accepts the message
+    working = RecordingPublisher()
+    retry = RegisterCall(world.archive, world.ledger, working, OUTPUT, clock=lambda: REGISTERED_AT)
+    result = retry(message)
+    assert result["retried_after_crash"] is True
+    assert len(working.on(OUTPUT)) == 1
+    assert world.ledger.state_of(message) is EventState.FORWARDED
+
+
+def test_call_modified_is_registered_as_its_own_event(world: World) -> None:
+    world.register(make_call_received())
+    modified = make_call_received(
+        "call_modified",
+        EventType.CALL_MODIFIED,
+        event_key=f"call_modified:{POST_CALL_ID}:{'a' * 40}",
+    )
+    result = world.register(modified)
+    assert result["outcome"] == "registered"
+    assert [r.event_type for r in world.published()] == [
+        EventType.POST_CALL,
+        EventType.CALL_MODIFIED,
+    ]
+    # the call row is refreshed with the latest payload
+    assert world.ledger.calls[(TENANT_ID, POST_CALL_ID)]["changes"] == ["tags", "note", "value"]
+
+
+@pytest.mark.parametrize(
+    ("event", "event_type"),
+    [
+        ("text_message", EventType.TEXT_MESSAGE_RECEIVED),
+        ("form_submission", EventType.FORM_SUBMISSION),
+        ("pre_call", EventType.PRE_CALL),
+    ],
+)
+def test_non_pipeline_events_are_archived_and_ignored(
+    world: World, event: str, event_type: EventType
+) -> None:
+    payload = load_event(event)
+    call_id = payload.get("resource_id") or payload["id"]
+    message = make_call_received(event, event_type, call_id=call_id)
+    result = world.register(message)
+
+    assert result["outcome"] == "ignored_event_type"
+    assert world.ledger.state_of(message) is EventState.IGNORED
+    assert world.published() == []
+    assert world.ledger.calls == {}
+    assert len(world.archive.objects) == 1
+    # and a redelivery of it is a duplicate, still not published
+    assert world.register(message)["outcome"] == "duplicate"
+    assert world.published() == []
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_non_json_or_non_object_webhook_body_is_a_permanent_error(
+    world: World, body: bytes
+) -> None:
+    message = make_call_received(body=body)
+    with pytest.raises(PermanentError) as caught:
+        world.register(message)
+    assert caught.value.reason == "invalid_webhook_body"
+    assert world.journal == []  # nothing archived, claimed or published
+
+
+def test_archive_object_name_is_under_the_tenant_prefix() -> None:
+    message = make_call_received()
+    name = archive_object_name(message)
+    assert name.startswith(f"tenants/{TENANT_ID}/webhooks/{POST_CALL_ID}/20250314-post_call-")
+    assert name.endswith(".json")
+    other_body = make_call_received(body=json.dumps({**load_event("post_call"), "x": 1}).encode())
+    assert archive_object_name(other_body) != name
+    assert archive_object_name(make_call_received()) == name
