@@ -48,6 +48,17 @@ locals {
       buckets         = ["webhooks"]
       secret_prefixes = []
     }
+    fetch-call = {
+      # Writes the call's CallRail view and the shared rate-limit rows.
+      spanner_role    = "roles/spanner.databaseUser"
+      buckets         = []
+      secret_prefixes = ["callrail-api-key-"]
+    }
+    download-recording = {
+      spanner_role    = "roles/spanner.databaseUser"
+      buckets         = ["recordings"]
+      secret_prefixes = ["callrail-api-key-"]
+    }
   }
 
   common_environment = {

@@ -26,24 +26,51 @@ from callpipe.devstack.stack import LocalStack, StackConfig
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).resolve().parent / "events"
 
+# The CallRail account the test stack's simulator serves, and its API key.
+TEST_ACCOUNT = "700000001"
+TEST_API_KEY = "test-api-key-" + secrets.token_hex(8)
+
+
+def fast_retry_topology() -> Any:
+    """The real topology with Pub/Sub's retry backoff at 1-2 s, so tests that go through
+    several redeliveries finish in seconds (everything else is unchanged)."""
+    from callpipe.topology import RetrySettings, load_topology
+
+    topology = load_topology()
+    defaults = topology.defaults.model_copy(
+        update={"retry": RetrySettings(minimum_backoff_seconds=1, maximum_backoff_seconds=2)}
+    )
+    return topology.model_copy(update={"defaults": defaults})
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     ports = EmulatorPorts(
         pubsub=free_port(), spanner_grpc=free_port(), spanner_rest=free_port(), gcs=free_port()
     )
+    state_dir = tmp_path_factory.mktemp("stack")
+    data_dir = state_dir / "callrail-data"
+    (data_dir / "calls").mkdir(parents=True)
     config = StackConfig(
         project="callpipe-test",
         ports=ports,
-        state_dir=tmp_path_factory.mktemp("stack"),
-        function_ports={"intake": free_port(), "register-call": free_port()},
+        state_dir=state_dir,
+        function_ports={
+            step: free_port()
+            for step in ("intake", "register-call", "fetch-call", "download-recording")
+        },
         push=True,
+        simulator_port=free_port(),
+        simulator_data_dir=data_dir,
+        simulator_rate_limit_per_minute=600,
+        simulator_accounts={TEST_ACCOUNT: TEST_API_KEY},
     )
-    local = LocalStack(config)
+    local = LocalStack(config, fast_retry_topology())
     saved = dict(os.environ)
     try:
         local.start_emulators()
         local.provision()  # also exports the stack's environment to this process
+        local.start_simulator()
         os.environ["ENVIRONMENT"] = "test"
         from callpipe.config import get_settings
 
@@ -57,7 +84,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def functions_running(stack: LocalStack) -> LocalStack:
-    """Intake and register-call served by functions-framework (gunicorn), wired by push."""
+    """Every step served by functions-framework (gunicorn), wired by push subscriptions."""
     stack.start_functions()
     return stack
 
@@ -93,15 +120,14 @@ def make_tenant(stack: LocalStack, database: Any) -> Callable[..., Tenant]:
         request = OnboardingRequest(
             tenant_id=overrides.pop("tenant_id", f"t-{suffix}"),
             name=overrides.pop("name", f"Tenant {suffix}"),
-            callrail_account_id=overrides.pop(
-                "callrail_account_id", str(700000000 + int(suffix[:6], 16) % 1000000)
-            ),
+            callrail_account_id=overrides.pop("callrail_account_id", TEST_ACCOUNT),
             callrail_company_id=overrides.pop("callrail_company_id", f"COM{uuid.uuid4().hex}"),
             legacy_company_id=overrides.pop(
                 "legacy_company_id", str(100000000 + int(suffix[:7], 16) % 100000000)
             ),
             office_id=overrides.pop("office_id", "main"),
             signing_tokens=[token],
+            api_key=overrides.pop("api_key", TEST_API_KEY),
         )
         assert not overrides, f"unknown overrides {overrides}"
         token_ids = TenantRepository(database).onboard(request, LocalSecretStore(stack.secrets_dir))

@@ -6,44 +6,20 @@ CallRegistered. The error contract is callpipe.steps.run_step's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from callpipe.archive import WebhookArchive
 from callpipe.config import get_settings
 from callpipe.logs import configure_logging
 from callpipe.messages import CallReceived
-from callpipe.publishing import PubSubPublisher
-from callpipe.registration import RegisterCall, SpannerEventLedger
-from callpipe.spanner_db import open_database
+from callpipe.pipeline_wiring import StepRuntime, build_register_call
 from callpipe.steps import run_step
-from callpipe.wiring import Lazy, build_publisher
+from callpipe.wiring import Lazy
 
 STEP = "register-call"
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.google_cloud_project)
-
-
-@dataclass
-class _Runtime:
-    publisher: PubSubPublisher
-    register: RegisterCall
-
-
-def _build() -> _Runtime:
-    publisher = build_publisher(_settings)
-    register = RegisterCall(
-        WebhookArchive(_settings.webhook_archive_bucket),
-        SpannerEventLedger(open_database(_settings)),
-        publisher,
-        _settings.calls_registered_topic,
-    )
-    return _Runtime(publisher, register)
-
-
-_runtime = Lazy(_build)
+_runtime: Lazy[StepRuntime] = Lazy(lambda: build_register_call(_settings))
 
 
 @functions_framework.cloud_event
@@ -53,7 +29,7 @@ def register_call(cloud_event: CloudEvent) -> None:
         STEP,
         cloud_event.data,
         CallReceived,
-        runtime.register,
+        runtime.handler,
         runtime.publisher,
         _settings.dead_letter_topic or f"{_settings.calls_received_topic}.dlq",
     )

@@ -72,13 +72,15 @@ CREATE TABLE WebhookEvents (
 
 CREATE INDEX WebhookEventsByCall ON WebhookEvents (TenantId, CallId);
 
--- One row per call and tenant; later stages fill the CallRail details, recording,
--- transcript and analysis columns.
+-- One row per call and tenant, filled stage by stage: the webhook (register-call), the
+-- CallRail API's view of the call (fetch-call), the recording (download-recording); later
+-- stages add the transcript and the analysis. Stage/StageStatus summarise the latest step.
 CREATE TABLE Calls (
   TenantId STRING(63) NOT NULL,
   CallId STRING(64) NOT NULL,
   OfficeId STRING(64) NOT NULL,
   CompanyId STRING(64) NOT NULL,
+  CallRailAccountId STRING(32),
   CorrelationId STRING(64) NOT NULL,
   Stage STRING(32) NOT NULL,
   StageStatus STRING(16) NOT NULL,
@@ -90,10 +92,41 @@ CREATE TABLE Calls (
   Voicemail BOOL,
   CallRailSpam BOOL,
   Webhook JSON,
+  CallRailCall JSON,
+  FetchedAt TIMESTAMP,
+  RecordingStatus STRING(16),
+  RecordingDetail STRING(MAX),
+  RecordingUri STRING(MAX),
+  RecordingSha256 STRING(64),
+  RecordingBytes INT64,
+  RecordingContentType STRING(64),
+  RecordingDurationSeconds FLOAT64,
+  RecordingStoredAt TIMESTAMP,
   ReceivedAt TIMESTAMP NOT NULL,
   CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
   UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
 ) PRIMARY KEY (TenantId, CallId),
   INTERLEAVE IN PARENT Tenants ON DELETE CASCADE;
 
+-- The progress of every stage of a call, so a stuck or dead-lettered call shows where.
+CREATE TABLE CallStages (
+  TenantId STRING(63) NOT NULL,
+  CallId STRING(64) NOT NULL,
+  Stage STRING(32) NOT NULL,
+  Status STRING(16) NOT NULL,
+  Detail STRING(MAX),
+  Attempts INT64 NOT NULL,
+  CorrelationId STRING(64),
+  UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+) PRIMARY KEY (TenantId, CallId, Stage),
+  INTERLEAVE IN PARENT Calls ON DELETE CASCADE;
+
 CREATE INDEX CallsByStage ON Calls (Stage, StageStatus, UpdatedAt DESC);
+
+-- GCRA state of the per-account CallRail rate limit, shared by every function instance
+-- (callpipe.ratelimit): the next "theoretical arrival time" of a request to the account.
+CREATE TABLE CallRailRateLimits (
+  AccountId STRING(32) NOT NULL,
+  Tat TIMESTAMP NOT NULL,
+  UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+) PRIMARY KEY (AccountId);

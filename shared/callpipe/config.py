@@ -59,7 +59,46 @@ class Settings(BaseSettings):
     calls_received_topic: str = Field(default="calls.received", alias="CALLS_RECEIVED_TOPIC")
     calls_registered_topic: str = Field(default="calls.registered", alias="CALLS_REGISTERED_TOPIC")
     quarantine_topic: str = Field(default="webhooks.quarantine", alias="QUARANTINE_TOPIC")
+    calls_fetched_topic: str = Field(default="calls.fetched", alias="CALLS_FETCHED_TOPIC")
+    recordings_topic: str = Field(default="recordings.stored", alias="RECORDINGS_TOPIC")
     dead_letter_topic: str | None = Field(default=None, alias="DEAD_LETTER_TOPIC")
+
+    callrail_api_base_url: str = Field(
+        default="https://api.callrail.com/v3", alias="CALLRAIL_API_BASE_URL"
+    )
+    callrail_rate_limit_per_minute: int = Field(
+        default=120, ge=1, alias="CALLRAIL_RATE_LIMIT_PER_MINUTE"
+    )
+    callrail_rate_limit_burst: int = Field(default=5, ge=1, alias="CALLRAIL_RATE_LIMIT_BURST")
+    callrail_max_attempts: int = Field(default=4, ge=1, le=10, alias="CALLRAIL_MAX_ATTEMPTS")
+    callrail_timeout_seconds: float = Field(default=20.0, gt=0, alias="CALLRAIL_TIMEOUT_SECONDS")
+
+    recording_allowed_hosts: str = Field(
+        default="api.callrail.com,app.callrail.com,*.callrail.com",
+        alias="RECORDING_ALLOWED_HOSTS",
+    )
+    recording_insecure_hosts: str = Field(default="", alias="RECORDING_INSECURE_HOSTS")
+    recording_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, alias="RECORDING_MAX_BYTES")
+    recording_download_timeout_seconds: float = Field(
+        default=120.0, gt=0, alias="RECORDING_DOWNLOAD_TIMEOUT_SECONDS"
+    )
+    download_max_attempts: int = Field(default=4, ge=1, le=4, alias="DOWNLOAD_MAX_ATTEMPTS")
+
+    speech_engine: str | None = Field(default=None, alias="SPEECH_ENGINE")
+    speech_to_text_model: str = Field(default="chirp_3", alias="SPEECH_TO_TEXT_MODEL")
+    speech_language: str = Field(default="en-US", alias="SPEECH_LANGUAGE")
+    speech_location: str = Field(default="us", alias="SPEECH_LOCATION")
+    enable_diarization: bool = Field(default=True, alias="ENABLE_DIARIZATION")
+    speech_max_speakers: int = Field(default=2, ge=1, le=6, alias="SPEECH_MAX_SPEAKERS")
+    local_whisper_model: str = Field(default="base", alias="LOCAL_WHISPER_MODEL")
+
+    analysis_engine: str | None = Field(default=None, alias="ANALYSIS_ENGINE")
+    vertex_ai_project: str | None = Field(default=None, alias="VERTEX_AI_PROJECT")
+    vertex_ai_location: str = Field(default="us-central1", alias="VERTEX_AI_LOCATION")
+    vertex_ai_model: str = Field(default="gemini-2.5-flash", alias="VERTEX_AI_MODEL")
+    analysis_max_transcript_chars: int = Field(
+        default=24_000, ge=1000, alias="ANALYSIS_MAX_TRANSCRIPT_CHARS"
+    )
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     port: int = Field(default=8080, alias="PORT")
@@ -73,6 +112,15 @@ class Settings(BaseSettings):
                 else SecretBackend.LOCAL
             )
             object.__setattr__(self, "secret_backend", backend)
+        return self
+
+    @model_validator(mode="after")
+    def _no_insecure_hosts_in_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION and self.recording_insecure_hosts.strip():
+            raise ValueError(
+                "RECORDING_INSECURE_HOSTS is for the local CallRail simulator only and must be "
+                "empty in production"
+            )
         return self
 
     @property

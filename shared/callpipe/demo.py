@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 DEMO_TENANT_ID = "demo"
@@ -71,3 +72,85 @@ def sample_post_call(
         "value": None,
         "voicemail": "false",
     }
+
+
+def webhook_from_call(
+    call: dict[str, Any],
+    legacy_company_id: str = DEMO_LEGACY_COMPANY_ID,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The Post-Call webhook CallRail would send for an API call object (the simulator's
+    data), with CallRail's string booleans and durations."""
+    sent = now or datetime.now(UTC)
+    call_id = str(call["id"])
+    account_id = str(call.get("account_id") or DEMO_ACCOUNT_ID)
+
+    def text(value: Any) -> Any:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        return value
+
+    payload = sample_post_call(
+        company_id=str(call.get("company_id") or DEMO_COMPANY_ID),
+        legacy_company_id=legacy_company_id,
+        account_id=account_id,
+        call_id=call_id,
+        now=sent,
+    )
+    for field in (
+        "answered",
+        "voicemail",
+        "first_call",
+        "duration",
+        "recording_duration",
+        "direction",
+        "start_time",
+        "customer_name",
+        "customer_phone_number",
+        "customer_city",
+        "customer_state",
+        "customer_country",
+        "tracking_phone_number",
+        "business_phone_number",
+        "source",
+        "source_name",
+        "call_type",
+    ):
+        if field in call:
+            payload[field] = text(call[field])
+    payload["recording"] = call.get("recording")
+    payload["recording_player"] = call.get("recording_player")
+    if not call.get("recording"):
+        payload["recording_duration"] = None
+    payload["spam"] = text(bool(call.get("spam", False)))
+    return payload
+
+
+def clone_demo_call(
+    data_dir: Path, template_id: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Add a new call to a simulator data folder, copied from one of its calls (a random
+    one with a recording by default), with a new id and a recent start time."""
+    import json
+    import random
+
+    files = sorted((data_dir / "calls").glob("*.json"))
+    calls = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    if template_id:
+        candidates = [c for c in calls if c.get("id") == template_id]
+        if not candidates:
+            raise LookupError(f"no call {template_id} in {data_dir}")
+    else:
+        candidates = [c for c in calls if (c.get("_simulator") or {}).get("audio")] or calls
+    if not candidates:
+        raise LookupError(f"{data_dir} has no calls to copy")
+    call = dict(random.choice(candidates))
+    started = (now or datetime.now(UTC)) - timedelta(minutes=4)
+    call["id"] = new_call_id()
+    call["start_time"] = started.isoformat(timespec="milliseconds")
+    call["created_at"] = call["start_time"]
+    target = data_dir / "calls" / f"{call['id']}.json"
+    target.write_text(json.dumps(call, indent=2), encoding="utf-8")
+    return call

@@ -13,9 +13,9 @@ import json
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from callpipe.callrail.webhook import EventType
+from callpipe.callrail.webhook import EventType, LooseBool, LooseInt, LooseTime
 from callpipe.ids import ResourceId, TenantId
 
 
@@ -145,4 +145,120 @@ class QuarantinedWebhook(Message):
         }
 
 
-MESSAGE_MODELS: tuple[type[Message], ...] = (CallReceived, CallRegistered, QuarantinedWebhook)
+class CallDetails(BaseModel):
+    """The pipeline's typed view of a call: the webhook merged with CallRail's API answer."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    call_id: str = Field(validation_alias=AliasChoices("call_id", "id"))
+    direction: str | None = None
+    answered: LooseBool = None
+    voicemail: LooseBool = None
+    first_call: LooseBool = None
+    callrail_spam: LooseBool = Field(
+        default=None, validation_alias=AliasChoices("callrail_spam", "spam")
+    )
+    duration_seconds: LooseInt = Field(
+        default=None, validation_alias=AliasChoices("duration_seconds", "duration")
+    )
+    start_time: LooseTime = None
+    recording_available: bool = False
+    recording_duration_seconds: LooseInt = Field(
+        default=None,
+        validation_alias=AliasChoices("recording_duration_seconds", "recording_duration"),
+    )
+    call_type: str | None = None
+    source: str | None = None
+    source_name: str | None = None
+    customer_name: str | None = None
+    customer_phone_number: str | None = None
+    customer_city: str | None = None
+    customer_state: str | None = None
+    customer_country: str | None = None
+    tracking_phone_number: str | None = None
+    business_phone_number: str | None = None
+    lead_status: str | None = None
+    note: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_callrail(cls, call: dict[str, Any]) -> CallDetails:
+        tags = [(t.get("name") if isinstance(t, dict) else t) for t in (call.get("tags") or [])]
+        return cls.model_validate(
+            {
+                **call,
+                "call_id": call.get("id") or call.get("resource_id"),
+                "recording_available": bool(call.get("recording")),
+                "tags": [str(t) for t in tags if t],
+            }
+        )
+
+
+class CallFetched(Message):
+    """fetch-call → download-recording: the call as CallRail's API knows it."""
+
+    kind: ClassVar[str] = "call.fetched"
+
+    tenant_id: TenantId
+    office_id: ResourceId
+    company_id: str
+    callrail_account_id: str
+    call_id: ResourceId
+    event_type: EventType
+    event_key: str
+    correlation_id: str
+    received_at: datetime
+    fetched_at: datetime
+    details: CallDetails
+    callrail_call: dict[str, Any] = Field(
+        description="The webhook payload overlaid with the API's answer (API fields win)."
+    )
+
+    def attributes(self) -> dict[str, str]:
+        return {
+            **super().attributes(),
+            "tenant_id": self.tenant_id,
+            "office_id": self.office_id,
+            "call_id": self.call_id,
+            "event_type": self.event_type.value,
+            "event_key": self.event_key,
+            "correlation_id": self.correlation_id,
+        }
+
+
+class CallWithoutRecording(Message):
+    """download-recording → transcribe: the call goes on without audio, and says why.
+
+    Published on the same topic as the recordings bucket's OBJECT_FINALIZE notifications,
+    so the transcribe step sees every call exactly once, with or without audio.
+    """
+
+    kind: ClassVar[str] = "call.no_recording"
+
+    tenant_id: TenantId
+    office_id: ResourceId
+    call_id: ResourceId
+    event_type: EventType
+    correlation_id: str
+    reason: Literal["no_recording", "download_failed"]
+    detail: str
+
+    def attributes(self) -> dict[str, str]:
+        return {
+            **super().attributes(),
+            "tenant_id": self.tenant_id,
+            "office_id": self.office_id,
+            "call_id": self.call_id,
+            "event_type": self.event_type.value,
+            "correlation_id": self.correlation_id,
+            "reason": self.reason,
+        }
+
+
+MESSAGE_MODELS: tuple[type[Message], ...] = (
+    CallReceived,
+    CallRegistered,
+    QuarantinedWebhook,
+    CallFetched,
+    CallWithoutRecording,
+)

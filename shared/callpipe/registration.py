@@ -121,59 +121,77 @@ class SpannerEventLedger:
             )
 
     def start_call(self, message: CallReceived, payload: dict[str, Any]) -> None:
-        """Create or refresh the call's row with what the webhook says (blind upsert)."""
+        """Create the call's row, or refresh it from a later event of the same call.
+
+        A Call Modified never resets the stage of a call already in the pipeline, and the
+        first receipt time and correlation id of the call are kept.
+        """
         from google.cloud import spanner
         from google.cloud.spanner_v1 import JsonObject
 
         from callpipe.callrail.webhook import CallRailWebhook
 
         webhook = CallRailWebhook.model_validate(payload)
-        with self._db.batch() as batch:
-            batch.insert_or_update(
-                "Calls",
+        key = [message.tenant_id, message.call_id]
+        details = {
+            "Direction": webhook.direction,
+            "StartTime": webhook.start_time,
+            "DurationSeconds": webhook.duration,
+            "Answered": webhook.answered,
+            "Voicemail": webhook.voicemail,
+            "CallRailSpam": webhook.spam,
+            "Webhook": JsonObject(payload),
+            "UpdatedAt": spanner.COMMIT_TIMESTAMP,
+        }
+
+        def work(txn: Any) -> None:
+            exists = bool(list(txn.read("Calls", ["CallId"], spanner.KeySet(keys=[key]))))
+            if exists:
+                if message.event_type.is_call_completion:
+                    columns = {"TenantId": key[0], "CallId": key[1], **details}
+                    txn.update("Calls", list(columns), [tuple(columns.values())])
+                return
+            columns = {
+                "TenantId": message.tenant_id,
+                "CallId": message.call_id,
+                "OfficeId": message.office_id,
+                "CompanyId": message.company_id,
+                "CallRailAccountId": message.callrail_account_id,
+                "CorrelationId": message.correlation_id,
+                "Stage": "register",
+                "StageStatus": "ok",
+                "StageDetail": message.event_type.value,
+                "ReceivedAt": message.webhook.received_at,
+                "CreatedAt": spanner.COMMIT_TIMESTAMP,
+                **details,
+            }
+            txn.insert("Calls", list(columns), [tuple(columns.values())])
+            txn.insert(
+                "CallStages",
                 [
                     "TenantId",
                     "CallId",
-                    "OfficeId",
-                    "CompanyId",
-                    "CorrelationId",
                     "Stage",
-                    "StageStatus",
-                    "StageDetail",
-                    "Direction",
-                    "StartTime",
-                    "DurationSeconds",
-                    "Answered",
-                    "Voicemail",
-                    "CallRailSpam",
-                    "Webhook",
-                    "ReceivedAt",
-                    "CreatedAt",
+                    "Status",
+                    "Detail",
+                    "Attempts",
+                    "CorrelationId",
                     "UpdatedAt",
                 ],
                 [
                     (
-                        message.tenant_id,
-                        message.call_id,
-                        message.office_id,
-                        message.company_id,
-                        message.correlation_id,
-                        "registered",
+                        *key,
+                        "register",
                         "ok",
                         message.event_type.value,
-                        webhook.direction,
-                        webhook.start_time,
-                        webhook.duration,
-                        webhook.answered,
-                        webhook.voicemail,
-                        webhook.spam,
-                        JsonObject(payload),
-                        message.webhook.received_at,
-                        spanner.COMMIT_TIMESTAMP,
+                        1,
+                        message.correlation_id,
                         spanner.COMMIT_TIMESTAMP,
                     )
                 ],
             )
+
+        self._db.run_in_transaction(work)
 
 
 class RegisterCall:

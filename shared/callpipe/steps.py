@@ -65,8 +65,13 @@ def run_step(
     handler: Callable[[M], dict[str, Any]],
     publisher: Publisher,
     dlq_topic: str,
+    on_dead_letter: Callable[[dict[str, str], PermanentError], None] | None = None,
 ) -> dict[str, Any]:
-    """Decode, run, and map errors to the contract; returns the outcome's log fields."""
+    """Decode, run, and map errors to the contract; returns the outcome's log fields.
+
+    ``on_dead_letter`` (given the message attributes) records the failure where operators
+    look, e.g. the call's stage in Spanner, before the message goes to the DLQ.
+    """
     started = time.perf_counter()
     try:
         envelope = decode_pubsub_envelope(event_data)
@@ -91,10 +96,14 @@ def run_step(
     try:
         try:
             message = model.from_data(envelope.data)
-        except (ValidationError, ValueError) as error:
-            raise PermanentError("invalid_message", _short(error)) from error
+        except ValidationError as error:
+            raise PermanentError("invalid_message", _validation_summary(error)) from None
+        except ValueError as error:
+            raise PermanentError("invalid_message", _short(error)) from None
         result = handler(message)
     except PermanentError as error:
+        if on_dead_letter is not None:
+            on_dead_letter(envelope.attributes, error)
         dead_letter(publisher, dlq_topic, step, envelope, error.reason, error.detail)
         log_event(
             logger,
@@ -127,6 +136,15 @@ def run_step(
         **{**context, **result},
     )
     return result
+
+
+def _validation_summary(error: ValidationError) -> str:
+    """Where and why, never the input values (they can hold names and phone numbers)."""
+    parts = [
+        f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+        for item in error.errors(include_input=False, include_url=False)[:5]
+    ]
+    return f"{error.error_count()} validation error(s) for {error.title}: " + "; ".join(parts)
 
 
 def _short(error: BaseException) -> str:

@@ -234,6 +234,22 @@ class TenantRepository:
             )
         return token_id
 
+    def set_api_key(self, tenant_id: str, api_key: str, secrets: SecretStore) -> str:
+        """Store (or rotate) the tenant's CallRail API key; return the secret's name."""
+        from google.cloud import spanner
+
+        if self.get_tenant(tenant_id) is None:
+            raise TenantNotFound(f"tenant {tenant_id} does not exist")
+        name = api_key_secret_name(tenant_id)
+        secrets.put(name, api_key)
+        with self._db.batch() as batch:
+            batch.update(
+                "Tenants",
+                ["TenantId", "CallRailApiKeySecret", "UpdatedAt"],
+                [(tenant_id, name, spanner.COMMIT_TIMESTAMP)],
+            )
+        return name
+
     def revoke_signing_token(self, company_id: str, token_id: str) -> bool:
         from google.cloud import spanner
 

@@ -170,7 +170,7 @@ def test_transient_failure_answers_non_2xx_for_redelivery(
     tenant = make_tenant()
     message = received(tenant, post_call_body(tenant))
     runtime = module._runtime.get()
-    archive = runtime.register._archive
+    archive = runtime.handler._archive
     monkeypatch.setattr(archive, "_bucket", archive._client.bucket("bucket-that-does-not-exist"))
     response = push(client, message.to_data(), message.attributes())
     assert response.status_code >= 500

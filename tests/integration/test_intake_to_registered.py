@@ -75,12 +75,13 @@ def test_duplicate_delivery_yields_one_call_downstream(
     with database.snapshot() as snapshot:
         calls = list(
             snapshot.execute_sql(
-                "SELECT CallId, Stage FROM Calls WHERE TenantId = @t",
+                "SELECT c.CallId, (SELECT COUNT(*) FROM WebhookEvents e "
+                "WHERE e.TenantId = c.TenantId AND e.CallId = c.CallId) FROM Calls c WHERE c.TenantId = @t",
                 params={"t": tenant.tenant_id},
                 param_types={"t": param_types.STRING},
             )
         )
-    assert calls == [[json.loads(body)["resource_id"], "registered"]]
+    assert calls == [[json.loads(body)["resource_id"], 1]]
 
 
 def test_rejected_webhooks_publish_nothing(

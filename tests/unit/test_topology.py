@@ -32,7 +32,11 @@ def test_derived_subscriptions_of_the_real_topology(topology: Topology) -> None:
         "calls.received.register-call",
         "calls.received.dlq.hold",
         "webhooks.quarantine.hold",
-        "calls.registered.backlog",
+        "calls.registered.fetch-call",
+        "calls.registered.dlq.hold",
+        "calls.fetched.download-recording",
+        "calls.fetched.dlq.hold",
+        "recordings.stored.backlog",
     } <= set(subs)
 
     step_sub = subs["calls.received.register-call"]
@@ -94,10 +98,9 @@ def test_step_env_topic_names_equal_the_code_defaults(topology: Topology) -> Non
         for key, value in step.env.items():
             assert key in defaults, f"step {name}: {key} is not a Settings variable"
             if key == "DEAD_LETTER_TOPIC":
-                # Settings leaves it None; register_call derives "<trigger topic>.dlq".
+                # Settings leaves it None; each step's main.py derives "<trigger topic>.dlq".
                 assert step.trigger.topic is not None
                 assert value == Topology.dead_letter_topic_of(step.trigger.topic)
-                assert value == f"{defaults['CALLS_RECEIVED_TOPIC']}.dlq"
             else:
                 assert value == defaults[key], f"step {name}: {key}={value} vs {defaults[key]}"
                 assert value in topology.topics

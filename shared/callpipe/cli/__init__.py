@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from callpipe.cli import deploy, dev, ops, schemas, tenants, webhooks
+from callpipe.cli import deploy, dev, ops, schemas, sim, tenants, webhooks
 
 app = typer.Typer(
     help=(
@@ -25,6 +25,7 @@ app.add_typer(ops.dlq_app, name="dlq")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dev.app, name="dev")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(sim.app, name="sim")
 
 
 def load_stack_env(path: Path = Path(".local/stack.env")) -> None:

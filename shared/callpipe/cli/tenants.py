@@ -191,6 +191,28 @@ def add_token(
     typer.echo(f"token {token_id} added to {company_id}; intake picks it up within the cache TTL")
 
 
+@app.command("set-api-key")
+def set_api_key(
+    tenant_id: Annotated[str, typer.Option(help="The tenant id.")],
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="Read the key from this environment variable (else a hidden prompt)."),
+    ] = None,
+) -> None:
+    """Set or rotate the tenant's CallRail API key (fetch and download use it)."""
+    if api_key_env:
+        key = os.environ.get(api_key_env, "")
+        if not key:
+            fail(f"environment variable {api_key_env} is empty or not set")
+    else:
+        key = typer.prompt("CallRail API key", hide_input=True)
+    try:
+        name = _repository().set_api_key(tenant_id, key.strip(), build_secret_store(settings()))
+    except TenantNotFound as error:
+        fail(str(error))
+    typer.echo(f"API key of {tenant_id} stored in secret {name}; steps pick it up within a minute")
+
+
 @app.command("revoke-token")
 def revoke_token(
     company_id: Annotated[str, typer.Option(help="CallRail company resource id.")],

@@ -29,7 +29,7 @@ PACKAGE = "callpipe"
 SCHEMA_ENTRIES = ("pipeline.yaml", "messages")
 # Operator and build tooling never runs inside a function; leaving it out also keeps a change
 # to it from altering every bundle's hash and so redeploying every function.
-DEV_ONLY_SUBPACKAGES = ("cli", "deploy", "devstack")
+DEV_ONLY_SUBPACKAGES = ("cli", "deploy", "devstack", "simulator")
 _IGNORED = ("__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".pytest_cache", ".ruff_cache")
 
 

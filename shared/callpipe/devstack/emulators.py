@@ -96,9 +96,12 @@ def start_gcs(
     port: int,
     log_dir: Path,
     notification: tuple[str, str, int] | None = None,
+    bucket: str | None = None,
+    object_prefix: str | None = None,
 ) -> ManagedProcess:
     """fake-gcs-server in memory; ``notification`` = (project, topic, pubsub port) makes it
-    publish OBJECT_FINALIZE events into the Pub/Sub emulator like a bucket notification."""
+    publish OBJECT_FINALIZE events into the Pub/Sub emulator like a bucket notification
+    (only for ``bucket`` and ``object_prefix``, like the production notification)."""
     _check_free("fake-gcs-server", port)
     argv = [
         str(fake_gcs_binary()),
@@ -128,6 +131,10 @@ def start_gcs(
             "-event.list",
             "finalize",
         ]
+        if bucket:
+            argv += ["-event.bucket", bucket]
+        if object_prefix:
+            argv += ["-event.object-prefix", object_prefix]
         env = {**os.environ, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{pubsub_port}"}
     process = ManagedProcess(
         "fake-gcs-server", argv, log_dir / "fake-gcs-server.log", env=env

@@ -21,6 +21,19 @@ class StartupError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the process that started us dies, so a
+    SIGKILLed `make run` does not leave its servers behind (Linux only; best effort)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 class ManagedProcess:
     def __init__(
         self,
@@ -49,6 +62,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -66,6 +80,14 @@ class ManagedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait for ``ready``; on failure stop the process group before raising."""
+        try:
+            self._wait_until(ready, timeout, what)
+        except StartupError:
+            self.stop()
+            raise
+
+    def _wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
@@ -135,3 +157,51 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class ProcessLedger:
+    """Process groups a stack started, written to its state folder.
+
+    Children of ``gcloud`` (java, emulator_main) do not die with their parent, so a stack
+    that was killed outright would leave them running; the next stack started on the same
+    state folder stops whatever the ledger still lists.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def add(self, process: ManagedProcess) -> None:
+        if process.process is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._path.open("a", encoding="utf-8") as handle:
+            handle.write(f"{process.process.pid} {process.name}\n")
+
+    def clear(self) -> None:
+        self._path.unlink(missing_ok=True)
+
+    def reap(self) -> list[str]:
+        """Stop every group still alive from an earlier run; return their names."""
+        if not self._path.exists():
+            return []
+        stopped = []
+        for line in self._path.read_text(encoding="utf-8").splitlines():
+            pgid_text, _, name = line.partition(" ")
+            if not pgid_text.isdigit():
+                continue
+            pgid = int(pgid_text)
+            if not _group_alive(pgid):
+                continue
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(pgid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + 5.0
+                while time.monotonic() < deadline and _group_alive(pgid):
+                    time.sleep(0.05)
+                if not _group_alive(pgid):
+                    break
+            stopped.append(name)
+        self.clear()
+        return stopped

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ from callpipe.demo import (
     DEMO_LEGACY_COMPANY_ID,
     DEMO_TENANT_ID,
     DEMO_TENANT_NAME,
-    sample_post_call,
+    webhook_from_call,
 )
 from callpipe.devstack.processes import StartupError
 from callpipe.devstack.stack import LocalStack, config_from_env
@@ -28,11 +30,14 @@ from callpipe.secrets import LocalSecretStore
 from callpipe.spanner_db import open_database
 from callpipe.tenancy import OnboardingRequest, TenantRepository
 
-BOLD = "\033[1m"
-DIM = "\033[2m"
-GREEN = "\033[32m"
-RED = "\033[31m"
-RESET = "\033[0m"
+# Colours only on a terminal (and never with NO_COLOR set), so logs and pipes stay plain.
+_COLOUR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+BOLD = "\033[1m" if _COLOUR else ""
+DIM = "\033[2m" if _COLOUR else ""
+GREEN = "\033[32m" if _COLOUR else ""
+YELLOW = "\033[33m" if _COLOUR else ""
+RED = "\033[31m" if _COLOUR else ""
+RESET = "\033[0m" if _COLOUR else ""
 
 
 class _Stop(Exception):
@@ -48,59 +53,81 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
+    import secrets
+
     signal.signal(signal.SIGTERM, _on_sigterm)
-    stack = LocalStack(config_from_env())
+    config = config_from_env()
+    api_key = secrets.token_urlsafe(24)
+    config.simulator_accounts = {DEMO_ACCOUNT_ID: api_key}
+    stack = LocalStack(config)
     follower: LogFollower | None = None
     try:
         started = time.monotonic()
         p = stack.config.ports
         _say(
-            "[1/6]",
+            "[1/7]",
             f"starting the Pub/Sub emulator (:{p.pubsub}), the Spanner emulator "
             f"(:{p.spanner_grpc}) and fake-gcs-server (:{p.gcs}) ...",
         )
         stack.start_emulators()
         _say("     ", f"{GREEN}ready{RESET} in {time.monotonic() - started:.1f} s")
 
-        _say("[2/6]", "provisioning from schemas/pipeline.yaml and schemas/spanner/schema.sql ...")
+        _say("[2/7]", "provisioning from schemas/pipeline.yaml and schemas/spanner/schema.sql ...")
         stack.provision()
         topology = stack.topology
         _say("     ", f"topics: {', '.join(topology.all_topics())}")
         _say("     ", f"subscriptions: {', '.join(s.name for s in topology.subscriptions())}")
         _say(
             "     ",
-            f"buckets: {stack.config.webhook_bucket}, {stack.config.audio_bucket}; "
+            f"buckets: {stack.config.webhook_bucket}, {stack.config.audio_bucket} "
+            f"(OBJECT_FINALIZE of tenants/ → {stack.recordings_topic}); "
             f"Spanner database {stack.config.spanner_instance}/{stack.config.spanner_database}",
         )
         env_file = stack.write_env_file()
 
+        _say("[3/7]", f"starting the CallRail API simulator on {stack.simulator_url} ...")
+        stack.start_simulator()
+        calls = _demo_calls(stack.simulator_data_dir)
+        _say(
+            "     ",
+            f"{len(calls)} calls from {stack.simulator_data_dir} (account {DEMO_ACCOUNT_ID}; "
+            f"{stack.config.simulator_rate_limit_per_minute} requests/min)",
+        )
+
         token = None
         if demo:
             _say(
-                "[3/6]",
+                "[4/7]",
                 f"onboarding the demo tenant '{DEMO_TENANT_ID}' (company {DEMO_COMPANY_ID}) ...",
             )
-            token = _seed_demo(stack)
-            _say("     ", f"signing token stored in {stack.secrets_dir}/ (local secret store)")
+            token = _seed_demo(stack, api_key)
+            _say(
+                "     ",
+                f"signing token and CallRail API key stored in {stack.secrets_dir}/ "
+                "(local secret store)",
+            )
         else:
-            _say("[3/6]", "no demo tenant (--no-demo)")
+            _say("[4/7]", "no demo tenant (--no-demo)")
 
-        _say("[4/6]", "starting the functions under functions-framework (gunicorn) ...")
+        _say("[5/7]", "starting the functions under functions-framework (gunicorn) ...")
         stack.start_functions()
         for name, step in topology.steps.items():
             trigger = "HTTP" if step.trigger.type == "http" else f"push from {step.trigger.topic}"
-            _say("     ", f"{name:<14} {stack.function_url(name)}  ({trigger})")
+            _say("     ", f"{name:<19} {stack.function_url(name)}  ({trigger})")
         follower = LogFollower(stack.log_dir, list(topology.steps))
         follower.start()
 
         if demo and token:
-            _say("[5/6]", "sending a signed demo Post-Call webhook to intake ...")
-            call_id = _send_demo(stack, token)
-            _say("[6/6]", "following the call through the pipeline ...")
-            _follow(stack, call_id)
+            _say(
+                "[6/7]",
+                f"sending a signed Post-Call webhook for each of the {len(calls)} demo calls ...",
+            )
+            call_ids = _send_demo(stack, token, calls)
+            _say("[7/7]", "following the calls through the pipeline ...")
+            _follow(call_ids)
         else:
-            _say("[5/6]", "skipped (no demo)")
-            _say("[6/6]", "skipped (no demo)")
+            _say("[6/7]", "skipped (no demo)")
+            _say("[7/7]", "skipped (no demo)")
 
         _print_usage(stack, env_file)
         if exit_after_demo:
@@ -124,10 +151,17 @@ def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
         if follower:
             follower.stop()
         stack.stop()
-        print("stopped: emulators and functions are down", flush=True)
+        print("stopped: emulators, simulator and functions are down", flush=True)
 
 
-def _seed_demo(stack: LocalStack) -> str:
+def _demo_calls(data_dir: Path) -> list[dict[str, Any]]:
+    calls = []
+    for path in sorted((data_dir / "calls").glob("*.json")):
+        calls.append(json.loads(path.read_text(encoding="utf-8")))
+    return calls
+
+
+def _seed_demo(stack: LocalStack, api_key: str) -> str:
     import secrets
 
     token = secrets.token_urlsafe(24)
@@ -144,85 +178,77 @@ def _seed_demo(stack: LocalStack) -> str:
             office_name="Pasadena showroom",
             time_zone="America/Los_Angeles",
             signing_tokens=[token],
+            api_key=api_key,
         ),
         LocalSecretStore(stack.secrets_dir),
     )
     return token
 
 
-def _send_demo(stack: LocalStack, token: str) -> str:
-    payload = sample_post_call()
-    body = json.dumps(payload).encode("utf-8")
+def _send_demo(stack: LocalStack, token: str, calls: list[dict[str, Any]]) -> list[str]:
     url = f"{stack.function_url('intake')}/api/v1/callrail/webhook"
-    response = httpx.post(
-        url,
-        content=body,
-        headers={"Content-Type": "application/json", "Signature": compute_signature(token, body)},
-        timeout=15,
-    )
-    colour = GREEN if response.status_code == 202 else RED
-    _say(
-        "     ", f"POST {url} → {colour}HTTP {response.status_code}{RESET} {response.text.strip()}"
-    )
-    # A duplicate delivery of the same webhook, to show that it yields one call downstream.
-    again = httpx.post(
-        url,
-        content=body,
-        headers={"Content-Type": "application/json", "Signature": compute_signature(token, body)},
-        timeout=15,
-    )
-    _say("     ", f"same webhook again (a duplicate delivery) → HTTP {again.status_code}")
-    return str(payload["resource_id"])
+    call_ids = []
+    for index, call in enumerate(calls):
+        body = json.dumps(webhook_from_call(call)).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Signature": compute_signature(token, body)}
+        response = httpx.post(url, content=body, headers=headers, timeout=15)
+        colour = GREEN if response.status_code == 202 else RED
+        label = call.get("_simulator", {}).get("title") or call.get("customer_city") or ""
+        _say("     ", f"{call['id']} {label[:40]:<40} → {colour}HTTP {response.status_code}{RESET}")
+        call_ids.append(str(call["id"]))
+        if index == 0:
+            # A duplicate delivery of the same webhook yields one call downstream.
+            again = httpx.post(url, content=body, headers=headers, timeout=15)
+            _say(
+                "     ",
+                f"{call['id']} the same webhook again (duplicate) → HTTP {again.status_code}",
+            )
+    return call_ids
 
 
-def _follow(stack: LocalStack, call_id: str, timeout: float = 60.0) -> None:
+def _follow(call_ids: list[str], timeout: float = 120.0) -> None:
     from google.cloud import spanner
 
-    settings = Settings()
-    database = open_database(settings)
+    database = open_database(Settings())
     deadline = time.monotonic() + timeout
-    row = None
+    rows: dict[str, Any] = {}
     while time.monotonic() < deadline:
         with database.snapshot() as snapshot:
-            rows = list(
-                snapshot.execute_sql(
-                    "SELECT e.Status, e.ArchiveUri, c.Stage, c.StageStatus, e.EventKey "
-                    "FROM WebhookEvents e JOIN Calls c ON c.TenantId = e.TenantId AND c.CallId = e.CallId "
-                    "WHERE e.TenantId = @t AND e.CallId = @c",
-                    params={"t": DEMO_TENANT_ID, "c": call_id},
-                    param_types={"t": spanner.param_types.STRING, "c": spanner.param_types.STRING},
-                )
+            result = snapshot.execute_sql(
+                "SELECT c.CallId, c.Stage, c.StageStatus, c.RecordingStatus, c.RecordingUri, "
+                "c.RecordingBytes, c.RecordingDetail, "
+                "(SELECT COUNT(*) FROM WebhookEvents e WHERE e.TenantId = c.TenantId AND e.CallId = c.CallId) "
+                "FROM Calls c WHERE c.TenantId = @t AND c.CallId IN UNNEST(@ids)",
+                params={"t": DEMO_TENANT_ID, "ids": call_ids},
+                param_types={
+                    "t": spanner.param_types.STRING,
+                    "ids": spanner.param_types.Array(spanner.param_types.STRING),
+                },
             )
-        if rows and rows[0][0] == "forwarded":
-            row = rows[0]
+            rows = {row[0]: row for row in result}
+        if len(rows) == len(call_ids) and all(r[3] for r in rows.values()):
             break
         time.sleep(0.5)
-    if row is None:
-        _say(
-            "     ",
-            f"{RED}the call did not get registered within {timeout:.0f} s; see .local/logs/{RESET}",
-        )
-        return
-    status, archive_uri, stage, stage_status, key = row
+    for call_id in call_ids:
+        row = rows.get(call_id)
+        if row is None:
+            _say(
+                "     ",
+                f"{RED}{call_id} was not registered within {timeout:.0f} s; see .local/logs/{RESET}",
+            )
+            continue
+        _, stage, status, rec_status, uri, size, detail, events = row
+        if rec_status == "stored":
+            what = f"{GREEN}recording stored{RESET} {uri} ({size:,} bytes)"
+        elif rec_status:
+            what = f"{YELLOW}goes on without audio{RESET} ({rec_status}: {detail})"
+        else:
+            what = f"{RED}still at {stage}/{status}{RESET}"
+        _say("     ", f"{call_id} fetched from CallRail, {what}; {events} webhook event(s)")
     _say(
         "     ",
-        f"{GREEN}registered{RESET} in Spanner: Calls({DEMO_TENANT_ID}, {call_id}) stage={stage}/{stage_status}; "
-        f"WebhookEvents key {key} status={status} (one event for two deliveries)",
-    )
-    _say("     ", f"raw webhook archived at {archive_uri}")
-    from callpipe.replay import PullSubscription, peek
-
-    queued = [
-        p
-        for p in peek(
-            PullSubscription(settings.google_cloud_project, "calls.registered.backlog"), 50
-        )
-        if p.attributes.get("call_id") == call_id
-    ]
-    _say(
-        "     ",
-        f"{GREEN}queued{RESET} on calls.registered: {len(queued)} message(s) for {call_id} "
-        "(waiting in calls.registered.backlog for the fetch-call step)",
+        f"transcription starts from {DIM}recordings.stored{RESET} (waiting in "
+        "recordings.stored.backlog until the transcribe step exists)",
     )
 
 

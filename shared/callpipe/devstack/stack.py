@@ -10,7 +10,13 @@ from functools import partial
 from pathlib import Path
 
 from callpipe.devstack.emulators import EmulatorPorts, start_gcs, start_pubsub, start_spanner
-from callpipe.devstack.processes import ManagedProcess, StartupError, http_ok, port_open
+from callpipe.devstack.processes import (
+    ManagedProcess,
+    ProcessLedger,
+    StartupError,
+    http_ok,
+    port_open,
+)
 from callpipe.devstack.provision import provision_buckets, provision_pubsub, provision_spanner
 from callpipe.topology import REPO_ROOT, Topology, load_topology
 
@@ -28,6 +34,11 @@ class StackConfig:
     push: bool = True
     function_workers: int = 1
     function_threads: int = 8
+    simulator_port: int = 8095
+    simulator_data_dir: Path | None = None  # default: the demo calls shipped in the package
+    simulator_rate_limit_per_minute: int = 120
+    # The CallRail account the simulator serves, and the API key it expects (random per run).
+    simulator_accounts: dict[str, str] = field(default_factory=dict)
 
 
 def config_from_env(environ: dict[str, str] | None = None) -> StackConfig:
@@ -49,15 +60,25 @@ def config_from_env(environ: dict[str, str] | None = None) -> StackConfig:
         gcs=port("CALLPIPE_GCS_PORT", defaults.gcs),
     )
     function_ports = {}
+    reserved = {
+        "CALLPIPE_PUBSUB_PORT",
+        "CALLPIPE_SPANNER_PORT",
+        "CALLPIPE_SPANNER_REST_PORT",
+        "CALLPIPE_GCS_PORT",
+        "CALLPIPE_SIMULATOR_PORT",
+    }
     for key, value in env.items():
-        if key.startswith("CALLPIPE_") and key.endswith("_PORT") and value:
+        if key.startswith("CALLPIPE_") and key.endswith("_PORT") and value and key not in reserved:
             step = key[len("CALLPIPE_") : -len("_PORT")].lower().replace("_", "-")
             function_ports[step] = int(value)
     state = env.get("CALLPIPE_STATE_DIR")
+    data_dir = env.get("CALLRAIL_SIM_DATA_DIR")
     return StackConfig(
         ports=ports,
         function_ports=function_ports,
         state_dir=Path(state) if state else REPO_ROOT / ".local",
+        simulator_port=port("CALLPIPE_SIMULATOR_PORT", 8095),
+        simulator_data_dir=Path(data_dir) if data_dir else None,
     )
 
 
@@ -66,6 +87,7 @@ class LocalStack:
         self.config = config
         self.topology = topology or load_topology()
         self.processes: list[ManagedProcess] = []
+        self.ledger = ProcessLedger(config.state_dir / "processes")
         self.log_dir = config.state_dir / "logs"
         self.secrets_dir = config.state_dir / "secrets"
 
@@ -89,7 +111,20 @@ class LocalStack:
             "AUDIO_STORAGE_BUCKET": c.audio_bucket,
             "SECRET_BACKEND": "local",
             "LOCAL_SECRETS_DIR": str(self.secrets_dir),
+            "CALLRAIL_API_BASE_URL": f"{self.simulator_url}/v3",
+            # The simulator is plain http on loopback: allowed here, refused in production.
+            "RECORDING_INSECURE_HOSTS": f"127.0.0.1:{c.simulator_port}",
         }
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.simulator_port}"
+
+    @property
+    def simulator_data_dir(self) -> Path:
+        """CALLRAIL_SIM_DATA_DIR when given; otherwise a fresh copy of the demo calls in
+        the state folder, so `callpipe webhooks sample` can add calls to it."""
+        return self.config.simulator_data_dir or self.config.state_dir / "callrail-data"
 
     def apply_env(self) -> None:
         os.environ.update(self.env())
@@ -102,14 +137,74 @@ class LocalStack:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _keep(self, process: ManagedProcess) -> None:
+        self.processes.append(process)
+        self.ledger.add(process)
+
+    def reap_stale(self) -> list[str]:
+        """Stop what an earlier stack on this state folder left running (it was killed)."""
+        return self.ledger.reap()
+
     def start_emulators(self) -> None:
         c = self.config
+        stale = self.reap_stale()
+        if stale:
+            print(f"stopped what an earlier, killed stack left running: {', '.join(stale)}")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.processes.append(start_pubsub(c.project, c.ports.pubsub, self.log_dir))
-        self.processes.append(
-            start_spanner(c.ports.spanner_grpc, c.ports.spanner_rest, self.log_dir)
+        self._keep(start_pubsub(c.project, c.ports.pubsub, self.log_dir))
+        self._keep(start_spanner(c.ports.spanner_grpc, c.ports.spanner_rest, self.log_dir))
+        self._keep(
+            start_gcs(
+                c.ports.gcs,
+                self.log_dir,
+                notification=(c.project, self.recordings_topic, c.ports.pubsub),
+                bucket=c.audio_bucket,
+                object_prefix="tenants/",
+            )
         )
-        self.processes.append(start_gcs(c.ports.gcs, self.log_dir))
+
+    @property
+    def recordings_topic(self) -> str:
+        return "recordings.stored"
+
+    def start_simulator(self) -> None:
+        """The CallRail API simulator, serving the demo calls (or CALLRAIL_SIM_DATA_DIR)."""
+        c = self.config
+        if c.simulator_data_dir is None:
+            from callpipe.simulator import DEMO_CALLS_DIR
+
+            target = self.simulator_data_dir
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(DEMO_CALLS_DIR, target)
+        if port_open("127.0.0.1", c.simulator_port):
+            raise StartupError(
+                f"port {c.simulator_port} for the CallRail simulator is already in use"
+            )
+        argv = [
+            str(Path(sys.executable).parent / "callpipe"),
+            "sim",
+            "serve",
+            "--data-dir",
+            str(self.simulator_data_dir),
+            "--port",
+            str(c.simulator_port),
+            "--rate-limit-per-minute",
+            str(c.simulator_rate_limit_per_minute),
+        ]
+        for account, key in c.simulator_accounts.items():
+            argv += ["--api-key", f"{account}={key}"]
+        process = ManagedProcess(
+            "callrail-simulator",
+            argv,
+            self.log_dir / "callrail-simulator.log",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=REPO_ROOT,
+        ).start()
+        self._keep(process)
+        process.wait_until(
+            partial(port_open, "127.0.0.1", c.simulator_port), 30, f"HTTP on {c.simulator_port}"
+        )
 
     def provision(self) -> None:
         c = self.config
@@ -160,7 +255,7 @@ class LocalStack:
                 env=env,
                 cwd=REPO_ROOT,
             ).start()
-            self.processes.append(process)
+            self._keep(process)
             probe_url = f"http://127.0.0.1:{port}" + (
                 "/health" if step.trigger.type == "http" else "/"
             )
@@ -168,7 +263,12 @@ class LocalStack:
 
     def write_env_file(self) -> Path:
         path = self.config.state_dir / "stack.env"
-        values = {**self.env(), "CALLPIPE_INTAKE_URL": self.function_url("intake")}
+        values = {
+            **self.env(),
+            "CALLPIPE_INTAKE_URL": self.function_url("intake"),
+            "CALLRAIL_SIM_DATA_DIR": str(self.simulator_data_dir),
+            "CALLRAIL_SIM_URL": self.simulator_url,
+        }
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
         return path
 
@@ -176,6 +276,7 @@ class LocalStack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        self.ledger.clear()
         env_file = self.config.state_dir / "stack.env"
         env_file.unlink(missing_ok=True)
 

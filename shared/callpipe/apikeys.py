@@ -1,0 +1,49 @@
+"""A tenant's CallRail API key: the secret's name is on the Tenants row, the value in the
+secret store. Both are cached briefly, so a rotated key is picked up within the TTL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callpipe.cache import TTLCache
+from callpipe.secrets import SecretNotFound, SecretStore
+
+
+class MissingApiKey(LookupError):
+    """The tenant has no usable CallRail API key (permanent until an operator sets one)."""
+
+
+class TenantApiKeys:
+    def __init__(self, database: Any, secrets: SecretStore, ttl_seconds: float = 60.0) -> None:
+        self._db = database
+        self._secrets = secrets
+        self._cache: TTLCache[str, str] = TTLCache(ttl_seconds)
+
+    def key_for(self, tenant_id: str) -> str:
+        hit, value = self._cache.get(tenant_id)
+        if hit and value:
+            return value
+        from google.cloud import spanner
+
+        with self._db.snapshot() as snapshot:
+            rows = list(
+                snapshot.read(
+                    "Tenants", ["CallRailApiKeySecret"], spanner.KeySet(keys=[[tenant_id]])
+                )
+            )
+        if not rows:
+            raise MissingApiKey(f"tenant {tenant_id} does not exist")
+        secret_name = rows[0][0]
+        if not secret_name:
+            raise MissingApiKey(
+                f"tenant {tenant_id} has no CallRail API key; set one with "
+                "`callpipe tenants set-api-key`"
+            )
+        try:
+            key = self._secrets.get(secret_name)
+        except SecretNotFound:
+            raise MissingApiKey(
+                f"the CallRail API key secret {secret_name} of tenant {tenant_id} is missing"
+            ) from None
+        self._cache.put(tenant_id, key)
+        return key

@@ -1,0 +1,131 @@
+"""Building each Pub/Sub step's handler and adapters from settings (once per process)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from callpipe.apikeys import TenantApiKeys
+from callpipe.archive import WebhookArchive
+from callpipe.callrail.client import CallRailClient, ClientSettings, RetryPolicy
+from callpipe.config import Settings
+from callpipe.downloading import DownloadRecording, GcsRecordingStore
+from callpipe.fetching import CallRailClients, FetchCall
+from callpipe.logs import log_event
+from callpipe.progress import SpannerProgress, Stage, StageStatus
+from callpipe.publishing import PubSubPublisher
+from callpipe.ratelimit import RateLimit, SpannerRateLimiter
+from callpipe.recordings.policy import FetchPolicy
+from callpipe.registration import RegisterCall, SpannerEventLedger
+from callpipe.spanner_db import open_database
+from callpipe.steps import PermanentError
+from callpipe.wiring import build_publisher, build_secret_store
+
+logger = logging.getLogger("callpipe.steps")
+
+
+@dataclass
+class StepRuntime:
+    handler: Callable[[Any], dict[str, Any]]
+    publisher: PubSubPublisher
+    progress: SpannerProgress | None = None
+
+    def dead_letter_recorder(
+        self, stage: Stage
+    ) -> Callable[[dict[str, str], PermanentError], None]:
+        def record(attributes: dict[str, str], error: PermanentError) -> None:
+            tenant_id, call_id = attributes.get("tenant_id"), attributes.get("call_id")
+            if self.progress is None or not tenant_id or not call_id:
+                return
+            from google.api_core import exceptions
+
+            try:
+                self.progress.record(
+                    tenant_id,
+                    call_id,
+                    stage,
+                    StageStatus.DEAD_LETTERED,
+                    detail=f"{error.reason}: {error.detail}"[:2000],
+                    correlation_id=attributes.get("correlation_id"),
+                )
+            except exceptions.NotFound:
+                # No Calls row to record on (a message that never passed register-call).
+                log_event(
+                    logger,
+                    logging.WARNING,
+                    "no call row to record the dead letter on",
+                    tenant_id=tenant_id,
+                    call_id=call_id,
+                    step=stage.value,
+                )
+
+        return record
+
+
+def build_register_call(settings: Settings) -> StepRuntime:
+    publisher = build_publisher(settings)
+    handler = RegisterCall(
+        WebhookArchive(settings.webhook_archive_bucket),
+        SpannerEventLedger(open_database(settings)),
+        publisher,
+        settings.calls_registered_topic,
+    )
+    return StepRuntime(handler, publisher)
+
+
+def _callrail_clients(settings: Settings, database: Any) -> CallRailClients:
+    limiter = SpannerRateLimiter(
+        database,
+        RateLimit(
+            per_minute=settings.callrail_rate_limit_per_minute,
+            burst=settings.callrail_rate_limit_burst,
+        ),
+    )
+    client_settings = ClientSettings(
+        base_url=settings.callrail_api_base_url,
+        read_timeout=settings.callrail_timeout_seconds,
+        retry=RetryPolicy(max_attempts=settings.callrail_max_attempts),
+    )
+    return CallRailClients(lambda key: CallRailClient(key, client_settings, rate_limiter=limiter))
+
+
+def build_fetch_call(settings: Settings) -> StepRuntime:
+    database = open_database(settings)
+    publisher = build_publisher(settings)
+    progress = SpannerProgress(database)
+    handler = FetchCall(
+        TenantApiKeys(database, build_secret_store(settings)),
+        _callrail_clients(settings, database),
+        progress,
+        publisher,
+        settings.calls_fetched_topic,
+    )
+    return StepRuntime(handler, publisher, progress)
+
+
+def build_fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy.from_strings(
+        allowed_hosts=settings.recording_allowed_hosts,
+        insecure_hosts=settings.recording_insecure_hosts,
+        max_bytes=settings.recording_max_bytes,
+        total_timeout=settings.recording_download_timeout_seconds,
+    )
+
+
+def build_download_recording(settings: Settings) -> StepRuntime:
+    database = open_database(settings)
+    publisher = build_publisher(settings)
+    progress = SpannerProgress(database)
+    handler = DownloadRecording(
+        TenantApiKeys(database, build_secret_store(settings)),
+        _callrail_clients(settings, database),
+        GcsRecordingStore(settings.audio_storage_bucket),
+        build_fetch_policy(settings),
+        progress,
+        publisher,
+        settings.recordings_topic,
+        max_attempts=settings.download_max_attempts,
+    )
+    return StepRuntime(handler, publisher, progress)

@@ -1,0 +1,136 @@
+"""Each stage records where a call is: one CallStages row per stage plus the summary on
+the Calls row, so `callpipe` and the API can show what is stuck or dead-lettered."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Stage(StrEnum):
+    REGISTER = "register"
+    FETCH = "fetch"
+    DOWNLOAD = "download"
+    TRANSCRIBE = "transcribe"
+    ANALYZE = "analyze"
+    PERSIST = "persist"
+
+
+class StageStatus(StrEnum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class Progress(Protocol):
+    def record(
+        self,
+        tenant_id: str,
+        call_id: str,
+        stage: Stage,
+        status: StageStatus,
+        detail: str | None = None,
+        correlation_id: str | None = None,
+        call_columns: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int: ...
+
+
+class SpannerProgress:
+    def __init__(self, database: Any) -> None:
+        self._db = database
+
+    def record(
+        self,
+        tenant_id: str,
+        call_id: str,
+        stage: Stage,
+        status: StageStatus,
+        detail: str | None = None,
+        correlation_id: str | None = None,
+        call_columns: dict[str, Any] | None = None,
+    ) -> None:
+        """Blind writes: the stage row (attempts kept when known) and the call's summary."""
+        from google.cloud import spanner
+
+        def work(txn: Any) -> None:
+            rows = list(
+                txn.read(
+                    "CallStages",
+                    ["Attempts"],
+                    spanner.KeySet(keys=[[tenant_id, call_id, stage.value]]),
+                )
+            )
+            attempts = int(rows[0][0]) if rows else 1
+            txn.insert_or_update(
+                "CallStages",
+                [
+                    "TenantId",
+                    "CallId",
+                    "Stage",
+                    "Status",
+                    "Detail",
+                    "Attempts",
+                    "CorrelationId",
+                    "UpdatedAt",
+                ],
+                [
+                    (
+                        tenant_id,
+                        call_id,
+                        stage.value,
+                        status.value,
+                        detail,
+                        attempts,
+                        correlation_id,
+                        spanner.COMMIT_TIMESTAMP,
+                    )
+                ],
+            )
+            columns = {
+                "TenantId": tenant_id,
+                "CallId": call_id,
+                "Stage": stage.value,
+                "StageStatus": status.value,
+                "StageDetail": detail,
+                "UpdatedAt": spanner.COMMIT_TIMESTAMP,
+                **(call_columns or {}),
+            }
+            txn.update("Calls", list(columns), [tuple(columns.values())])
+
+        self._db.run_in_transaction(work)
+
+    def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int:
+        """Count one more failed attempt of ``stage``; return the total so far."""
+        from google.cloud import spanner
+
+        def work(txn: Any) -> int:
+            rows = list(
+                txn.read(
+                    "CallStages",
+                    ["Attempts", "Status"],
+                    spanner.KeySet(keys=[[tenant_id, call_id, stage.value]]),
+                )
+            )
+            attempts = int(rows[0][0]) + 1 if rows and rows[0][1] == StageStatus.RETRYING else 1
+            txn.insert_or_update(
+                "CallStages",
+                ["TenantId", "CallId", "Stage", "Status", "Detail", "Attempts", "UpdatedAt"],
+                [
+                    (
+                        tenant_id,
+                        call_id,
+                        stage.value,
+                        StageStatus.RETRYING.value,
+                        detail[:2000],
+                        attempts,
+                        spanner.COMMIT_TIMESTAMP,
+                    )
+                ],
+            )
+            return attempts
+
+        return int(self._db.run_in_transaction(work))

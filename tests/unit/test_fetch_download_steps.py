@@ -1,0 +1,331 @@
+"""fetch-call and download-recording domain logic with in-memory doubles of the project's
+own ports (the end-to-end behaviour on the emulators is in tests/integration)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import pytest
+
+from callpipe.apikeys import MissingApiKey
+from callpipe.callrail.client import CallRailAuthError, CallRailNotFound, CallRailUnavailable
+from callpipe.callrail.webhook import EventType
+from callpipe.downloading import DownloadRecording, StoredObject, recording_prefix
+from callpipe.fetching import FetchCall
+from callpipe.messages import CallDetails, CallFetched, CallRegistered, CallWithoutRecording
+from callpipe.progress import Stage, StageStatus
+from callpipe.recordings.fetcher import AudioRejected, DownloadedAudio, FetchFailed
+from callpipe.recordings.guard import UnsafeUrl
+from callpipe.recordings.policy import FetchPolicy
+from callpipe.steps import PermanentError
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" * 64
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        self.sent.append((topic, data, attributes))
+        return str(len(self.sent))
+
+
+class Keys:
+    def __init__(self, key: str | None = "key-1") -> None:
+        self.key = key
+
+    def key_for(self, tenant_id: str) -> str:
+        if self.key is None:
+            raise MissingApiKey(f"tenant {tenant_id} has no CallRail API key")
+        return self.key
+
+
+class Client:
+    def __init__(
+        self,
+        call: dict[str, Any] | None = None,
+        error: Exception | None = None,
+        recording_url: str | None = "https://app.callrail.com/rec/x.mp3",
+    ) -> None:
+        self.call = call or {}
+        self.error = error
+        self.recording_url = recording_url
+
+    def get_call(self, account_id: str, call_id: str) -> dict[str, Any]:
+        if self.error:
+            raise self.error
+        return {"id": call_id, **self.call}
+
+    def get_recording_url(self, account_id: str, call_id: str) -> str | None:
+        if self.error:
+            raise self.error
+        return self.recording_url
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.records: list[tuple[Stage, StageStatus, dict[str, Any]]] = []
+        self.attempts = 0
+
+    def record(
+        self,
+        tenant_id: str,
+        call_id: str,
+        stage: Stage,
+        status: StageStatus,
+        detail: str | None = None,
+        correlation_id: str | None = None,
+        call_columns: dict[str, Any] | None = None,
+    ) -> None:
+        self.records.append((stage, status, call_columns or {}))
+
+    def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int:
+        self.attempts += 1
+        return self.attempts
+
+
+class Store:
+    def __init__(self, existing: str | None = None) -> None:
+        self.existing = existing
+        self.objects: dict[str, tuple[bytes, str, dict[str, str]]] = {}
+
+    def find(self, prefix: str) -> str | None:
+        return self.existing
+
+    def put(
+        self, name: str, data: BinaryIO, content_type: str, metadata: dict[str, str]
+    ) -> StoredObject:
+        data.seek(0)
+        self.objects[name] = (data.read(), content_type, metadata)
+        return StoredObject(f"gs://recordings/{name}", name, True)
+
+
+def registered(**changes: Any) -> CallRegistered:
+    fields: dict[str, Any] = {
+        "tenant_id": "acme",
+        "office_id": "main",
+        "company_id": "COM1",
+        "callrail_account_id": "728790660",
+        "call_id": "CAL1",
+        "event_type": EventType.POST_CALL,
+        "event_key": "post_call:CAL1",
+        "correlation_id": "c0ffee",
+        "received_at": NOW,
+        "registered_at": NOW,
+        "webhook_archive_uri": "gs://w/x.json",
+        "webhook": {
+            "resource_id": "CAL1",
+            "answered": "true",
+            "customer_city": "Austin",
+            "duration": "12",
+        },
+    }
+    return CallRegistered(**{**fields, **changes})
+
+
+def fetched(recording: bool = True) -> CallFetched:
+    details = CallDetails.from_callrail(
+        {"id": "CAL1", "recording": "https://x" if recording else None, "recording_duration": 61}
+    )
+    return CallFetched(
+        tenant_id="acme",
+        office_id="main",
+        company_id="COM1",
+        callrail_account_id="728790660",
+        call_id="CAL1",
+        event_type=EventType.POST_CALL,
+        event_key="post_call:CAL1",
+        correlation_id="c0ffee",
+        received_at=NOW,
+        fetched_at=NOW,
+        details=details,
+        callrail_call={"id": "CAL1"},
+    )
+
+
+def test_fetch_merges_api_over_webhook_records_and_publishes() -> None:
+    publisher, progress = Publisher(), Progress()
+    step = FetchCall(
+        Keys(),
+        lambda key: Client(
+            {
+                "duration": 184,
+                "answered": True,
+                "tags": [{"name": "Kitchen"}],
+                "recording": "https://r",
+            }
+        ),  # type: ignore[arg-type,return-value]
+        progress,
+        publisher,
+        "calls.fetched",
+        clock=lambda: NOW,
+    )
+    outcome = step(registered())
+    assert outcome["outcome"] == "fetched" and outcome["recording_available"] is True
+    topic, data, attributes = publisher.sent[0]
+    message = CallFetched.from_data(data)
+    assert topic == "calls.fetched"
+    assert attributes["call_id"] == "CAL1" and attributes["tenant_id"] == "acme"
+    assert message.details.duration_seconds == 184  # the API wins over the webhook's "12"
+    assert message.callrail_call["customer_city"] == "Austin"  # webhook-only fields are kept
+    assert message.details.tags == ["Kitchen"]
+    stage, status, columns = progress.records[0]
+    assert (stage, status) == (Stage.FETCH, StageStatus.OK)
+    assert columns["DurationSeconds"] == 184
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (CallRailNotFound("gone", 404), "callrail_not_found"),
+        (CallRailAuthError("refused", 401), "callrail_auth_failed"),
+    ],
+)
+def test_fetch_permanent_callrail_errors_become_dead_letter_reasons(
+    error: Exception, reason: str
+) -> None:
+    step = FetchCall(Keys(), lambda key: Client(error=error), Progress(), Publisher(), "t")  # type: ignore[arg-type,return-value]
+    with pytest.raises(PermanentError) as caught:
+        step(registered())
+    assert caught.value.reason == reason
+
+
+def test_fetch_transient_errors_propagate_for_redelivery() -> None:
+    step = FetchCall(
+        Keys(), lambda key: Client(error=CallRailUnavailable("503")), Progress(), Publisher(), "t"
+    )  # type: ignore[arg-type,return-value]
+    with pytest.raises(CallRailUnavailable):
+        step(registered())
+
+
+def test_fetch_without_api_key_or_account_is_permanent() -> None:
+    step = FetchCall(Keys(None), lambda key: Client(), Progress(), Publisher(), "t")  # type: ignore[arg-type,return-value]
+    with pytest.raises(PermanentError, match="no_api_key"):
+        step(registered())
+    step = FetchCall(Keys(), lambda key: Client(), Progress(), Publisher(), "t")  # type: ignore[arg-type,return-value]
+    with pytest.raises(PermanentError, match="no_account_id"):
+        step(registered(callrail_account_id=None))
+
+
+def download_step(
+    store: Store,
+    progress: Progress,
+    publisher: Publisher,
+    download: Any,
+    client: Client | None = None,
+) -> DownloadRecording:
+    return DownloadRecording(
+        Keys(),
+        lambda key: client or Client(),
+        store,
+        FetchPolicy(allowed_hosts=("app.callrail.com",)),  # type: ignore[arg-type,return-value]
+        progress,
+        publisher,
+        "recordings.stored",
+        max_attempts=3,
+        download=download,
+        clock=lambda: NOW,
+    )
+
+
+def fake_download(url: str, policy: FetchPolicy, sink: BinaryIO) -> DownloadedAudio:
+    sink.write(MP3)
+    return DownloadedAudio(
+        "audio/mpeg", "mp3", len(MP3), hashlib.sha256(MP3).hexdigest(), "app.callrail.com"
+    )
+
+
+def test_download_stores_under_the_tenant_prefix_with_metadata() -> None:
+    store, progress, publisher = Store(), Progress(), Publisher()
+    outcome = download_step(store, progress, publisher, fake_download)(fetched())
+    name = "tenants/acme/calls/CAL1/recording.mp3"
+    assert outcome == {
+        "outcome": "stored",
+        "object": f"gs://recordings/{name}",
+        "bytes": len(MP3),
+        "sha256": hashlib.sha256(MP3).hexdigest(),
+    }
+    data, content_type, metadata = store.objects[name]
+    assert data == MP3 and content_type == "audio/mpeg"
+    assert metadata["tenant_id"] == "acme" and metadata["correlation_id"] == "c0ffee"
+    assert (
+        metadata["sha256"] == hashlib.sha256(MP3).hexdigest()
+        and metadata["duration_seconds"] == "61"
+    )
+    assert publisher.sent == []  # the bucket notification starts the next stage
+    assert progress.records[-1][1] is StageStatus.OK
+
+
+def test_download_is_a_no_op_when_the_recording_is_already_stored() -> None:
+    store = Store(existing="gs://recordings/tenants/acme/calls/CAL1/recording.mp3")
+    outcome = download_step(store, Progress(), Publisher(), fake_download)(fetched())
+    assert outcome["outcome"] == "already_stored"
+    assert store.objects == {}
+
+
+def test_a_call_without_recording_goes_on_with_a_reason() -> None:
+    publisher, progress = Publisher(), Progress()
+    outcome = download_step(Store(), progress, publisher, fake_download)(fetched(recording=False))
+    assert outcome["reason"] == "no_recording"
+    notice = CallWithoutRecording.from_data(publisher.sent[0][1])
+    assert publisher.sent[0][0] == "recordings.stored"
+    assert notice.reason == "no_recording" and notice.call_id == "CAL1"
+    assert progress.records[-1][1] is StageStatus.SKIPPED
+
+
+def test_failing_downloads_are_retried_then_go_on_without_audio() -> None:
+    publisher, progress = Publisher(), Progress()
+
+    def broken(url: str, policy: FetchPolicy, sink: BinaryIO) -> DownloadedAudio:
+        raise AudioRejected("not audio: magic bytes", reason="magic_bytes")
+
+    step = download_step(Store(), progress, publisher, broken)
+    for _ in range(2):
+        with pytest.raises(AudioRejected):
+            step(fetched())
+    outcome = step(fetched())
+    assert outcome["reason"] == "download_failed" and "after 3 attempts" in outcome["detail"]
+    assert CallWithoutRecording.from_data(publisher.sent[0][1]).reason == "download_failed"
+    assert progress.records[-1][1] is StageStatus.FAILED
+
+
+def test_transient_download_errors_raise_for_redelivery() -> None:
+    def flaky(url: str, policy: FetchPolicy, sink: BinaryIO) -> DownloadedAudio:
+        raise FetchFailed("503 from the recording host")
+
+    with pytest.raises(FetchFailed):
+        download_step(Store(), Progress(), Publisher(), flaky)(fetched())
+
+
+def test_an_unsafe_url_is_dead_lettered() -> None:
+    def unsafe(url: str, policy: FetchPolicy, sink: BinaryIO) -> DownloadedAudio:
+        raise UnsafeUrl("host 10.0.0.1 is an IP literal")
+
+    with pytest.raises(PermanentError) as caught:
+        download_step(Store(), Progress(), Publisher(), unsafe)(fetched())
+    assert caught.value.reason == "unsafe_recording_url"
+
+
+def test_no_recording_url_from_callrail_goes_on_without_audio() -> None:
+    publisher = Publisher()
+    outcome = download_step(
+        Store(), Progress(), publisher, fake_download, Client(recording_url=None)
+    )(fetched())
+    assert outcome["reason"] == "no_recording"
+
+
+def test_recording_prefix_refuses_ids_that_escape() -> None:
+    assert recording_prefix("acme", "CAL1") == "tenants/acme/calls/CAL1/recording"
+    with pytest.raises(ValueError, match="invalid"):
+        recording_prefix("acme", "../../etc")
+
+
+def test_messages_round_trip_through_json() -> None:
+    message = fetched()
+    assert CallFetched.from_data(message.to_data()) == message
+    assert io.BytesIO(message.to_data()).read()  # bytes, as Pub/Sub wants
