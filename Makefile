@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run test test-unit test-functional test-integration lint typecheck fmt schemas bench-intake clean
+.PHONY: help venv run test test-unit test-functional test-integration lint typecheck fmt schemas bench-intake bench-transcribe bench-analysis clean
 
 help:
 	@echo "make run           start the local stack (emulators, functions) and send a demo call"
@@ -12,6 +12,8 @@ help:
 	@echo "make lint          ruff + mypy + terraform fmt + cloudbuild.yaml validation"
 	@echo "make schemas       regenerate schemas/messages from the pydantic models"
 	@echo "make bench-intake  measure intake throughput and latency against a no-op function"
+	@echo "make bench-transcribe  WER, speaker attribution and real-time factor of the local engine"
+	@echo "make bench-analysis    per-field accuracy of the rule-based analyzer on the labelled set"
 
 venv: $(STAMP)
 
@@ -52,6 +54,12 @@ schemas: venv
 
 bench-intake: venv
 	$(BIN)/python bench/intake_bench.py
+
+bench-transcribe: venv
+	$(BIN)/python bench/transcribe_bench.py
+
+bench-analysis: venv
+	$(BIN)/python bench/analysis_bench.py
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

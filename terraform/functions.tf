@@ -80,7 +80,7 @@ resource "google_cloudfunctions2_function" "step" {
     max_instance_count               = each.value.max_instances
     # A Pub/Sub step never works longer than Pub/Sub waits for its answer, so a message is
     # not redelivered to a second instance while the first is still on it.
-    timeout_seconds                = each.value.trigger_type == "pubsub" ? module.topology.defaults.ack_deadline_seconds : var.http_timeout_seconds
+    timeout_seconds                = each.value.trigger_type == "pubsub" ? each.value.ack_deadline_seconds : var.http_timeout_seconds
     ingress_settings               = each.value.trigger_type == "http" ? "ALLOW_ALL" : var.internal_ingress
     all_traffic_on_latest_revision = true
     service_account_email          = google_service_account.step[each.key].email

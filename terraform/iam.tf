@@ -31,6 +31,20 @@ locals {
     for name, access in local.step_access : name => access.secret_prefixes
     if length(access.secret_prefixes) > 0 && contains(keys(module.topology.steps), name)
   }
+
+  project_role_grants = merge([
+    for name, access in local.step_access : {
+      for role in access.project_roles : "${name}/${role}" => { step = name, role = role }
+    } if contains(keys(module.topology.steps), name)
+  ]...)
+}
+
+resource "google_project_iam_member" "step_project_role" {
+  for_each = local.project_role_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = google_service_account.step[each.value.step].member
 }
 
 resource "google_pubsub_topic_iam_member" "step_publisher" {

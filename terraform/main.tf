@@ -42,22 +42,41 @@ locals {
       spanner_role    = "roles/spanner.databaseReader"
       buckets         = []
       secret_prefixes = ["callrail-webhook-token-"]
+      project_roles   = []
     }
     register-call = {
       spanner_role    = "roles/spanner.databaseUser"
       buckets         = ["webhooks"]
       secret_prefixes = []
+      project_roles   = []
     }
     fetch-call = {
       # Writes the call's CallRail view and the shared rate-limit rows.
       spanner_role    = "roles/spanner.databaseUser"
       buckets         = []
       secret_prefixes = ["callrail-api-key-"]
+      project_roles   = []
     }
     download-recording = {
       spanner_role    = "roles/spanner.databaseUser"
       buckets         = ["recordings"]
       secret_prefixes = ["callrail-api-key-"]
+      project_roles   = []
+    }
+    transcribe = {
+      # Reads the recording, writes transcript.json next to it, records progress.
+      spanner_role    = "roles/spanner.databaseUser"
+      buckets         = ["recordings"]
+      secret_prefixes = []
+      # Speech-to-Text v2 (Recognize and BatchRecognize from the bucket).
+      project_roles = ["roles/speech.client"]
+    }
+    analyze = {
+      spanner_role    = "roles/spanner.databaseUser"
+      buckets         = []
+      secret_prefixes = []
+      # Gemini on Vertex AI.
+      project_roles = ["roles/aiplatform.user"]
     }
   }
 

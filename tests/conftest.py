@@ -22,6 +22,7 @@ import pytest
 from callpipe.devstack.emulators import EmulatorPorts
 from callpipe.devstack.processes import free_port
 from callpipe.devstack.stack import LocalStack, StackConfig
+from callpipe.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).resolve().parent / "events"
@@ -55,15 +56,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         project="callpipe-test",
         ports=ports,
         state_dir=state_dir,
-        function_ports={
-            step: free_port()
-            for step in ("intake", "register-call", "fetch-call", "download-recording")
-        },
+        function_ports={step: free_port() for step in load_topology().steps},
         push=True,
         simulator_port=free_port(),
         simulator_data_dir=data_dir,
         simulator_rate_limit_per_minute=600,
         simulator_accounts={TEST_ACCOUNT: TEST_API_KEY},
+        # The smallest packaged Whisper model keeps the CPU free for the other steps.
+        function_env={"LOCAL_WHISPER_MODEL": "tiny.en"},
     )
     local = LocalStack(config, fast_retry_topology())
     saved = dict(os.environ)

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     quarantine_topic: str = Field(default="webhooks.quarantine", alias="QUARANTINE_TOPIC")
     calls_fetched_topic: str = Field(default="calls.fetched", alias="CALLS_FETCHED_TOPIC")
     recordings_topic: str = Field(default="recordings.stored", alias="RECORDINGS_TOPIC")
+    calls_transcribed_topic: str = Field(
+        default="calls.transcribed", alias="CALLS_TRANSCRIBED_TOPIC"
+    )
+    calls_analyzed_topic: str = Field(default="calls.analyzed", alias="CALLS_ANALYZED_TOPIC")
     dead_letter_topic: str | None = Field(default=None, alias="DEAD_LETTER_TOPIC")
 
     callrail_api_base_url: str = Field(

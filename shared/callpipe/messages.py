@@ -15,8 +15,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from callpipe.analysis import AnalysisResult
 from callpipe.callrail.webhook import EventType, LooseBool, LooseInt, LooseTime
 from callpipe.ids import ResourceId, TenantId
+from callpipe.transcripts import Transcript
 
 
 class Message(BaseModel):
@@ -255,10 +257,105 @@ class CallWithoutRecording(Message):
         }
 
 
+class StoredObjectEvent(BaseModel):
+    """The JSON_API_V1 payload of a Cloud Storage OBJECT_FINALIZE notification."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    kind: Literal["storage#object"]
+    name: str
+    bucket: str
+    content_type: str | None = Field(default=None, alias="contentType")
+    size: int | None = None
+    generation: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class RecordingsEvent(Message):
+    """What arrives on recordings.stored: a bucket notification or a call without audio."""
+
+    kind: ClassVar[str] = "recordings.event"
+
+    stored: StoredObjectEvent | None = None
+    without: CallWithoutRecording | None = None
+
+    @classmethod
+    def from_data(cls, data: bytes) -> RecordingsEvent:
+        parsed = json.loads(data)
+        if isinstance(parsed, dict) and parsed.get("kind") == "storage#object":
+            return cls(stored=StoredObjectEvent.model_validate(parsed))
+        return cls(without=CallWithoutRecording.model_validate(parsed))
+
+
+class CallTranscribed(Message):
+    """transcribe → analyze: the transcript, or why there is none."""
+
+    kind: ClassVar[str] = "call.transcribed"
+
+    tenant_id: TenantId
+    office_id: str | None = None
+    call_id: ResourceId
+    correlation_id: str
+    status: Literal["transcribed", "no_transcript"]
+    reason: str | None = Field(
+        default=None,
+        description="Why there is no transcript (no_recording, download_failed, transcription_failed).",
+    )
+    recording_uri: str | None = None
+    transcript_uri: str | None = None
+    transcript: Transcript | None = Field(
+        default=None, description="Segments and text (word timings stay in the stored JSON)."
+    )
+
+    def attributes(self) -> dict[str, str]:
+        return {
+            **super().attributes(),
+            "tenant_id": self.tenant_id,
+            "call_id": self.call_id,
+            "correlation_id": self.correlation_id,
+            "status": self.status,
+        }
+
+
+class CallAnalyzed(Message):
+    """analyze → persist: the analysis, or why there is none; the transcript travels along."""
+
+    kind: ClassVar[str] = "call.analyzed"
+
+    tenant_id: TenantId
+    office_id: str | None = None
+    call_id: ResourceId
+    correlation_id: str
+    transcript_status: Literal["transcribed", "no_transcript"]
+    transcript_reason: str | None = None
+    recording_uri: str | None = None
+    transcript_uri: str | None = None
+    transcript: Transcript | None = None
+    analysis_status: Literal["analyzed", "failed"]
+    analysis_reason: str | None = None
+    result: AnalysisResult | None = None
+    analyzed_at: datetime
+
+    def attributes(self) -> dict[str, str]:
+        attributes = {
+            **super().attributes(),
+            "tenant_id": self.tenant_id,
+            "call_id": self.call_id,
+            "correlation_id": self.correlation_id,
+            "analysis_status": self.analysis_status,
+        }
+        if self.result is not None:
+            attributes["lead_score"] = str(self.result.analysis.lead_score)
+            attributes["intent"] = self.result.analysis.intent
+        return attributes
+
+
 MESSAGE_MODELS: tuple[type[Message], ...] = (
     CallReceived,
     CallRegistered,
     QuarantinedWebhook,
     CallFetched,
     CallWithoutRecording,
+    CallTranscribed,
+    CallAnalyzed,
 )

@@ -21,7 +21,7 @@ from callpipe.recordings.policy import FetchPolicy
 from callpipe.registration import RegisterCall, SpannerEventLedger
 from callpipe.spanner_db import open_database
 from callpipe.steps import PermanentError
-from callpipe.wiring import build_publisher, build_secret_store
+from callpipe.wiring import Lazy, build_publisher, build_secret_store
 
 logger = logging.getLogger("callpipe.steps")
 
@@ -101,6 +101,43 @@ def build_fetch_call(settings: Settings) -> StepRuntime:
         progress,
         publisher,
         settings.calls_fetched_topic,
+    )
+    return StepRuntime(handler, publisher, progress)
+
+
+def build_transcribe(settings: Settings) -> StepRuntime:
+    from callpipe.engines import build_transcriber
+    from callpipe.transcription import GcsObjects, TranscribeCall
+
+    database = open_database(settings)
+    publisher = build_publisher(settings)
+    progress = SpannerProgress(database)
+    engine: Lazy[Any] = Lazy(lambda: build_transcriber(settings))
+    handler = TranscribeCall(
+        engine.get,
+        GcsObjects(settings.audio_storage_bucket),
+        settings.audio_storage_bucket,
+        progress,
+        publisher,
+        settings.calls_transcribed_topic,
+    )
+    return StepRuntime(handler, publisher, progress)
+
+
+def build_analyze(settings: Settings) -> StepRuntime:
+    from callpipe.analyzing import AnalyzeCall, SpannerCallContext
+    from callpipe.engines import build_analyzer
+
+    database = open_database(settings)
+    publisher = build_publisher(settings)
+    progress = SpannerProgress(database)
+    engine: Lazy[Any] = Lazy(lambda: build_analyzer(settings))
+    handler = AnalyzeCall(
+        engine.get,
+        SpannerCallContext(database),
+        progress,
+        publisher,
+        settings.calls_analyzed_topic,
     )
     return StepRuntime(handler, publisher, progress)
 

@@ -72,6 +72,7 @@ class StepSpec(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     retry: RetrySettings | None = None
     max_delivery_attempts: int | None = Field(default=None, ge=5, le=100)
+    ack_deadline_seconds: int | None = Field(default=None, ge=10, le=600)
 
 
 class HoldSpec(_Strict):
@@ -150,7 +151,7 @@ class Topology(_Strict):
                     topic=topic,
                     step=name,
                     push_port=step.local_port,
-                    ack_deadline_seconds=d.ack_deadline_seconds,
+                    ack_deadline_seconds=step.ack_deadline_seconds or d.ack_deadline_seconds,
                     message_retention_seconds=d.message_retention_seconds,
                     retry=step.retry or d.retry,
                     dead_letter_topic=dlq,

@@ -151,7 +151,7 @@ def test_cli_reports_a_stack_that_is_not_running(tmp_path: Path) -> None:
     assert "make run" in result.stderr
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_dev_up_runs_the_demo_and_leaves_no_process_behind(tmp_path: Path) -> None:
     import signal
 
@@ -168,6 +168,8 @@ def test_dev_up_runs_the_demo_and_leaves_no_process_behind(tmp_path: Path) -> No
             "CALLPIPE_REGISTER_CALL_PORT",
             "CALLPIPE_FETCH_CALL_PORT",
             "CALLPIPE_DOWNLOAD_RECORDING_PORT",
+            "CALLPIPE_TRANSCRIBE_PORT",
+            "CALLPIPE_ANALYZE_PORT",
         )
     }
     env.update(ports, CALLPIPE_STATE_DIR=str(tmp_path / "state"))
@@ -181,7 +183,7 @@ def test_dev_up_runs_the_demo_and_leaves_no_process_behind(tmp_path: Path) -> No
         start_new_session=True,
     )
     try:
-        output, _ = process.communicate(timeout=240)
+        output, _ = process.communicate(timeout=420)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGTERM)  # let it stop what it started
         output, _ = process.communicate(timeout=30)
@@ -192,6 +194,9 @@ def test_dev_up_runs_the_demo_and_leaves_no_process_behind(tmp_path: Path) -> No
     assert output.count("recording stored") == 5, output
     assert "goes on without audio (no_recording" in output
     assert "1 webhook event(s)" in output and "2 webhook event(s)" not in output
+    assert output.count("transcript (faster-whisper") == 5, output
+    assert output.count("analysis (rules)") == 6, output
+    assert "no transcript (no_recording)" in output
     assert "stopped" in output
     assert _processes_mentioning(*ports.values()) == []
 

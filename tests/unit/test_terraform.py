@@ -199,7 +199,7 @@ def test_every_step_declares_its_access(root: dict[str, list[Any]], topology: To
         "terraform/main.tf local.step_access must list exactly the steps of pipeline.yaml"
     )
     for step, needs in access.items():
-        assert set(needs) == {"spanner_role", "buckets", "secret_prefixes"}, step
+        assert set(needs) == {"spanner_role", "buckets", "secret_prefixes", "project_roles"}, step
         assert set(needs["buckets"]) <= set(buckets), step
         assert needs["spanner_role"] in (
             None,

@@ -36,8 +36,11 @@ def test_derived_subscriptions_of_the_real_topology(topology: Topology) -> None:
         "calls.registered.dlq.hold",
         "calls.fetched.download-recording",
         "calls.fetched.dlq.hold",
-        "recordings.stored.backlog",
+        "recordings.stored.transcribe",
+        "calls.transcribed.analyze",
+        "calls.analyzed.backlog",
     } <= set(subs)
+    assert subs["recordings.stored.transcribe"].ack_deadline_seconds == 600
 
     step_sub = subs["calls.received.register-call"]
     assert step_sub.topic == "calls.received"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from callpipe.cli import deploy, dev, ops, schemas, sim, tenants, webhooks
+from callpipe.cli import analyze, deploy, dev, ops, schemas, sim, tenants, transcribe, webhooks
 
 app = typer.Typer(
     help=(
@@ -24,6 +24,8 @@ app.add_typer(ops.quarantine_app, name="quarantine")
 app.add_typer(ops.dlq_app, name="dlq")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dev.app, name="dev")
+app.command("transcribe")(transcribe.transcribe)
+app.command("analyze")(analyze.analyze)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(sim.app, name="sim")
 

@@ -123,7 +123,7 @@ def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
                 f"sending a signed Post-Call webhook for each of the {len(calls)} demo calls ...",
             )
             call_ids = _send_demo(stack, token, calls)
-            _say("[7/7]", "following the calls through the pipeline ...")
+            _say("[7/7]", "following the calls: fetch, download, transcribe, analyze ...")
             _follow(call_ids)
         else:
             _say("[6/7]", "skipped (no demo)")
@@ -206,12 +206,15 @@ def _send_demo(stack: LocalStack, token: str, calls: list[dict[str, Any]]) -> li
     return call_ids
 
 
-def _follow(call_ids: list[str], timeout: float = 120.0) -> None:
+def _follow(call_ids: list[str], timeout: float = 300.0) -> None:
+    """Wait until every demo call is analyzed (or has stopped somewhere), then show it."""
     from google.cloud import spanner
 
-    database = open_database(Settings())
+    settings = Settings()
+    database = open_database(settings)
     deadline = time.monotonic() + timeout
     rows: dict[str, Any] = {}
+    shown_progress = 0.0
     while time.monotonic() < deadline:
         with database.snapshot() as snapshot:
             result = snapshot.execute_sql(
@@ -226,9 +229,15 @@ def _follow(call_ids: list[str], timeout: float = 120.0) -> None:
                 },
             )
             rows = {row[0]: row for row in result}
-        if len(rows) == len(call_ids) and all(r[3] for r in rows.values()):
+        done = [r for r in rows.values() if r[1] == "analyze" or r[2] == "dead_lettered"]
+        if len(done) == len(call_ids):
             break
+        if time.monotonic() - shown_progress > 10:
+            stages = ", ".join(sorted(f"{r[1]}/{r[2]}" for r in rows.values()))
+            _say("     ", f"{DIM}{len(done)}/{len(call_ids)} calls analyzed ({stages}) ...{RESET}")
+            shown_progress = time.monotonic()
         time.sleep(0.5)
+    analyzed = _analyzed_messages(settings.google_cloud_project, call_ids)
     for call_id in call_ids:
         row = rows.get(call_id)
         if row is None:
@@ -238,18 +247,58 @@ def _follow(call_ids: list[str], timeout: float = 120.0) -> None:
             )
             continue
         _, stage, status, rec_status, uri, size, detail, events = row
+        _say("     ", f"{BOLD}{call_id}{RESET} ({events} webhook event(s)); stage {stage}/{status}")
         if rec_status == "stored":
-            what = f"{GREEN}recording stored{RESET} {uri} ({size:,} bytes)"
+            _say("     ", f"  {GREEN}recording stored{RESET} {uri} ({size:,} bytes)")
         elif rec_status:
-            what = f"{YELLOW}goes on without audio{RESET} ({rec_status}: {detail})"
+            _say("     ", f"  {YELLOW}goes on without audio{RESET} ({rec_status}: {detail})")
+        message = analyzed.get(call_id)
+        if message is None:
+            continue
+        if message.transcript is not None:
+            t = message.transcript
+            _say(
+                "     ",
+                f"  transcript ({t.engine} {t.model}, {t.speaker_count} speakers, "
+                f"{t.audio_duration_seconds:.0f} s) → {message.transcript_uri}",
+            )
+            for segment in t.segments[:4]:
+                _say(
+                    "     ",
+                    f"    {DIM}[{segment.start:5.1f}s] {segment.speaker}: {segment.text[:90]}{RESET}",
+                )
+            if len(t.segments) > 4:
+                _say("     ", f"    {DIM}… {len(t.segments) - 4} more segments{RESET}")
         else:
-            what = f"{RED}still at {stage}/{status}{RESET}"
-        _say("     ", f"{call_id} fetched from CallRail, {what}; {events} webhook event(s)")
-    _say(
-        "     ",
-        f"transcription starts from {DIM}recordings.stored{RESET} (waiting in "
-        "recordings.stored.backlog until the transcribe step exists)",
-    )
+            _say("     ", f"  no transcript ({message.transcript_reason})")
+        if message.result is not None:
+            a = message.result.analysis
+            _say(
+                "     ",
+                f"  analysis ({message.result.engine}): {GREEN}lead score {a.lead_score}{RESET}, "
+                f"intent {a.intent}, project {a.project_type}, timeline {a.timeline}, budget "
+                f"{a.budget_indicator}, sentiment {a.sentiment}, urgency {a.urgency}, spam "
+                f"{a.spam_likelihood:.2f}, appointment {a.appointment_requested}, follow-up {a.follow_up_required}",
+            )
+            _say("     ", f"    {DIM}{a.summary}{RESET}")
+        else:
+            _say(
+                "     ",
+                f"  {YELLOW}analysis {message.analysis_status}{RESET}: {message.analysis_reason}",
+            )
+    _say("     ", f"analyzed calls wait in {DIM}calls.analyzed.backlog{RESET} for the persist step")
+
+
+def _analyzed_messages(project: str, call_ids: list[str]) -> dict[str, Any]:
+    from callpipe.messages import CallAnalyzed
+    from callpipe.replay import PullSubscription, peek
+
+    found: dict[str, Any] = {}
+    for pulled in peek(PullSubscription(project, "calls.analyzed.backlog"), 200):
+        call_id = pulled.attributes.get("call_id")
+        if call_id in call_ids:
+            found[call_id] = CallAnalyzed.model_validate_json(pulled.data)
+    return found
 
 
 def _print_usage(stack: LocalStack, env_file: Path) -> None:

@@ -23,6 +23,12 @@ locals {
         : step.max_delivery_attempts
       )
       dead_letter_topic = step.trigger.type == "pubsub" ? "${step.trigger.topic}.dlq" : null
+      # Long work (transcribing a 20-minute call) needs a longer answer window.
+      ack_deadline_seconds = (
+        try(step.ack_deadline_seconds, null) == null
+        ? local.defaults.ack_deadline_seconds
+        : step.ack_deadline_seconds
+      )
     }
   }
 
@@ -48,7 +54,7 @@ locals {
     for name, step in local.pubsub_steps : "${step.trigger_topic}.${name}" => {
       topic                     = step.trigger_topic
       step                      = name
-      ack_deadline_seconds      = local.defaults.ack_deadline_seconds
+      ack_deadline_seconds      = step.ack_deadline_seconds
       message_retention_seconds = local.defaults.message_retention_seconds
       retry                     = step.retry
       dead_letter_topic         = step.dead_letter_topic

@@ -1,0 +1,1 @@
+"""Speech-to-text engines behind the :class:`callpipe.transcripts.Transcriber` port."""

@@ -1,0 +1,515 @@
+"""Google Speech-to-Text v2 (Chirp 3 by default) as a :class:`~callpipe.transcripts.Transcriber`.
+
+Two ways in, because synchronous ``Recognize`` takes at most one minute (and 10 MB) of
+audio: short recordings go inline to ``Recognize``; anything longer, or of unknown length,
+goes to ``BatchRecognize``, which reads the recording straight from its ``gs://`` URI and
+runs as a long-running operation that we poll. Both return the same result messages, so
+one mapping turns either into a :class:`~callpipe.transcripts.Transcript`.
+
+Speakers: a stereo recording carries the agent and the caller on separate channels, and
+without multi-channel mode the API transcribes only the first channel, losing the other
+party. So stereo WAV/MP3 is recognised per channel (``SEPARATE_RECOGNITION_PER_CHANNEL``,
+billed per channel) and each channel names its speaker. Mono audio gets the provider's
+diarization (``diarization_config``) when it is enabled, which labels words "1", "2"…
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as api_exceptions
+
+from callpipe.recordings.sniff import SNIFF_BYTES, sniff_audio
+from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
+from callpipe.transcripts import (
+    AudioInput,
+    Diarization,
+    Transcript,
+    TranscriptionFailed,
+    TranscriptSegment,
+    TranscriptWord,
+)
+
+if TYPE_CHECKING:
+    from google.cloud.speech_v2 import SpeechClient
+
+logger = logging.getLogger("callpipe.speech.google")
+
+ENGINE = "google-speech-v2"
+# Who speaks on which channel of a two-channel call recording (channel_tag 1, then 2).
+STEREO_SPEAKERS = ("agent", "caller")
+# A pause this long inside one speaker's words starts a new segment, so a mono transcript
+# without diarization is not one wall of text.
+SEGMENT_PAUSE_SECONDS = 2.0
+# Enough of the file to get past a typical ID3 tag to the first MP3 frame or the WAV fmt chunk.
+_PROBE_BYTES = 64 * 1024
+
+# Refusals that a retry cannot change: the request, the audio or the set-up is wrong.
+_PERMANENT_ERRORS: tuple[type[api_exceptions.GoogleAPICallError], ...] = (
+    api_exceptions.InvalidArgument,
+    api_exceptions.FailedPrecondition,
+    api_exceptions.PermissionDenied,
+    api_exceptions.Unauthenticated,
+    api_exceptions.NotFound,
+    api_exceptions.OutOfRange,
+    api_exceptions.MethodNotImplemented,
+)
+# google.rpc.Code values (of a per-file error in a batch) that are worth retrying:
+# CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE.
+_TRANSIENT_RPC_CODES = frozenset({1, 2, 4, 8, 10, 13, 14})
+
+
+class GoogleSpeechTranscriber:
+    """Transcribes with Speech-to-Text v2 through the implicit recognizer ``…/recognizers/_``
+    in ``location`` (for Chirp 3: the ``us`` or ``eu`` multi-region)."""
+
+    def __init__(
+        self,
+        project: str,
+        location: str = "us",
+        model: str = "chirp_3",
+        language: str = "en-US",
+        diarization: bool = True,
+        min_speakers: int = 2,
+        max_speakers: int = 2,
+        client: SpeechClient | None = None,
+        sync_limit_seconds: float = 60.0,
+        sync_limit_bytes: int = 10_000_000,
+        batch_timeout_seconds: float = 900,
+        poll_seconds: float = 5.0,
+        separate_channels: bool = True,
+        stereo_speakers: tuple[str, str] = STEREO_SPEAKERS,
+    ) -> None:
+        if not project:
+            raise ValueError("a Google Cloud project is required")
+        speech_api_endpoint(location)  # validates the location id
+        if not (1 <= min_speakers <= 6 and 1 <= max_speakers <= 6):  # what the API accepts
+            raise ValueError(f"speaker counts must be 1-6, got {min_speakers}..{max_speakers}")
+        self.project = project
+        self.location = location
+        self.model = model
+        self.language = language
+        self.diarization = diarization
+        # Settings carry only a maximum (SPEECH_MAX_SPEAKERS); a maximum of 1 lowers the
+        # default minimum of 2 rather than making an impossible range.
+        self.min_speakers = min(min_speakers, max_speakers)
+        self.max_speakers = max_speakers
+        self.sync_limit_seconds = sync_limit_seconds
+        self.sync_limit_bytes = sync_limit_bytes
+        self.batch_timeout_seconds = batch_timeout_seconds
+        self.poll_seconds = poll_seconds
+        self.separate_channels = separate_channels
+        self.stereo_speakers = stereo_speakers
+        self._client = client
+
+    @property
+    def recognizer(self) -> str:
+        # "_" is the implicit recognizer: no Recognizer resource to create or keep in sync;
+        # the whole configuration travels with each request.
+        return f"projects/{self.project}/locations/{self.location}/recognizers/_"
+
+    def transcribe(
+        self, audio: AudioInput, progress: Callable[[float], None] | None = None
+    ) -> Transcript:
+        split = self.separate_channels and audio_channel_count(audio.path) == 2
+        config = self._config(split)
+        try:
+            if self._use_recognize(audio):
+                try:
+                    results, billed = self._recognize(audio, config)
+                except api_exceptions.InvalidArgument as exc:
+                    # CallRail rounds durations, so a "60 s" call can be 60.4 s and be refused
+                    # as too long; BatchRecognize takes it, and its verdict is final.
+                    if not _is_gcs_uri(audio.gcs_uri):
+                        raise
+                    logger.warning(
+                        "Recognize refused (%s); retrying with BatchRecognize", exc.message
+                    )
+                    results, billed = self._batch_recognize(audio, config, progress)
+            else:
+                results, billed = self._batch_recognize(audio, config, progress)
+        except api_exceptions.GoogleAPICallError as exc:
+            raise _failure(exc) from exc
+        except api_exceptions.RetryError as exc:
+            raise TranscriptionFailed(f"Speech-to-Text did not answer: {exc}") from exc
+        transcript = self._transcript(results, billed, audio, split)
+        if progress is not None:
+            progress(1.0)
+        return transcript
+
+    # --- requests ---------------------------------------------------------------------
+
+    def _config(self, split: bool) -> Any:
+        from google.cloud.speech_v2.types import cloud_speech
+
+        speakers: dict[str, Any] = {}
+        if split:
+            # The channels already separate the speakers; diarizing each one would only
+            # invent extra speakers from line noise.
+            mode = cloud_speech.RecognitionFeatures.MultiChannelMode
+            speakers["multi_channel_mode"] = mode.SEPARATE_RECOGNITION_PER_CHANNEL
+        elif self.diarization:
+            speakers["diarization_config"] = cloud_speech.SpeakerDiarizationConfig(
+                min_speaker_count=self.min_speakers, max_speaker_count=self.max_speakers
+            )
+        features = cloud_speech.RecognitionFeatures(
+            enable_automatic_punctuation=True,
+            enable_word_time_offsets=True,
+            # No enable_word_confidence: chirp_3 has no word-level confidence.
+            **speakers,
+        )
+        return cloud_speech.RecognitionConfig(
+            # MP3, WAV (PCM, mu-law, A-law), FLAC, OGG/WebM Opus and M4A carry their own
+            # headers; explicit decoding is only for headerless PCM, which we never get.
+            auto_decoding_config=cloud_speech.AutoDetectDecodingConfig(),
+            model=self.model,
+            language_codes=[self.language],
+            features=features,
+        )
+
+    def _use_recognize(self, audio: AudioInput) -> bool:
+        size = _file_size(audio.path)
+        has_uri = _is_gcs_uri(audio.gcs_uri)
+        if audio.duration_seconds is None:
+            # Unknown length: the batch path is safe for any length when the audio is in
+            # Cloud Storage; otherwise Recognize is the only way, and it says if too long.
+            if has_uri:
+                return False
+            short = size <= self.sync_limit_bytes
+        else:
+            short = (
+                audio.duration_seconds <= self.sync_limit_seconds and size <= self.sync_limit_bytes
+            )
+        if not short and not has_uri:
+            length = (
+                "unknown length"
+                if audio.duration_seconds is None
+                else f"{audio.duration_seconds:g} s"
+            )
+            raise TranscriptionFailed(
+                f"audio of {length} and {size} bytes is over the synchronous Recognize limit "
+                f"({self.sync_limit_seconds:g} s, {self.sync_limit_bytes} bytes) and has no gs:// "
+                f"URI for BatchRecognize (gcs_uri={audio.gcs_uri!r})",
+                permanent=True,
+            )
+        return short
+
+    def _recognize(self, audio: AudioInput, config: Any) -> tuple[Sequence[Any], Any]:
+        from google.cloud.speech_v2.types import cloud_speech
+
+        content = audio.path.read_bytes()
+        request = cloud_speech.RecognizeRequest(
+            recognizer=self.recognizer, config=config, content=content
+        )
+        response = self._speech().recognize(request=request)
+        return response.results, response.metadata
+
+    def _batch_recognize(
+        self, audio: AudioInput, config: Any, progress: Callable[[float], None] | None
+    ) -> tuple[Sequence[Any], Any]:
+        from google.cloud.speech_v2.types import cloud_speech
+
+        uri = audio.gcs_uri
+        if uri is None or not _is_gcs_uri(uri):
+            raise TranscriptionFailed(
+                f"BatchRecognize needs a gs:// URI, got {uri!r}", permanent=True
+            )
+        request = cloud_speech.BatchRecognizeRequest(
+            recognizer=self.recognizer,
+            config=config,
+            files=[cloud_speech.BatchRecognizeFileMetadata(uri=uri)],
+            # Inline: the transcript comes back in the operation; nothing to clean up in GCS.
+            recognition_output_config=cloud_speech.RecognitionOutputConfig(
+                inline_response_config=cloud_speech.InlineOutputConfig()
+            ),
+        )
+        operation = self._speech().batch_recognize(request=request)
+        self._wait(operation, uri, progress)
+        response = operation.result()  # raises the operation's error, if it failed
+        file_result = response.results.get(uri)
+        if file_result is None:
+            raise TranscriptionFailed(f"BatchRecognize finished without a result for {uri}")
+        if file_result.error.code:
+            raise TranscriptionFailed(
+                f"BatchRecognize could not transcribe {uri}: {file_result.error.message} "
+                f"(code {file_result.error.code})",
+                permanent=file_result.error.code not in _TRANSIENT_RPC_CODES,
+            )
+        batch = (
+            file_result.inline_result.transcript
+            if "inline_result" in file_result
+            else file_result.transcript
+        )
+        billed = response if "total_billed_duration" in response else batch.metadata
+        return batch.results, billed
+
+    def _wait(self, operation: Any, uri: str, progress: Callable[[float], None] | None) -> None:
+        deadline = time.monotonic() + self.batch_timeout_seconds
+        reported = 0.0
+        while not operation.done():
+            fraction = _operation_progress(operation, uri)
+            if progress is not None and fraction > reported:
+                progress(fraction)
+                reported = fraction
+            if time.monotonic() >= deadline:
+                # Transient: the step retries later (a retry starts a new operation).
+                raise TranscriptionFailed(
+                    f"BatchRecognize of {uri} still running after {self.batch_timeout_seconds:g} s "
+                    f"(operation {operation.operation.name})"
+                )
+            time.sleep(self.poll_seconds)
+
+    def _speech(self) -> SpeechClient:
+        # Built on first use so that constructing a transcriber needs no credentials.
+        if self._client is None:
+            self._client = build_speech_client(self.location)
+        return self._client
+
+    # --- responses --------------------------------------------------------------------
+
+    def _transcript(
+        self, results: Sequence[Any], billed: Any, audio: AudioInput, split: bool
+    ) -> Transcript:
+        pieces = list(self._pieces(results, split))
+        if split:
+            # Each channel's results come separately; interleave them into the conversation.
+            pieces.sort(key=lambda p: p.start)
+        segments = _segments(pieces)
+        words = [
+            TranscriptWord(
+                word=p.text, start=p.start, end=p.end, speaker=p.speaker, confidence=p.confidence
+            )
+            for p in pieces
+            if p.is_word
+        ]
+        ends = [_seconds(r.result_end_offset) for r in results] + [p.end for p in pieces]
+        duration = max([*ends, audio.duration_seconds or 0.0])
+        if split:
+            diarization: Diarization = "channel"
+        elif any(p.labelled for p in pieces):
+            diarization = "provider"
+        else:
+            diarization = "none"
+        languages = [r.language_code for r in results if r.language_code]
+        return Transcript(
+            segments=segments,
+            text=Transcript.render_text(segments),
+            language=_bcp47(languages[0]) if languages else self.language,
+            audio_duration_seconds=duration,
+            engine=ENGINE,
+            model=self.model,
+            billed_seconds=_seconds(billed.total_billed_duration)
+            if billed is not None and "total_billed_duration" in billed
+            else None,
+            diarization=diarization,
+            speaker_count=len({s.speaker for s in segments}),
+            words=words,
+        )
+
+    def _pieces(self, results: Iterable[Any], split: bool) -> Iterable[_Piece]:
+        """Each recognised word with its speaker and times, in the order they came."""
+        labels: dict[str, str] = {}
+        channel_end: dict[int, float] = {}  # where each channel's last result ended
+        speaker = "speaker_1"
+        for result in results:
+            if not result.alternatives:
+                continue
+            best = result.alternatives[0]
+            channel = result.channel_tag if split else None
+            if channel is not None:
+                speaker = self._channel_speaker(channel)
+            result_start = channel_end.get(channel or 0, 0.0)
+            result_end = max(result_start, _seconds(result.result_end_offset))
+            channel_end[channel or 0] = result_end
+            # (text, speaker label, times or None, confidence) per word; a result that came
+            # without words counts as one.
+            words = [
+                (w.word, w.speaker_label, _times(w), w.confidence or None) for w in best.words
+            ] or [(best.transcript.strip(), "", None, None)]
+            for index, (text, label, times, confidence) in enumerate(words):
+                if not text:
+                    continue
+                if channel is None and label:
+                    speaker = labels.setdefault(label, f"speaker_{len(labels) + 1}")
+                timed = times is not None
+                if times is None:
+                    # No offsets (chirp_3 batch gives word times only up to 20 min of audio):
+                    # spread the words evenly over their result, a segment-level estimate.
+                    step = (result_end - result_start) / len(words)
+                    times = (result_start + index * step, result_start + (index + 1) * step)
+                yield _Piece(
+                    text=text,
+                    start=times[0],
+                    end=times[1],
+                    speaker=speaker,
+                    channel=channel,
+                    confidence=confidence,
+                    result_confidence=best.confidence or None,  # 0.0 means "not set"
+                    is_word=timed,
+                    labelled=bool(label),
+                )
+
+    def _channel_speaker(self, channel_tag: int) -> str:
+        if 1 <= channel_tag <= len(self.stereo_speakers):
+            return self.stereo_speakers[channel_tag - 1]
+        return f"channel_{channel_tag}"
+
+
+@dataclass(frozen=True)
+class _Piece:
+    text: str
+    start: float
+    end: float
+    speaker: str
+    channel: int | None  # channel_tag, 1-based, when recognised per channel
+    confidence: float | None
+    result_confidence: float | None
+    is_word: bool
+    labelled: bool  # carried a provider speaker label
+
+
+def _segments(pieces: Sequence[_Piece]) -> list[TranscriptSegment]:
+    """Consecutive pieces of one speaker, split at long pauses."""
+    groups: list[list[_Piece]] = []
+    for piece in pieces:
+        last = groups[-1][-1] if groups else None
+        if (
+            last is None
+            or last.speaker != piece.speaker
+            or piece.start - last.end > SEGMENT_PAUSE_SECONDS
+        ):
+            groups.append([piece])
+        else:
+            groups[-1].append(piece)
+    return [_segment(group) for group in groups]
+
+
+def _segment(group: list[_Piece]) -> TranscriptSegment:
+    word_confidences = [p.confidence for p in group if p.confidence is not None]
+    result_confidences = [p.result_confidence for p in group if p.result_confidence is not None]
+    confidences = word_confidences or result_confidences
+    channel = group[0].channel
+    return TranscriptSegment(
+        speaker=group[0].speaker,
+        start=group[0].start,
+        end=max(p.end for p in group),
+        text=" ".join(p.text for p in group),
+        confidence=sum(confidences) / len(confidences) if confidences else None,
+        channel=channel - 1 if channel is not None else None,  # 0-based, like the WAV channels
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _failure(exc: api_exceptions.GoogleAPICallError) -> TranscriptionFailed:
+    permanent = isinstance(exc, _PERMANENT_ERRORS)
+    verb = "refused the request" if permanent else "failed (retryable)"
+    status = exc.grpc_status_code
+    code = status.name if status is not None else exc.code
+    return TranscriptionFailed(f"Speech-to-Text {verb}: {code}: {exc.message}", permanent=permanent)
+
+
+def _operation_progress(operation: Any, uri: str) -> float:
+    """The fraction done from the operation metadata's progress_percent, 0 when absent."""
+    try:
+        metadata = operation.metadata
+    except (TypeError, ValueError):  # metadata of an unexpected type
+        return 0.0
+    if metadata is None:
+        return 0.0
+    percent = int(metadata.progress_percent)
+    per_file = metadata.batch_recognize_metadata.transcription_metadata
+    if uri in per_file:
+        percent = int(per_file[uri].progress_percent) or percent
+    # Never 1.0 before the result is in: that is reported once the transcript is built.
+    return min(max(percent, 0), 99) / 100
+
+
+def _times(word: Any) -> tuple[float, float] | None:
+    """A word's (start, end), or None when the service sent no offsets for it."""
+    if "start_offset" not in word and "end_offset" not in word:
+        return None
+    start = _seconds(word.start_offset)
+    return start, max(start, _seconds(word.end_offset))
+
+
+def _seconds(value: Any) -> float:
+    """Seconds of a Duration field: proto-plus gives a timedelta, raw protobuf a Duration."""
+    if value is None:
+        return 0.0
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    return float(value.seconds) + float(value.nanos) / 1e9
+
+
+def _bcp47(code: str) -> str:
+    """The API answers with lower-case tags ("en-us"); the project writes "en-US"."""
+    parts = code.replace("_", "-").split("-")
+    out = [parts[0].lower()]
+    for part in parts[1:]:
+        if len(part) == 4 and part.isalpha():
+            out.append(part.title())  # script, e.g. Hans
+        elif len(part) in (2, 3):
+            out.append(part.upper())  # region, e.g. US or 419
+        else:
+            out.append(part)
+    return "-".join(out)
+
+
+def _is_gcs_uri(uri: str | None) -> bool:
+    return bool(uri) and re.match(r"^gs://[^/]+/.+", uri or "") is not None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise TranscriptionFailed(f"cannot read the audio at {path}: {exc}") from exc
+
+
+def audio_channel_count(path: Path) -> int | None:
+    """Channels declared by a WAV or MP3 header; None when the format or header is unknown."""
+    try:
+        with path.open("rb") as source:
+            head = source.read(_PROBE_BYTES)
+    except OSError:
+        return None
+    kind = sniff_audio(head[:SNIFF_BYTES])
+    if kind == "wav":
+        return _wav_channels(head)
+    if kind == "mp3":
+        return _mp3_channels(head)
+    return None
+
+
+def _wav_channels(head: bytes) -> int | None:
+    position = 12  # after "RIFF", the size and "WAVE"
+    while position + 12 <= len(head):
+        chunk, size = (
+            head[position : position + 4],
+            int.from_bytes(head[position + 4 : position + 8], "little"),
+        )
+        if chunk == b"fmt ":
+            return int.from_bytes(head[position + 10 : position + 12], "little")
+        position += 8 + size + (size & 1)  # chunks are padded to even sizes
+    return None
+
+
+def _mp3_channels(head: bytes) -> int | None:
+    position = 0
+    if head.startswith(b"ID3") and len(head) >= 10:
+        size = 0
+        for byte in head[6:10]:  # syncsafe integer: 7 bits a byte
+            size = (size << 7) | (byte & 0x7F)
+        position = 10 + size + (10 if head[5] & 0x10 else 0)  # footer flag
+    for index in range(position, len(head) - 4):
+        if head[index] == 0xFF and sniff_audio(head[index : index + SNIFF_BYTES]) == "mp3":
+            return 1 if head[index + 3] >> 6 == 0b11 else 2  # channel mode 11 = single channel
+    return None

@@ -1,0 +1,249 @@
+"""The transcribe step: every call passes here once, with or without audio.
+
+Triggered by recordings.stored, which carries the recordings bucket's OBJECT_FINALIZE
+notifications and download-recording's CallWithoutRecording messages. A recording under
+``tenants/<tenant>/calls/<call>/recording.<ext>`` is transcribed and the transcript JSON
+is written next to it (``transcript.json``, once); anything else in the bucket is logged
+and ignored. A transcript already written is reused, so a redelivery or a replay does
+not pay for a second transcription.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from callpipe.ids import InvalidIdentifier, check_resource_id, check_tenant_id
+from callpipe.messages import (
+    CallTranscribed,
+    CallWithoutRecording,
+    RecordingsEvent,
+    StoredObjectEvent,
+)
+from callpipe.progress import Progress, Stage, StageStatus
+from callpipe.publishing import Publisher
+from callpipe.transcripts import AudioInput, Transcriber, Transcript, TranscriptionFailed
+
+_RECORDING = re.compile(r"^tenants/([^/]+)/calls/([^/]+)/recording\.([a-z0-9]{2,4})$")
+
+
+class ObjectStore(Protocol):
+    def download_to(self, name: str, path: Path) -> None: ...
+
+    def read(self, name: str) -> bytes | None: ...
+
+    def write_once(
+        self, name: str, data: bytes, content_type: str, metadata: dict[str, str]
+    ) -> bool: ...
+
+
+class GcsObjects:
+    def __init__(self, bucket_name: str, client: Any | None = None) -> None:
+        from google.cloud import storage  # type: ignore[attr-defined]
+
+        self.bucket_name = bucket_name
+        self._bucket = (client or storage.Client()).bucket(bucket_name)
+
+    def download_to(self, name: str, path: Path) -> None:
+        self._bucket.blob(name).download_to_filename(str(path))
+
+    def read(self, name: str) -> bytes | None:
+        from google.api_core import exceptions
+
+        try:
+            return bytes(self._bucket.blob(name).download_as_bytes())
+        except exceptions.NotFound:
+            return None
+
+    def write_once(
+        self, name: str, data: bytes, content_type: str, metadata: dict[str, str]
+    ) -> bool:
+        from google.api_core import exceptions
+
+        blob = self._bucket.blob(name)
+        blob.metadata = metadata
+        try:
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
+        except exceptions.PreconditionFailed:
+            return False
+        return True
+
+
+def parse_recording_name(name: str) -> tuple[str, str] | None:
+    """(tenant, call) of a recording object name, or None for anything else."""
+    match = _RECORDING.fullmatch(name)
+    if not match:
+        return None
+    try:
+        return check_tenant_id(match.group(1)), check_resource_id(match.group(2))
+    except InvalidIdentifier:
+        return None
+
+
+class TranscribeCall:
+    def __init__(
+        self,
+        transcriber: Callable[[], Transcriber],
+        objects: ObjectStore,
+        audio_bucket: str,
+        progress: Progress,
+        publisher: Publisher,
+        output_topic: str,
+        max_attempts: int = 4,
+    ) -> None:
+        self._transcriber = transcriber
+        self._objects = objects
+        self._audio_bucket = audio_bucket
+        self._progress = progress
+        self._publisher = publisher
+        self._output_topic = output_topic
+        self._max_attempts = max_attempts
+
+    def __call__(self, event: RecordingsEvent) -> dict[str, Any]:
+        if event.without is not None:
+            return self._without_audio(event.without)
+        assert event.stored is not None
+        return self._transcribe(event.stored)
+
+    def _without_audio(self, notice: CallWithoutRecording) -> dict[str, Any]:
+        self._progress.record(
+            notice.tenant_id,
+            notice.call_id,
+            Stage.TRANSCRIBE,
+            StageStatus.SKIPPED,
+            detail=f"{notice.reason}: {notice.detail}"[:2000],
+            correlation_id=notice.correlation_id,
+        )
+        self._publish(
+            CallTranscribed(
+                tenant_id=notice.tenant_id,
+                office_id=notice.office_id,
+                call_id=notice.call_id,
+                correlation_id=notice.correlation_id,
+                status="no_transcript",
+                reason=notice.reason,
+            )
+        )
+        return {"outcome": "no_transcript", "reason": notice.reason}
+
+    def _transcribe(self, stored: StoredObjectEvent) -> dict[str, Any]:
+        ids = parse_recording_name(stored.name) if stored.bucket == self._audio_bucket else None
+        if ids is None:
+            return {"outcome": "ignored", "object": f"gs://{stored.bucket}/{stored.name}"}
+        tenant_id, call_id = ids
+        correlation_id = stored.metadata.get("correlation_id") or f"gcs-{stored.generation or 'x'}"
+        office_id = stored.metadata.get("office_id")
+        recording_uri = f"gs://{stored.bucket}/{stored.name}"
+        transcript_name = stored.name.rsplit("/", 1)[0] + "/transcript.json"
+        transcript_uri = f"gs://{stored.bucket}/{transcript_name}"
+
+        existing = self._objects.read(transcript_name)
+        if existing is not None:
+            transcript = Transcript.model_validate_json(existing)
+            reused = True
+        else:
+            try:
+                transcript = self._run_engine(stored, recording_uri)
+            except TranscriptionFailed as error:
+                return self._failed(
+                    tenant_id, office_id, call_id, correlation_id, recording_uri, error
+                )
+            self._objects.write_once(
+                transcript_name,
+                transcript.model_dump_json(indent=1).encode("utf-8"),
+                "application/json",
+                {
+                    "tenant_id": tenant_id,
+                    "call_id": call_id,
+                    "correlation_id": correlation_id,
+                    "engine": transcript.engine,
+                    "model": transcript.model,
+                },
+            )
+            reused = False
+
+        self._progress.record(
+            tenant_id,
+            call_id,
+            Stage.TRANSCRIBE,
+            StageStatus.OK,
+            detail=f"{transcript.engine} {transcript.model}, {len(transcript.segments)} segments, "
+            f"{transcript.speaker_count} speakers",
+            correlation_id=correlation_id,
+        )
+        self._publish(
+            CallTranscribed(
+                tenant_id=tenant_id,
+                office_id=office_id,
+                call_id=call_id,
+                correlation_id=correlation_id,
+                status="transcribed",
+                recording_uri=recording_uri,
+                transcript_uri=transcript_uri,
+                transcript=transcript.model_copy(update={"words": []}),
+            )
+        )
+        return {
+            "outcome": "transcribed",
+            "reused": reused,
+            "segments": len(transcript.segments),
+            "audio_seconds": transcript.audio_duration_seconds,
+            "engine": transcript.engine,
+        }
+
+    def _run_engine(self, stored: StoredObjectEvent, recording_uri: str) -> Transcript:
+        suffix = Path(stored.name).suffix
+        duration = stored.metadata.get("duration_seconds")
+        with tempfile.TemporaryDirectory(prefix="callpipe-audio-") as tmp:
+            local = Path(tmp) / f"recording{suffix}"
+            self._objects.download_to(stored.name, local)
+            return self._transcriber().transcribe(
+                AudioInput(
+                    path=local,
+                    content_type=stored.content_type or "application/octet-stream",
+                    gcs_uri=recording_uri,
+                    duration_seconds=float(duration) if duration else None,
+                )
+            )
+
+    def _failed(
+        self,
+        tenant_id: str,
+        office_id: str | None,
+        call_id: str,
+        correlation_id: str,
+        recording_uri: str,
+        error: TranscriptionFailed,
+    ) -> dict[str, Any]:
+        detail = str(error)[:2000]
+        if not error.permanent:
+            attempts = self._progress.count_attempt(tenant_id, call_id, Stage.TRANSCRIBE, detail)
+            if attempts < self._max_attempts:
+                raise error
+            detail = f"{detail} (gave up after {attempts} attempts)"
+        self._progress.record(
+            tenant_id,
+            call_id,
+            Stage.TRANSCRIBE,
+            StageStatus.FAILED,
+            detail=detail,
+            correlation_id=correlation_id,
+        )
+        self._publish(
+            CallTranscribed(
+                tenant_id=tenant_id,
+                office_id=office_id,
+                call_id=call_id,
+                correlation_id=correlation_id,
+                status="no_transcript",
+                reason=f"transcription_failed: {detail}"[:1000],
+                recording_uri=recording_uri,
+            )
+        )
+        return {"outcome": "no_transcript", "reason": "transcription_failed", "detail": detail}
+
+    def _publish(self, message: CallTranscribed) -> None:
+        self._publisher.publish(self._output_topic, message.to_data(), message.attributes())

@@ -1,0 +1,511 @@
+"""The Google Speech-to-Text v2 transcriber against a local gRPC fake of the service.
+
+The adapter uses the real ``SpeechClient`` over an insecure channel to ``SpeechV2Fake``
+(tests/fakes/speech_v2.py), which checks each request as the service would and answers from
+the demo calls' scripts, so what is asserted here is what goes over the wire: the method
+chosen (Recognize up to a minute, BatchRecognize from gs:// beyond), the config (chirp_3,
+language, punctuation, word offsets, diarization or per-channel recognition), the polling,
+and how results, errors and timeouts become a Transcript or a TranscriptionFailed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from callpipe.speech.google import GoogleSpeechTranscriber, audio_channel_count
+from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
+from callpipe.transcripts import AudioInput, Transcript, TranscriptionFailed
+from tests.fakes.speech_v2 import FakeAudio, FakeWord, SpeechV2Fake
+
+pytestmark = pytest.mark.timeout(30)
+
+CALLS = Path(__file__).resolve().parents[2] / "shared/callpipe/simulator/demo_calls/calls"
+STEREO_72S = "CAL3c513db4202bca90b5d19c704b30bf56"  # mp3, agent left / caller right, 72 s
+MONO_55S = "CALbbbd31b6424c58868ce8e87b9e807300"  # mp3, mono, 55.6 s
+WAV_24S = "CAL7032e1b48b52fb7306a9cd882f654431"  # wav, mono, 24.4 s
+RECOGNIZER = "projects/P/locations/us/recognizers/_"
+SEPARATE = 1  # RecognitionFeatures.MultiChannelMode.SEPARATE_RECOGNITION_PER_CHANNEL
+
+
+# --- the demo calls as the service would hear them ---------------------------------------
+
+
+def script(call: str) -> list[dict[str, Any]]:
+    turns: list[dict[str, Any]] = json.loads((CALLS / f"{call}.json").read_text())["_simulator"][
+        "script"
+    ]
+    return turns
+
+
+def audio_file(call: str) -> Path:
+    return next(CALLS.glob(f"{call}.*[3v]"))  # the .mp3 or .wav next to the JSON
+
+
+def spoken(call: str, *, stereo: bool) -> FakeAudio:
+    """Each turn's words spread evenly over the turn. The agent is speaker label "1" and,
+    in stereo, channel 1; the caller "2" and channel 2 (mono: everything on channel 1)."""
+    words = []
+    for turn in script(call):
+        texts = turn["text"].split()
+        step = (turn["end"] - turn["start"]) / len(texts)
+        number = 1 if turn["speaker"] == "agent" else 2
+        for i, text in enumerate(texts):
+            start = turn["start"] + i * step
+            words.append(
+                FakeWord(
+                    text,
+                    round(start, 3),
+                    round(start + step * 0.9, 3),
+                    speaker=str(number),
+                    channel=number if stereo else 1,
+                )
+            )
+    return FakeAudio(words=words, channels=2 if stereo else 1)
+
+
+def uri(call: str) -> str:
+    return f"gs://callpipe-recordings/tenants/t1/{call}{audio_file(call).suffix}"
+
+
+@pytest.fixture
+def fake() -> Iterator[SpeechV2Fake]:
+    with SpeechV2Fake(location="us", polls_to_finish=3) as service:
+        yield service
+
+
+def transcriber(fake: SpeechV2Fake, **options: Any) -> GoogleSpeechTranscriber:
+    options.setdefault("poll_seconds", 0.01)
+    return GoogleSpeechTranscriber(project="P", client=fake.client(), **options)
+
+
+def turns_as_segments(call: str, names: dict[str, str]) -> list[tuple[str, str]]:
+    return [(names[t["speaker"]], t["text"]) for t in script(call)]
+
+
+# --- Recognize ---------------------------------------------------------------------------
+
+
+def test_short_call_goes_to_recognize_with_chirp3_and_diarization(fake: SpeechV2Fake) -> None:
+    path = audio_file(MONO_55S)
+    fake.add_audio(path.read_bytes(), spoken(MONO_55S, stereo=False))
+    progress: list[float] = []
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(
+            path=path, content_type="audio/mpeg", gcs_uri=uri(MONO_55S), duration_seconds=55
+        ),
+        progress=progress.append,
+    )
+
+    assert [name for name, _ in fake.requests] == ["Recognize"]
+    request = fake.calls("Recognize")[0]
+    assert request.recognizer == RECOGNIZER
+    assert request.content == path.read_bytes()
+    assert not request.uri
+    config = request.config
+    assert config.model == "chirp_3"
+    assert list(config.language_codes) == ["en-US"]
+    assert "auto_decoding_config" in config
+    assert config.features.enable_automatic_punctuation
+    assert config.features.enable_word_time_offsets
+    assert not config.features.enable_word_confidence
+    assert config.features.diarization_config.min_speaker_count == 2
+    assert config.features.diarization_config.max_speaker_count == 2
+    assert config.features.multi_channel_mode == 0
+
+    names = {"agent": "speaker_1", "caller": "speaker_2"}
+    assert [(s.speaker, s.text) for s in transcript.segments] == turns_as_segments(MONO_55S, names)
+    first_turn = script(MONO_55S)[0]
+    assert transcript.segments[0].start == pytest.approx(first_turn["start"], abs=0.01)
+    assert transcript.segments[0].end == pytest.approx(first_turn["end"], abs=0.2)
+    assert all(s.channel is None and s.confidence is None for s in transcript.segments)
+    assert transcript.text.splitlines()[0] == f"speaker_1: {first_turn['text']}"
+    assert transcript.diarization == "provider"
+    assert transcript.speaker_count == 2
+    assert transcript.language == "en-US"  # the service says "en-us"
+    assert transcript.engine == "google-speech-v2"
+    assert transcript.model == "chirp_3"
+    assert transcript.billed_seconds == 56  # whole seconds of 55.6 s
+    assert transcript.audio_duration_seconds == pytest.approx(55.58, abs=0.01)  # the MP3's length
+    assert len(transcript.words) == sum(len(t["text"].split()) for t in script(MONO_55S))
+    assert transcript.words[0].speaker == "speaker_1" and transcript.words[0].confidence is None
+    assert progress == [1.0]
+
+
+def test_without_diarization_one_speaker_and_no_diarization_config(fake: SpeechV2Fake) -> None:
+    path = audio_file(WAV_24S)
+    fake.add_audio(path.read_bytes(), spoken(WAV_24S, stereo=False))
+
+    transcript = transcriber(fake, diarization=False, language="en-GB").transcribe(
+        AudioInput(path=path, content_type="audio/wav", duration_seconds=24)
+    )
+
+    config = fake.calls("Recognize")[0].config
+    assert "diarization_config" not in config.features
+    assert list(config.language_codes) == ["en-GB"]
+    assert transcript.diarization == "none"
+    assert transcript.speaker_count == 1
+    assert {s.speaker for s in transcript.segments} == {"speaker_1"}
+    assert {w.speaker for w in transcript.words} == {"speaker_1"}
+    # One speaker throughout, but the text still reads as the conversation's words in order.
+    assert " ".join(s.text for s in transcript.segments) == " ".join(
+        t["text"] for t in script(WAV_24S)
+    )
+
+
+def test_speaker_range_follows_max_speakers(fake: SpeechV2Fake) -> None:
+    path = audio_file(WAV_24S)
+    transcriber(fake, max_speakers=1).transcribe(
+        AudioInput(path=path, content_type="audio/wav", duration_seconds=24)
+    )
+    transcriber(fake, max_speakers=4).transcribe(
+        AudioInput(path=path, content_type="audio/wav", duration_seconds=24)
+    )
+
+    ranges = [
+        (
+            r.config.features.diarization_config.min_speaker_count,
+            r.config.features.diarization_config.max_speaker_count,
+        )
+        for r in fake.calls("Recognize")
+    ]
+    assert ranges == [(1, 1), (2, 4)]
+    with pytest.raises(ValueError, match="1-6"):
+        GoogleSpeechTranscriber(project="P", max_speakers=7)
+
+
+def test_result_level_confidence_is_kept_when_words_have_none(fake: SpeechV2Fake) -> None:
+    path = audio_file(WAV_24S)
+    audio = spoken(WAV_24S, stereo=False)
+    audio.result_confidence = 0.87
+    fake.add_audio(path.read_bytes(), audio)
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(path=path, content_type="audio/wav", duration_seconds=24)
+    )
+
+    assert all(s.confidence == pytest.approx(0.87) for s in transcript.segments)
+    assert all(w.confidence is None for w in transcript.words)  # chirp_3: none per word
+
+
+# --- BatchRecognize ----------------------------------------------------------------------
+
+
+def test_long_stereo_call_goes_to_batch_recognize_per_channel_and_is_polled(
+    fake: SpeechV2Fake,
+) -> None:
+    path = audio_file(STEREO_72S)
+    audio = spoken(STEREO_72S, stereo=True)
+    audio.duration = 72.3
+    fake.add_audio(uri(STEREO_72S), audio)
+    progress: list[float] = []
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(
+            path=path, content_type="audio/mpeg", gcs_uri=uri(STEREO_72S), duration_seconds=72
+        ),
+        progress=progress.append,
+    )
+
+    assert [name for name, _ in fake.requests] == ["BatchRecognize"] + ["GetOperation"] * 3
+    request = fake.calls("BatchRecognize")[0]
+    assert request.recognizer == RECOGNIZER
+    assert [f.uri for f in request.files] == [uri(STEREO_72S)]
+    assert "inline_response_config" in request.recognition_output_config
+    assert request.config.model == "chirp_3"
+    assert request.config.features.multi_channel_mode == SEPARATE
+    assert "diarization_config" not in request.config.features  # channels name the speakers
+    assert fake.calls("GetOperation")[0].name == "projects/P/locations/us/operations/1"
+
+    names = {"agent": "agent", "caller": "caller"}
+    assert [(s.speaker, s.text) for s in transcript.segments] == turns_as_segments(
+        STEREO_72S, names
+    )
+    assert {(s.speaker, s.channel) for s in transcript.segments} == {("agent", 0), ("caller", 1)}
+    assert transcript.diarization == "channel"
+    assert transcript.speaker_count == 2
+    assert transcript.billed_seconds == 2 * 73  # each channel billed, whole seconds
+    assert transcript.audio_duration_seconds == pytest.approx(72.3)
+    assert progress == [pytest.approx(1 / 3, abs=0.01), pytest.approx(2 / 3, abs=0.01), 1.0]
+
+
+def test_unknown_length_with_a_gcs_uri_goes_to_batch_with_diarization(fake: SpeechV2Fake) -> None:
+    audio = spoken(MONO_55S, stereo=False)
+    audio.duration = 55.6
+    fake.add_audio(uri(MONO_55S), audio)
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(path=audio_file(MONO_55S), content_type="audio/mpeg", gcs_uri=uri(MONO_55S))
+    )
+
+    assert not fake.calls("Recognize")
+    config = fake.calls("BatchRecognize")[0].config
+    assert config.features.diarization_config.max_speaker_count == 2
+    assert config.features.multi_channel_mode == 0
+    assert transcript.diarization == "provider"
+    assert [s.speaker for s in transcript.segments][:3] == ["speaker_1", "speaker_2", "speaker_1"]
+    assert transcript.billed_seconds == 56
+
+
+def test_batch_over_20_minutes_without_word_times_still_gives_speaker_segments(
+    fake: SpeechV2Fake,
+) -> None:
+    """Past 20 minutes chirp_3 sends words without offsets: the segments keep the speakers
+    and the results' times, spread evenly; no word is given a made-up time."""
+    audio = spoken(MONO_55S, stereo=False)
+    audio.duration = 25 * 60
+    fake.add_audio(uri(MONO_55S), audio)
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(
+            path=audio_file(MONO_55S),
+            content_type="audio/mpeg",
+            gcs_uri=uri(MONO_55S),
+            duration_seconds=25 * 60,
+        )
+    )
+
+    names = {"agent": "speaker_1", "caller": "speaker_2"}
+    assert [(s.speaker, s.text) for s in transcript.segments] == turns_as_segments(MONO_55S, names)
+    starts = [s.start for s in transcript.segments]
+    assert starts == sorted(starts)
+    assert transcript.segments[-1].end == 25 * 60
+    assert transcript.words == []
+    assert transcript.diarization == "provider"
+
+
+def test_recognize_refusing_audio_over_a_minute_falls_back_to_batch(fake: SpeechV2Fake) -> None:
+    """CallRail's durations are rounded: a call said to be 59 s can be longer. The fake
+    measures the MP3 (72 s) and refuses it, as the service does; the gs:// copy then goes
+    to BatchRecognize."""
+    audio = spoken(STEREO_72S, stereo=True)
+    audio.duration = 72.3
+    fake.add_audio(uri(STEREO_72S), audio)
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(
+            path=audio_file(STEREO_72S),
+            content_type="audio/mpeg",
+            gcs_uri=uri(STEREO_72S),
+            duration_seconds=59,
+        )
+    )
+
+    assert [name for name, _ in fake.requests][:2] == ["Recognize", "BatchRecognize"]
+    assert transcript.segments[0].speaker == "agent"
+
+
+def test_long_audio_without_a_gcs_uri_fails_permanently_without_calling(fake: SpeechV2Fake) -> None:
+    with pytest.raises(TranscriptionFailed, match="gs://") as failure:
+        transcriber(fake).transcribe(
+            AudioInput(path=audio_file(STEREO_72S), content_type="audio/mpeg", duration_seconds=72)
+        )
+    assert failure.value.permanent
+    assert fake.requests == []
+
+
+def test_batch_file_error_is_permanent_with_its_message(fake: SpeechV2Fake) -> None:
+    fake.add_audio(
+        uri(STEREO_72S),
+        FakeAudio(
+            duration=72,
+            error=(grpc.StatusCode.INVALID_ARGUMENT, "Audio data could not be decoded."),
+        ),
+    )
+
+    with pytest.raises(TranscriptionFailed, match="could not be decoded") as failure:
+        transcriber(fake).transcribe(
+            AudioInput(
+                path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+            )
+        )
+    assert failure.value.permanent
+
+
+def test_failed_operation_is_mapped_by_its_code(fake: SpeechV2Fake) -> None:
+    fake.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+    fake.fail_next_operation(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable.")
+
+    with pytest.raises(TranscriptionFailed, match="currently unavailable") as failure:
+        transcriber(fake).transcribe(
+            AudioInput(
+                path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+            )
+        )
+    assert not failure.value.permanent
+
+
+def test_batch_running_past_the_timeout_is_transient() -> None:
+    with SpeechV2Fake(polls_to_finish=None) as never_done:
+        never_done.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+        with pytest.raises(TranscriptionFailed, match="still running") as failure:
+            transcriber(never_done, batch_timeout_seconds=0.2, poll_seconds=0.02).transcribe(
+                AudioInput(
+                    path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+                )
+            )
+    assert not failure.value.permanent
+    assert len(never_done.calls("GetOperation")) >= 2
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "permanent"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, True),
+        (grpc.StatusCode.FAILED_PRECONDITION, True),
+        (grpc.StatusCode.PERMISSION_DENIED, True),
+        (grpc.StatusCode.NOT_FOUND, True),
+        (grpc.StatusCode.UNAVAILABLE, False),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, False),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, False),
+        (grpc.StatusCode.INTERNAL, False),
+        (grpc.StatusCode.ABORTED, False),
+    ],
+)
+def test_recognize_errors_are_permanent_or_transient(
+    fake: SpeechV2Fake, code: grpc.StatusCode, permanent: bool
+) -> None:
+    fake.fail_next("Recognize", code, "scripted failure")
+
+    with pytest.raises(TranscriptionFailed, match="scripted failure") as failure:
+        transcriber(fake).transcribe(
+            AudioInput(path=audio_file(WAV_24S), content_type="audio/wav", duration_seconds=24)
+        )
+    assert failure.value.permanent is permanent
+    assert len(fake.requests) == 1  # no retries hidden in the client
+
+
+@pytest.mark.parametrize(
+    ("code", "permanent"),
+    [(grpc.StatusCode.INVALID_ARGUMENT, True), (grpc.StatusCode.UNAVAILABLE, False)],
+)
+def test_batch_recognize_errors_are_mapped(
+    fake: SpeechV2Fake, code: grpc.StatusCode, permanent: bool
+) -> None:
+    fake.fail_next("BatchRecognize", code, "scripted failure")
+
+    with pytest.raises(TranscriptionFailed) as failure:
+        transcriber(fake).transcribe(
+            AudioInput(
+                path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+            )
+        )
+    assert failure.value.permanent is permanent
+
+
+def test_recognizer_in_another_location_is_refused_permanently(fake: SpeechV2Fake) -> None:
+    with pytest.raises(TranscriptionFailed, match="location") as failure:
+        transcriber(fake, location="eu").transcribe(
+            AudioInput(path=audio_file(WAV_24S), content_type="audio/wav", duration_seconds=24)
+        )
+    assert failure.value.permanent
+    assert fake.calls("Recognize")[0].recognizer == "projects/P/locations/eu/recognizers/_"
+
+
+def test_unknown_model_is_refused_permanently(fake: SpeechV2Fake) -> None:
+    with pytest.raises(TranscriptionFailed, match="does not exist") as failure:
+        transcriber(fake, model="chirp_9").transcribe(
+            AudioInput(path=audio_file(WAV_24S), content_type="audio/wav", duration_seconds=24)
+        )
+    assert failure.value.permanent
+
+
+# --- the fake refuses what the service refuses -------------------------------------------
+
+
+def test_fake_checks_requests_like_the_service(fake: SpeechV2Fake) -> None:
+    from google.api_core import exceptions
+    from google.cloud.speech_v2.types import cloud_speech
+
+    client = fake.client()
+    config = cloud_speech.RecognitionConfig(
+        auto_decoding_config=cloud_speech.AutoDetectDecodingConfig(),
+        model="chirp_3",
+        language_codes=["en-US"],
+    )
+    wav = audio_file(WAV_24S).read_bytes()
+
+    def recognize(**fields: Any) -> None:
+        client.recognize(
+            request=cloud_speech.RecognizeRequest(
+                **{"recognizer": RECOGNIZER, "config": config, **fields}
+            )
+        )
+
+    recognize(content=wav)  # a valid request passes
+    with pytest.raises(exceptions.InvalidArgument, match="maximum of 60 seconds"):
+        recognize(content=audio_file(STEREO_72S).read_bytes())
+    with pytest.raises(exceptions.InvalidArgument, match="maximum for Recognize"):
+        recognize(content=wav + bytes(11 * 1024 * 1024))
+    with pytest.raises(exceptions.InvalidArgument, match="content or uri"):
+        recognize()
+    with pytest.raises(exceptions.InvalidArgument, match="recognizer"):
+        recognize(recognizer="projects/P/recognizers/_", content=wav)
+    no_model = cloud_speech.RecognitionConfig(config)
+    no_model.model = ""
+    with pytest.raises(exceptions.InvalidArgument, match=r"config\.model"):
+        recognize(config=no_model, content=wav)
+    word_confidence = cloud_speech.RecognitionConfig(config)
+    word_confidence.features.enable_word_confidence = True
+    with pytest.raises(exceptions.InvalidArgument, match="word_level_confidence"):
+        recognize(config=word_confidence, content=wav)
+    with pytest.raises(exceptions.InvalidArgument, match="output_config"):
+        client.batch_recognize(
+            request=cloud_speech.BatchRecognizeRequest(
+                recognizer=RECOGNIZER,
+                config=config,
+                files=[cloud_speech.BatchRecognizeFileMetadata(uri=uri(MONO_55S))],
+            )
+        )
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def test_channel_count_is_read_from_wav_and_mp3_headers(tmp_path: Path) -> None:
+    assert audio_channel_count(audio_file(STEREO_72S)) == 2
+    assert audio_channel_count(audio_file(MONO_55S)) == 1
+    assert audio_channel_count(audio_file(WAV_24S)) == 1
+    tagged = tmp_path / "tagged.mp3"  # an ID3v2 tag in front of the first frame
+    tagged.write_bytes(
+        b"ID3\x04\x00\x00\x00\x00\x01\x00" + bytes(128) + audio_file(STEREO_72S).read_bytes()
+    )
+    assert audio_channel_count(tagged) == 2
+    unknown = tmp_path / "call.ogg"
+    unknown.write_bytes(b"OggS" + bytes(100))
+    assert audio_channel_count(unknown) is None
+
+
+def test_speech_endpoint_follows_the_location(monkeypatch: pytest.MonkeyPatch) -> None:
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    assert speech_api_endpoint("us") == "us-speech.googleapis.com"
+    assert speech_api_endpoint("eu") == "eu-speech.googleapis.com"
+    assert speech_api_endpoint("us-central1") == "us-central1-speech.googleapis.com"
+    assert speech_api_endpoint("global") is None
+    with pytest.raises(ValueError, match="location"):
+        speech_api_endpoint("us.evil.example/")
+
+    # No Application Default Credentials here: hand the client anonymous ones.
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "P"))
+    assert build_speech_client("us").api_endpoint == "us-speech.googleapis.com"
+    assert build_speech_client("global").api_endpoint == "speech.googleapis.com"
+
+
+def test_transcript_round_trips_as_json(fake: SpeechV2Fake) -> None:
+    path = audio_file(WAV_24S)
+    fake.add_audio(path.read_bytes(), spoken(WAV_24S, stereo=False))
+    transcript = transcriber(fake).transcribe(
+        AudioInput(path=path, content_type="audio/wav", duration_seconds=24)
+    )
+    assert Transcript.model_validate_json(transcript.model_dump_json()) == transcript

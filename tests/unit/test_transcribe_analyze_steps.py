@@ -1,0 +1,329 @@
+"""transcribe and analyze domain logic with in-memory doubles of the project's own ports."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callpipe.analysis import AnalysisFailed, AnalysisResult, CallAnalysis, CallContext
+from callpipe.analyzing import AnalyzeCall
+from callpipe.callrail.webhook import EventType
+from callpipe.messages import CallAnalyzed, CallTranscribed, CallWithoutRecording, RecordingsEvent
+from callpipe.progress import Stage, StageStatus
+from callpipe.transcription import TranscribeCall, parse_recording_name
+from callpipe.transcripts import AudioInput, Transcript, TranscriptionFailed, TranscriptSegment
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+BUCKET = "callpipe-recordings"
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        self.sent.append((topic, data, attributes))
+        return str(len(self.sent))
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.records: list[tuple[Stage, StageStatus, str | None]] = []
+        self.attempts = 0
+
+    def record(
+        self,
+        tenant_id: str,
+        call_id: str,
+        stage: Stage,
+        status: StageStatus,
+        detail: str | None = None,
+        correlation_id: str | None = None,
+        call_columns: dict[str, Any] | None = None,
+    ) -> None:
+        self.records.append((stage, status, detail))
+
+    def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int:
+        self.attempts += 1
+        return self.attempts
+
+
+class Objects:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {"tenants/acme/calls/CAL1/recording.mp3": b"ID3 audio"}
+        self.writes = 0
+
+    def download_to(self, name: str, path: Path) -> None:
+        path.write_bytes(self.data[name])
+
+    def read(self, name: str) -> bytes | None:
+        return self.data.get(name)
+
+    def write_once(
+        self, name: str, data: bytes, content_type: str, metadata: dict[str, str]
+    ) -> bool:
+        if name in self.data:
+            return False
+        self.data[name] = data
+        self.writes += 1
+        return True
+
+
+TRANSCRIPT = Transcript(
+    segments=[
+        TranscriptSegment(
+            speaker="agent", start=0.0, end=2.0, text="Thanks for calling Demo Kitchens."
+        ),
+        TranscriptSegment(
+            speaker="caller", start=2.5, end=6.0, text="I want a quote for a kitchen remodel."
+        ),
+    ],
+    text="agent: Thanks for calling Demo Kitchens.\ncaller: I want a quote for a kitchen remodel.",
+    language="en-US",
+    audio_duration_seconds=6.0,
+    engine="faster-whisper",
+    model="base-int8",
+    diarization="channel",
+    speaker_count=2,
+)
+
+
+class Engine:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.inputs: list[AudioInput] = []
+
+    def transcribe(self, audio: AudioInput, progress: Any = None) -> Transcript:
+        self.inputs.append(audio)
+        if self.error:
+            raise self.error
+        assert audio.path.read_bytes() == b"ID3 audio"
+        return TRANSCRIPT
+
+
+def stored_event(
+    name: str = "tenants/acme/calls/CAL1/recording.mp3", bucket: str = BUCKET
+) -> RecordingsEvent:
+    payload = {
+        "kind": "storage#object",
+        "name": name,
+        "bucket": bucket,
+        "contentType": "audio/mpeg",
+        "size": "9",
+        "generation": "17",
+        "metadata": {"correlation_id": "c0ffee", "office_id": "main", "duration_seconds": "6"},
+    }
+    return RecordingsEvent.from_data(json.dumps(payload).encode())
+
+
+def transcribe_step(
+    engine: Engine, objects: Objects, progress: Progress, publisher: Publisher
+) -> TranscribeCall:
+    return TranscribeCall(
+        lambda: engine, objects, BUCKET, progress, publisher, "calls.transcribed", max_attempts=3
+    )
+
+
+def test_a_stored_recording_is_transcribed_once_and_the_transcript_kept_next_to_it() -> None:
+    engine, objects, progress, publisher = Engine(), Objects(), Progress(), Publisher()
+    step = transcribe_step(engine, objects, progress, publisher)
+    assert step(stored_event())["outcome"] == "transcribed"
+    assert engine.inputs[0].gcs_uri == f"gs://{BUCKET}/tenants/acme/calls/CAL1/recording.mp3"
+    assert engine.inputs[0].duration_seconds == 6.0
+    saved = Transcript.model_validate_json(objects.data["tenants/acme/calls/CAL1/transcript.json"])
+    assert saved == TRANSCRIPT
+    message = CallTranscribed.from_data(publisher.sent[0][1])
+    assert message.status == "transcribed" and message.correlation_id == "c0ffee"
+    assert message.transcript is not None and message.transcript.segments[1].speaker == "caller"
+    assert message.transcript_uri == f"gs://{BUCKET}/tenants/acme/calls/CAL1/transcript.json"
+
+    # A redelivery reuses the stored transcript instead of paying for a second one.
+    outcome = step(stored_event())
+    assert outcome["reused"] is True
+    assert len(engine.inputs) == 1 and objects.writes == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "bucket"),
+    [
+        ("tenants/acme/webhooks/CAL1/x.json", BUCKET),
+        ("tenants/acme/calls/CAL1/transcript.json", BUCKET),
+        ("other/recording.mp3", BUCKET),
+        ("tenants/../calls/CAL1/recording.mp3", BUCKET),
+        ("tenants/acme/calls/CAL1/recording.mp3", "another-bucket"),
+    ],
+)
+def test_objects_that_are_not_recordings_are_ignored(name: str, bucket: str) -> None:
+    engine, publisher = Engine(), Publisher()
+    outcome = transcribe_step(engine, Objects(), Progress(), publisher)(stored_event(name, bucket))
+    assert outcome["outcome"] == "ignored"
+    assert engine.inputs == [] and publisher.sent == []
+
+
+def test_a_call_without_audio_passes_with_its_reason() -> None:
+    notice = CallWithoutRecording(
+        tenant_id="acme",
+        office_id="main",
+        call_id="CAL2",
+        event_type=EventType.POST_CALL,
+        correlation_id="c1",
+        reason="no_recording",
+        detail="CallRail has no recording",
+    )
+    publisher, progress = Publisher(), Progress()
+    outcome = transcribe_step(Engine(), Objects(), progress, publisher)(
+        RecordingsEvent.from_data(notice.to_data())
+    )
+    assert outcome == {"outcome": "no_transcript", "reason": "no_recording"}
+    message = CallTranscribed.from_data(publisher.sent[0][1])
+    assert (message.status, message.reason, message.transcript) == (
+        "no_transcript",
+        "no_recording",
+        None,
+    )
+    assert progress.records[-1][:2] == (Stage.TRANSCRIBE, StageStatus.SKIPPED)
+
+
+def test_engine_failures_retry_then_go_on_without_transcript() -> None:
+    engine, publisher, progress = (
+        Engine(TranscriptionFailed("Speech-to-Text unavailable")),
+        Publisher(),
+        Progress(),
+    )
+    step = transcribe_step(engine, Objects(), progress, publisher)
+    for _ in range(2):
+        with pytest.raises(TranscriptionFailed):
+            step(stored_event())
+    assert step(stored_event())["outcome"] == "no_transcript"
+    message = CallTranscribed.from_data(publisher.sent[0][1])
+    assert message.reason is not None and message.reason.startswith("transcription_failed")
+
+
+def test_a_permanent_engine_failure_goes_on_at_once() -> None:
+    engine, publisher = (
+        Engine(TranscriptionFailed("cannot decode audio", permanent=True)),
+        Publisher(),
+    )
+    assert (
+        transcribe_step(engine, Objects(), Progress(), publisher)(stored_event())["outcome"]
+        == "no_transcript"
+    )
+    assert len(engine.inputs) == 1
+
+
+def test_parse_recording_name() -> None:
+    assert parse_recording_name("tenants/acme/calls/CAL1/recording.wav") == ("acme", "CAL1")
+    assert parse_recording_name("tenants/Acme!/calls/CAL1/recording.wav") is None
+
+
+ANALYSIS = CallAnalysis(
+    intent="quote_request",
+    project_type="kitchen",
+    timeline="1-3_months",
+    budget_indicator="medium",
+    sentiment="positive",
+    urgency="medium",
+    lead_score=85,
+    appointment_requested=False,
+    follow_up_required=True,
+    key_details=["Kitchen remodel interest"],
+    spam_likelihood=0.02,
+    spam_reasons=[],
+    summary="Kitchen quote.",
+)
+
+
+class Analyzer:
+    def __init__(self, errors: list[Exception] | None = None) -> None:
+        self.errors = list(errors or [])
+        self.seen: list[tuple[Transcript | None, CallContext]] = []
+
+    def analyze(self, transcript: Transcript | None, context: CallContext) -> AnalysisResult:
+        self.seen.append((transcript, context))
+        if self.errors:
+            raise self.errors.pop(0)
+        return AnalysisResult(analysis=ANALYSIS, engine="rules", model="callpipe-rules-1")
+
+
+class Contexts:
+    def context_for(self, tenant_id: str, call_id: str) -> CallContext:
+        return CallContext(direction="inbound", answered=True, duration_seconds=184)
+
+
+def transcribed(with_transcript: bool = True) -> CallTranscribed:
+    return CallTranscribed(
+        tenant_id="acme",
+        office_id="main",
+        call_id="CAL1",
+        correlation_id="c0ffee",
+        status="transcribed" if with_transcript else "no_transcript",
+        reason=None if with_transcript else "no_recording",
+        transcript=TRANSCRIPT if with_transcript else None,
+    )
+
+
+def analyze_step(analyzer: Analyzer, progress: Progress, publisher: Publisher) -> AnalyzeCall:
+    return AnalyzeCall(
+        lambda: analyzer,
+        Contexts(),
+        progress,
+        publisher,
+        "calls.analyzed",
+        max_attempts=3,
+        clock=lambda: NOW,
+    )
+
+
+def test_analysis_is_published_with_the_transcript_and_context() -> None:
+    analyzer, publisher, progress = Analyzer(), Publisher(), Progress()
+    outcome = analyze_step(analyzer, progress, publisher)(transcribed())
+    assert outcome["lead_score"] == 85
+    assert analyzer.seen[0][1].duration_seconds == 184
+    topic, data, attributes = publisher.sent[0]
+    message = CallAnalyzed.from_data(data)
+    assert topic == "calls.analyzed"
+    assert message.analysis_status == "analyzed" and message.result is not None
+    assert message.transcript == TRANSCRIPT
+    assert attributes["lead_score"] == "85" and attributes["intent"] == "quote_request"
+    assert progress.records[-1][:2] == (Stage.ANALYZE, StageStatus.OK)
+
+
+def test_a_call_without_transcript_is_analyzed_from_what_is_known() -> None:
+    analyzer, publisher = Analyzer(), Publisher()
+    analyze_step(analyzer, Progress(), publisher)(transcribed(with_transcript=False))
+    assert analyzer.seen[0][0] is None
+    message = CallAnalyzed.from_data(publisher.sent[0][1])
+    assert (
+        message.transcript_status == "no_transcript" and message.transcript_reason == "no_recording"
+    )
+
+
+def test_a_refused_analysis_still_goes_on_to_persist() -> None:
+    analyzer, publisher, progress = (
+        Analyzer([AnalysisFailed("refused: safety", permanent=True)]),
+        Publisher(),
+        Progress(),
+    )
+    outcome = analyze_step(analyzer, progress, publisher)(transcribed())
+    assert outcome["outcome"] == "analysis_failed"
+    message = CallAnalyzed.from_data(publisher.sent[0][1])
+    assert message.analysis_status == "failed" and "refused" in (message.analysis_reason or "")
+    assert message.transcript == TRANSCRIPT
+    assert progress.records[-1][:2] == (Stage.ANALYZE, StageStatus.FAILED)
+
+
+def test_transient_analysis_failures_retry_then_give_up() -> None:
+    errors: list[Exception] = [AnalysisFailed("503", permanent=False) for _ in range(3)]
+    analyzer, publisher = Analyzer(errors), Publisher()
+    step = analyze_step(analyzer, Progress(), publisher)
+    for _ in range(2):
+        with pytest.raises(AnalysisFailed):
+            step(transcribed())
+    assert step(transcribed())["outcome"] == "analysis_failed"
+    assert "gave up after 3 attempts" in (
+        CallAnalyzed.from_data(publisher.sent[0][1]).analysis_reason or ""
+    )
