@@ -176,3 +176,13 @@ resource "google_project_iam_member" "builder_sources" {
     ])
   }
 }
+
+# The API signs recording URLs (GCS V4) through IAM signBlob with its own identity, which
+# needs the token-creator role on itself.
+resource "google_service_account_iam_member" "api_signs_urls" {
+  count = contains(keys(module.topology.steps), "api") ? 1 : 0
+
+  service_account_id = google_service_account.step["api"].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.step["api"].member
+}

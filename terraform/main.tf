@@ -44,6 +44,14 @@ locals {
       secret_prefixes = ["callrail-webhook-token-"]
       project_roles   = []
     }
+    api = {
+      # Reads tenants' calls; signs recording URLs (objectViewer would do: the list of
+      # bucket roles is shared, so it gets the same grant as the other readers).
+      spanner_role    = "roles/spanner.databaseReader"
+      buckets         = ["recordings"]
+      secret_prefixes = ["api-jwt-signing-key"]
+      project_roles   = []
+    }
     register-call = {
       spanner_role    = "roles/spanner.databaseUser"
       buckets         = ["webhooks"]
@@ -77,6 +85,12 @@ locals {
       secret_prefixes = []
       # Gemini on Vertex AI.
       project_roles = ["roles/aiplatform.user"]
+    }
+    persist = {
+      spanner_role    = "roles/spanner.databaseUser"
+      buckets         = []
+      secret_prefixes = []
+      project_roles   = []
     }
   }
 

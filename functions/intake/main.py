@@ -26,6 +26,16 @@ def _json(status: int, body: dict[str, object]) -> flask.Response:
     return flask.Response(flask.json.dumps(body), status=status, mimetype="application/json")
 
 
+@functions_framework.errorhandler(404)
+def _no_route(error: Exception) -> flask.Response:
+    # Paths Flask's router cannot even match (a newline in a segment) still get JSON.
+    return flask.Response(
+        flask.json.dumps({"error": "not_found", "message": "no route for this path"}),
+        status=404,
+        mimetype="application/json",
+    )
+
+
 @functions_framework.http
 def intake(request: flask.Request) -> flask.Response:
     started = time.perf_counter()

@@ -102,6 +102,36 @@ CREATE TABLE Calls (
   RecordingContentType STRING(64),
   RecordingDurationSeconds FLOAT64,
   RecordingStoredAt TIMESTAMP,
+  TranscriptStatus STRING(16),
+  TranscriptReason STRING(MAX),
+  TranscriptUri STRING(MAX),
+  TranscriptText STRING(MAX),
+  TranscriptSegments JSON,
+  TranscriptEngine STRING(64),
+  TranscriptModel STRING(128),
+  TranscriptLanguage STRING(16),
+  SpeakerCount INT64,
+  AudioSeconds FLOAT64,
+  AnalysisStatus STRING(16),
+  AnalysisReason STRING(MAX),
+  Analysis JSON,
+  Intent STRING(32),
+  ProjectType STRING(32),
+  Timeline STRING(32),
+  BudgetIndicator STRING(16),
+  Sentiment STRING(16),
+  Urgency STRING(16),
+  LeadScore INT64,
+  SpamLikelihood FLOAT64,
+  IsSpam BOOL,
+  AppointmentRequested BOOL,
+  FollowUpRequired BOOL,
+  AnalysisEngine STRING(32),
+  AnalysisModel STRING(128),
+  InputTokens INT64,
+  OutputTokens INT64,
+  AnalyzedAt TIMESTAMP,
+  CompletedAt TIMESTAMP,
   ReceivedAt TIMESTAMP NOT NULL,
   CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
   UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
@@ -122,6 +152,10 @@ CREATE TABLE CallStages (
   INTERLEAVE IN PARENT Calls ON DELETE CASCADE;
 
 CREATE INDEX CallsByStage ON Calls (Stage, StageStatus, UpdatedAt DESC);
+
+-- A tenant's calls, newest first (the API's listing and analytics read this).
+CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC),
+  INTERLEAVE IN Tenants;
 
 -- GCRA state of the per-account CallRail rate limit, shared by every function instance
 -- (callpipe.ratelimit): the next "theoretical arrival time" of a request to the account.

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
         default="calls.transcribed", alias="CALLS_TRANSCRIBED_TOPIC"
     )
     calls_analyzed_topic: str = Field(default="calls.analyzed", alias="CALLS_ANALYZED_TOPIC")
+    calls_completed_topic: str = Field(default="calls.completed", alias="CALLS_COMPLETED_TOPIC")
     dead_letter_topic: str | None = Field(default=None, alias="DEAD_LETTER_TOPIC")
 
     callrail_api_base_url: str = Field(

@@ -25,6 +25,9 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ClassVar[str]
+    # Fields repeated as Pub/Sub attributes, so operators and filters can route without
+    # decoding the payload (None values are left out).
+    routing: ClassVar[tuple[str, ...]] = ()
     schema_version: Literal[1] = 1
 
     def to_data(self) -> bytes:
@@ -35,7 +38,12 @@ class Message(BaseModel):
         return cls.model_validate_json(data)
 
     def attributes(self) -> dict[str, str]:
-        return {"kind": self.kind, "schema_version": str(self.schema_version)}
+        attributes = {"kind": self.kind, "schema_version": str(self.schema_version)}
+        for name in self.routing:
+            value = getattr(self, name)
+            if value is not None:
+                attributes[name] = value.value if isinstance(value, EventType) else str(value)
+        return attributes
 
 
 class RawWebhook(BaseModel):
@@ -86,16 +94,14 @@ class CallReceived(Message):
     signing_token_id: str
     webhook: RawWebhook
 
-    def attributes(self) -> dict[str, str]:
-        return {
-            **super().attributes(),
-            "tenant_id": self.tenant_id,
-            "office_id": self.office_id,
-            "call_id": self.call_id,
-            "event_type": self.event_type.value,
-            "event_key": self.event_key,
-            "correlation_id": self.correlation_id,
-        }
+    routing: ClassVar[tuple[str, ...]] = (
+        "tenant_id",
+        "office_id",
+        "call_id",
+        "event_type",
+        "event_key",
+        "correlation_id",
+    )
 
 
 class CallRegistered(Message):
@@ -116,16 +122,14 @@ class CallRegistered(Message):
     webhook_archive_uri: str = Field(description="gs:// URI of the archived raw webhook.")
     webhook: dict[str, Any] = Field(description="The parsed webhook payload, unknown fields kept.")
 
-    def attributes(self) -> dict[str, str]:
-        return {
-            **super().attributes(),
-            "tenant_id": self.tenant_id,
-            "office_id": self.office_id,
-            "call_id": self.call_id,
-            "event_type": self.event_type.value,
-            "event_key": self.event_key,
-            "correlation_id": self.correlation_id,
-        }
+    routing: ClassVar[tuple[str, ...]] = (
+        "tenant_id",
+        "office_id",
+        "call_id",
+        "event_type",
+        "event_key",
+        "correlation_id",
+    )
 
 
 class QuarantinedWebhook(Message):
@@ -138,13 +142,7 @@ class QuarantinedWebhook(Message):
     correlation_id: str
     webhook: RawWebhook
 
-    def attributes(self) -> dict[str, str]:
-        return {
-            **super().attributes(),
-            "company_key": self.company_key,
-            "reason": self.reason,
-            "correlation_id": self.correlation_id,
-        }
+    routing: ClassVar[tuple[str, ...]] = ("company_key", "reason", "correlation_id")
 
 
 class CallDetails(BaseModel):
@@ -216,16 +214,14 @@ class CallFetched(Message):
         description="The webhook payload overlaid with the API's answer (API fields win)."
     )
 
-    def attributes(self) -> dict[str, str]:
-        return {
-            **super().attributes(),
-            "tenant_id": self.tenant_id,
-            "office_id": self.office_id,
-            "call_id": self.call_id,
-            "event_type": self.event_type.value,
-            "event_key": self.event_key,
-            "correlation_id": self.correlation_id,
-        }
+    routing: ClassVar[tuple[str, ...]] = (
+        "tenant_id",
+        "office_id",
+        "call_id",
+        "event_type",
+        "event_key",
+        "correlation_id",
+    )
 
 
 class CallWithoutRecording(Message):
@@ -245,16 +241,14 @@ class CallWithoutRecording(Message):
     reason: Literal["no_recording", "download_failed"]
     detail: str
 
-    def attributes(self) -> dict[str, str]:
-        return {
-            **super().attributes(),
-            "tenant_id": self.tenant_id,
-            "office_id": self.office_id,
-            "call_id": self.call_id,
-            "event_type": self.event_type.value,
-            "correlation_id": self.correlation_id,
-            "reason": self.reason,
-        }
+    routing: ClassVar[tuple[str, ...]] = (
+        "tenant_id",
+        "office_id",
+        "call_id",
+        "event_type",
+        "correlation_id",
+        "reason",
+    )
 
 
 class StoredObjectEvent(BaseModel):
@@ -307,14 +301,7 @@ class CallTranscribed(Message):
         default=None, description="Segments and text (word timings stay in the stored JSON)."
     )
 
-    def attributes(self) -> dict[str, str]:
-        return {
-            **super().attributes(),
-            "tenant_id": self.tenant_id,
-            "call_id": self.call_id,
-            "correlation_id": self.correlation_id,
-            "status": self.status,
-        }
+    routing: ClassVar[tuple[str, ...]] = ("tenant_id", "call_id", "correlation_id", "status")
 
 
 class CallAnalyzed(Message):
@@ -336,18 +323,48 @@ class CallAnalyzed(Message):
     result: AnalysisResult | None = None
     analyzed_at: datetime
 
+    routing: ClassVar[tuple[str, ...]] = (
+        "tenant_id",
+        "call_id",
+        "correlation_id",
+        "analysis_status",
+    )
+
     def attributes(self) -> dict[str, str]:
-        attributes = {
-            **super().attributes(),
-            "tenant_id": self.tenant_id,
-            "call_id": self.call_id,
-            "correlation_id": self.correlation_id,
-            "analysis_status": self.analysis_status,
-        }
+        attributes = super().attributes()
         if self.result is not None:
             attributes["lead_score"] = str(self.result.analysis.lead_score)
             attributes["intent"] = self.result.analysis.intent
         return attributes
+
+
+class CallCompleted(Message):
+    """persist → downstream consumers (CRM sync, hot-lead alerts): a call is fully stored."""
+
+    kind: ClassVar[str] = "call.completed"
+
+    tenant_id: TenantId
+    office_id: str | None = None
+    call_id: ResourceId
+    correlation_id: str
+    completed_at: datetime
+    transcript_status: Literal["transcribed", "no_transcript"]
+    analysis_status: Literal["analyzed", "failed"]
+    lead_score: int | None = None
+    intent: str | None = None
+    is_spam: bool | None = None
+    links: dict[str, str] = Field(
+        description="recording and transcript gs:// URIs and the API path of the call."
+    )
+
+    routing: ClassVar[tuple[str, ...]] = (
+        "tenant_id",
+        "call_id",
+        "correlation_id",
+        "analysis_status",
+        "lead_score",
+        "intent",
+    )
 
 
 MESSAGE_MODELS: tuple[type[Message], ...] = (
@@ -358,4 +375,5 @@ MESSAGE_MODELS: tuple[type[Message], ...] = (
     CallWithoutRecording,
     CallTranscribed,
     CallAnalyzed,
+    CallCompleted,
 )

@@ -142,6 +142,15 @@ def build_analyze(settings: Settings) -> StepRuntime:
     return StepRuntime(handler, publisher, progress)
 
 
+def build_persist(settings: Settings) -> StepRuntime:
+    from callpipe.persisting import PersistCall
+
+    database = open_database(settings)
+    publisher = build_publisher(settings)
+    handler = PersistCall(database, publisher, settings.calls_completed_topic)
+    return StepRuntime(handler, publisher, SpannerProgress(database))
+
+
 def build_fetch_policy(settings: Settings) -> FetchPolicy:
     return FetchPolicy.from_strings(
         allowed_hosts=settings.recording_allowed_hosts,

@@ -110,6 +110,10 @@ class TenantRepository:
     def __init__(self, database: Any) -> None:
         self._db = database
 
+    @property
+    def database(self) -> Any:
+        return self._db
+
     # -- writes ---------------------------------------------------------------------------
 
     def onboard(self, request: OnboardingRequest, secrets: SecretStore) -> list[str]:

@@ -175,3 +175,9 @@ def test_unknown_route_and_health(client: Any) -> None:
     report = health.get_json()
     assert report["status"] == "ok"
     assert report["checks"]["pubsub"]["ok"] and report["checks"]["spanner"]["ok"]
+
+
+def test_paths_the_router_cannot_match_still_get_json(client: Any) -> None:
+    response = client.get("/api/v1/callrail/webhook/%0A%06x")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "not_found"

@@ -170,6 +170,8 @@ def test_dev_up_runs_the_demo_and_leaves_no_process_behind(tmp_path: Path) -> No
             "CALLPIPE_DOWNLOAD_RECORDING_PORT",
             "CALLPIPE_TRANSCRIBE_PORT",
             "CALLPIPE_ANALYZE_PORT",
+            "CALLPIPE_PERSIST_PORT",
+            "CALLPIPE_API_PORT",
         )
     }
     env.update(ports, CALLPIPE_STATE_DIR=str(tmp_path / "state"))
@@ -197,6 +199,9 @@ def test_dev_up_runs_the_demo_and_leaves_no_process_behind(tmp_path: Path) -> No
     assert output.count("transcript (faster-whisper") == 5, output
     assert output.count("analysis (rules)") == 6, output
     assert "no transcript (no_recording)" in output
+    assert "6 call.completed event(s)" in output, output
+    assert "/requests → HTTP 200 (6 calls)" in output, output
+    assert "another tenant's path → HTTP 404" in output
     assert "stopped" in output
     assert _processes_mentioning(*ports.values()) == []
 
@@ -220,3 +225,43 @@ def _processes_mentioning(*needles: str) -> list[Any]:
         ):
             found.append((entry.name, cmdline[:200]))
     return found
+
+
+def test_calls_show_and_status_find_a_dead_lettered_call(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    from callpipe.progress import SpannerProgress, Stage, StageStatus
+    from callpipe.registration import SpannerEventLedger
+    from tests.conftest import post_call_body
+    from tests.functional.test_register_call_function import received
+
+    tenant = make_tenant()
+    body = post_call_body(tenant)
+    message = received(tenant, body)
+    SpannerEventLedger(database).start_call(message, json.loads(body))
+    SpannerProgress(database).record(
+        tenant.tenant_id,
+        message.call_id,
+        Stage.FETCH,
+        StageStatus.DEAD_LETTERED,
+        detail="callrail_not_found: CallRail has no call",
+        correlation_id=message.correlation_id,
+    )
+
+    shown = run_cli("calls", "show", message.call_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)[0]
+    assert view["tenant_id"] == tenant.tenant_id
+    assert [(s["stage"], s["status"]) for s in view["stages"]] == [
+        ("register", "ok"),
+        ("fetch", "dead_lettered"),
+    ]
+    assert run_cli("calls", "show", "CALnope").returncode == 1
+
+    status = run_cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["by_stage"][tenant.tenant_id] == {"fetch/dead_lettered": 1}
+    assert message.call_id in [v["call_id"] for v in report["stuck"]]
+    text = run_cli("status")
+    assert "stuck or failing" in text.stdout and message.call_id in text.stdout

@@ -21,18 +21,10 @@ from callpipe.recordings.fetcher import AudioRejected, DownloadedAudio, FetchFai
 from callpipe.recordings.guard import UnsafeUrl
 from callpipe.recordings.policy import FetchPolicy
 from callpipe.steps import PermanentError
+from tests.unit.doubles import Progress, Publisher
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" * 64
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
-
-    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
-        self.sent.append((topic, data, attributes))
-        return str(len(self.sent))
 
 
 class Keys:
@@ -65,28 +57,6 @@ class Client:
         if self.error:
             raise self.error
         return self.recording_url
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.records: list[tuple[Stage, StageStatus, dict[str, Any]]] = []
-        self.attempts = 0
-
-    def record(
-        self,
-        tenant_id: str,
-        call_id: str,
-        stage: Stage,
-        status: StageStatus,
-        detail: str | None = None,
-        correlation_id: str | None = None,
-        call_columns: dict[str, Any] | None = None,
-    ) -> None:
-        self.records.append((stage, status, call_columns or {}))
-
-    def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int:
-        self.attempts += 1
-        return self.attempts
 
 
 class Store:

@@ -38,7 +38,8 @@ def test_derived_subscriptions_of_the_real_topology(topology: Topology) -> None:
         "calls.fetched.dlq.hold",
         "recordings.stored.transcribe",
         "calls.transcribed.analyze",
-        "calls.analyzed.backlog",
+        "calls.analyzed.persist",
+        "calls.completed.backlog",
     } <= set(subs)
     assert subs["recordings.stored.transcribe"].ack_deadline_seconds == 600
 

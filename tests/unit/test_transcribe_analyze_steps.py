@@ -16,40 +16,10 @@ from callpipe.messages import CallAnalyzed, CallTranscribed, CallWithoutRecordin
 from callpipe.progress import Stage, StageStatus
 from callpipe.transcription import TranscribeCall, parse_recording_name
 from callpipe.transcripts import AudioInput, Transcript, TranscriptionFailed, TranscriptSegment
+from tests.unit.doubles import Progress, Publisher
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BUCKET = "callpipe-recordings"
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
-
-    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
-        self.sent.append((topic, data, attributes))
-        return str(len(self.sent))
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.records: list[tuple[Stage, StageStatus, str | None]] = []
-        self.attempts = 0
-
-    def record(
-        self,
-        tenant_id: str,
-        call_id: str,
-        stage: Stage,
-        status: StageStatus,
-        detail: str | None = None,
-        correlation_id: str | None = None,
-        call_columns: dict[str, Any] | None = None,
-    ) -> None:
-        self.records.append((stage, status, detail))
-
-    def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int:
-        self.attempts += 1
-        return self.attempts
 
 
 class Objects:

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import typer
 
-from callpipe.cli import analyze, deploy, dev, ops, schemas, sim, tenants, transcribe, webhooks
+from callpipe.cli import (
+    analyze,
+    calls,
+    deploy,
+    dev,
+    ops,
+    schemas,
+    sim,
+    tenants,
+    tokens,
+    transcribe,
+    webhooks,
+)
 
 app = typer.Typer(
     help=(
@@ -26,6 +38,9 @@ app.add_typer(schemas.app, name="schemas")
 app.add_typer(dev.app, name="dev")
 app.command("transcribe")(transcribe.transcribe)
 app.command("analyze")(analyze.analyze)
+app.add_typer(calls.app, name="calls")
+app.add_typer(tokens.app, name="tokens")
+app.command("status")(calls.status)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(sim.app, name="sim")
 

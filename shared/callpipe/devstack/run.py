@@ -123,8 +123,9 @@ def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
                 f"sending a signed Post-Call webhook for each of the {len(calls)} demo calls ...",
             )
             call_ids = _send_demo(stack, token, calls)
-            _say("[7/7]", "following the calls: fetch, download, transcribe, analyze ...")
+            _say("[7/7]", "following the calls: fetch, download, transcribe, analyze, persist ...")
             _follow(call_ids)
+            _read_through_api(stack, call_ids[0])
         else:
             _say("[6/7]", "skipped (no demo)")
             _say("[7/7]", "skipped (no demo)")
@@ -182,6 +183,9 @@ def _seed_demo(stack: LocalStack, api_key: str) -> str:
         ),
         LocalSecretStore(stack.secrets_dir),
     )
+    from callpipe.api.auth import load_signing_key
+
+    load_signing_key(LocalSecretStore(stack.secrets_dir), create_if_missing=True)
     return token
 
 
@@ -206,8 +210,18 @@ def _send_demo(stack: LocalStack, token: str, calls: list[dict[str, Any]]) -> li
     return call_ids
 
 
+_FOLLOW_SQL = (
+    "SELECT c.CallId, c.Stage, c.StageStatus, c.RecordingStatus, c.RecordingUri, c.RecordingBytes, "
+    "c.RecordingDetail, (SELECT COUNT(*) FROM WebhookEvents e WHERE e.TenantId = c.TenantId "
+    "AND e.CallId = c.CallId), c.TranscriptStatus, c.TranscriptReason, c.TranscriptUri, "
+    "c.TranscriptEngine, c.TranscriptModel, c.SpeakerCount, c.AudioSeconds, c.TranscriptSegments, "
+    "c.AnalysisStatus, c.AnalysisReason, c.AnalysisEngine, c.Analysis "
+    "FROM Calls c WHERE c.TenantId = @t AND c.CallId IN UNNEST(@ids)"
+)
+
+
 def _follow(call_ids: list[str], timeout: float = 300.0) -> None:
-    """Wait until every demo call is analyzed (or has stopped somewhere), then show it."""
+    """Wait until every demo call is stored complete (or stopped somewhere), then show it."""
     from google.cloud import spanner
 
     settings = Settings()
@@ -218,10 +232,7 @@ def _follow(call_ids: list[str], timeout: float = 300.0) -> None:
     while time.monotonic() < deadline:
         with database.snapshot() as snapshot:
             result = snapshot.execute_sql(
-                "SELECT c.CallId, c.Stage, c.StageStatus, c.RecordingStatus, c.RecordingUri, "
-                "c.RecordingBytes, c.RecordingDetail, "
-                "(SELECT COUNT(*) FROM WebhookEvents e WHERE e.TenantId = c.TenantId AND e.CallId = c.CallId) "
-                "FROM Calls c WHERE c.TenantId = @t AND c.CallId IN UNNEST(@ids)",
+                _FOLLOW_SQL,
                 params={"t": DEMO_TENANT_ID, "ids": call_ids},
                 param_types={
                     "t": spanner.param_types.STRING,
@@ -229,15 +240,14 @@ def _follow(call_ids: list[str], timeout: float = 300.0) -> None:
                 },
             )
             rows = {row[0]: row for row in result}
-        done = [r for r in rows.values() if r[1] == "analyze" or r[2] == "dead_lettered"]
+        done = [r for r in rows.values() if r[1] == "persist" or r[2] == "dead_lettered"]
         if len(done) == len(call_ids):
             break
         if time.monotonic() - shown_progress > 10:
             stages = ", ".join(sorted(f"{r[1]}/{r[2]}" for r in rows.values()))
-            _say("     ", f"{DIM}{len(done)}/{len(call_ids)} calls analyzed ({stages}) ...{RESET}")
+            _say("     ", f"{DIM}{len(done)}/{len(call_ids)} calls complete ({stages}) ...{RESET}")
             shown_progress = time.monotonic()
         time.sleep(0.5)
-    analyzed = _analyzed_messages(settings.google_cloud_project, call_ids)
     for call_id in call_ids:
         row = rows.get(call_id)
         if row is None:
@@ -246,63 +256,107 @@ def _follow(call_ids: list[str], timeout: float = 300.0) -> None:
                 f"{RED}{call_id} was not registered within {timeout:.0f} s; see .local/logs/{RESET}",
             )
             continue
-        _, stage, status, rec_status, uri, size, detail, events = row
+        (
+            _,
+            stage,
+            status,
+            rec_status,
+            uri,
+            size,
+            detail,
+            events,
+            t_status,
+            t_reason,
+            t_uri,
+            engine,
+            model,
+            speakers,
+            seconds,
+            segments,
+            a_status,
+            a_reason,
+            a_engine,
+            analysis,
+        ) = row
         _say("     ", f"{BOLD}{call_id}{RESET} ({events} webhook event(s)); stage {stage}/{status}")
         if rec_status == "stored":
             _say("     ", f"  {GREEN}recording stored{RESET} {uri} ({size:,} bytes)")
         elif rec_status:
             _say("     ", f"  {YELLOW}goes on without audio{RESET} ({rec_status}: {detail})")
-        message = analyzed.get(call_id)
-        if message is None:
-            continue
-        if message.transcript is not None:
-            t = message.transcript
+        if t_status == "transcribed":
             _say(
                 "     ",
-                f"  transcript ({t.engine} {t.model}, {t.speaker_count} speakers, "
-                f"{t.audio_duration_seconds:.0f} s) → {message.transcript_uri}",
+                f"  transcript ({engine} {model}, {speakers} speakers, {seconds or 0:.0f} s) → {t_uri}",
             )
-            for segment in t.segments[:4]:
+            items = list(segments or [])
+            for segment in items[:4]:
                 _say(
                     "     ",
-                    f"    {DIM}[{segment.start:5.1f}s] {segment.speaker}: {segment.text[:90]}{RESET}",
+                    f"    {DIM}[{segment['start']:5.1f}s] {segment['speaker']}: {segment['text'][:90]}{RESET}",
                 )
-            if len(t.segments) > 4:
-                _say("     ", f"    {DIM}… {len(t.segments) - 4} more segments{RESET}")
-        else:
-            _say("     ", f"  no transcript ({message.transcript_reason})")
-        if message.result is not None:
-            a = message.result.analysis
+            if len(items) > 4:
+                _say("     ", f"    {DIM}… {len(items) - 4} more segments{RESET}")
+        elif t_status:
+            _say("     ", f"  no transcript ({t_reason})")
+        if a_status == "analyzed" and analysis:
+            a = dict(analysis)
             _say(
                 "     ",
-                f"  analysis ({message.result.engine}): {GREEN}lead score {a.lead_score}{RESET}, "
-                f"intent {a.intent}, project {a.project_type}, timeline {a.timeline}, budget "
-                f"{a.budget_indicator}, sentiment {a.sentiment}, urgency {a.urgency}, spam "
-                f"{a.spam_likelihood:.2f}, appointment {a.appointment_requested}, follow-up {a.follow_up_required}",
+                f"  analysis ({a_engine}): {GREEN}lead score {a['lead_score']}{RESET}, "
+                f"intent {a['intent']}, project {a['project_type']}, timeline {a['timeline']}, budget "
+                f"{a['budget_indicator']}, sentiment {a['sentiment']}, urgency {a['urgency']}, spam "
+                f"{a['spam_likelihood']:.2f}, appointment {a['appointment_requested']}, "
+                f"follow-up {a['follow_up_required']}",
             )
-            _say("     ", f"    {DIM}{a.summary}{RESET}")
-        else:
-            _say(
-                "     ",
-                f"  {YELLOW}analysis {message.analysis_status}{RESET}: {message.analysis_reason}",
-            )
-    _say("     ", f"analyzed calls wait in {DIM}calls.analyzed.backlog{RESET} for the persist step")
+            _say("     ", f"    {DIM}{a['summary']}{RESET}")
+        elif a_status:
+            _say("     ", f"  {YELLOW}analysis {a_status}{RESET}: {a_reason}")
+    completed = _completed_events(settings.google_cloud_project, call_ids)
+    _say(
+        "     ",
+        f"{GREEN}stored in Spanner{RESET} (Calls, CallStages); {completed} call.completed event(s) "
+        f"on {DIM}calls.completed{RESET}",
+    )
 
 
-def _analyzed_messages(project: str, call_ids: list[str]) -> dict[str, Any]:
-    from callpipe.messages import CallAnalyzed
+def _read_through_api(stack: LocalStack, call_id: str) -> None:
+    """The demo tenant reads its calls back through the REST API with its own token."""
+    from callpipe.api.auth import issue_token, load_signing_key
+
+    key = load_signing_key(LocalSecretStore(stack.secrets_dir))
+    token = issue_token(key, tenant_id=DEMO_TENANT_ID, ttl_seconds=3600)
+    api = stack.function_url("api")
+    headers = {"Authorization": f"Bearer {token}"}
+    listing = httpx.get(
+        f"{api}/api/v1/tenants/{DEMO_TENANT_ID}/requests", headers=headers, timeout=15
+    )
+    one = httpx.get(f"{api}/api/v1/requests/{call_id}", headers=headers, timeout=15)
+    analytics = httpx.get(
+        f"{api}/api/v1/tenants/{DEMO_TENANT_ID}/analytics", headers=headers, timeout=15
+    )
+    other = httpx.get(
+        f"{api}/api/v1/tenants/not-{DEMO_TENANT_ID}/requests", headers=headers, timeout=15
+    )
+    count = len(listing.json().get("items", [])) if listing.is_success else 0
+    colour = GREEN if one.status_code == 200 else RED
+    _say(
+        "     ",
+        f"API {api}: GET /api/v1/tenants/{DEMO_TENANT_ID}/requests → HTTP {listing.status_code} "
+        f"({count} calls); GET /api/v1/requests/{call_id} → {colour}HTTP {one.status_code}{RESET}; "
+        f"analytics → HTTP {analytics.status_code}; another tenant's path → HTTP {other.status_code}",
+    )
+
+
+def _completed_events(project: str, call_ids: list[str]) -> int:
     from callpipe.replay import PullSubscription, peek
 
-    found: dict[str, Any] = {}
-    for pulled in peek(PullSubscription(project, "calls.analyzed.backlog"), 200):
-        call_id = pulled.attributes.get("call_id")
-        if call_id in call_ids:
-            found[call_id] = CallAnalyzed.model_validate_json(pulled.data)
-    return found
+    pulled = peek(PullSubscription(project, "calls.completed.backlog"), 200)
+    return sum(1 for p in pulled if p.attributes.get("call_id") in call_ids)
 
 
 def _print_usage(stack: LocalStack, env_file: Path) -> None:
     intake = stack.function_url("intake")
+    api = stack.function_url("api")
     print(
         f"""
 {BOLD}Try it{RESET} (in another shell, from this directory):
@@ -312,6 +366,10 @@ def _print_usage(stack: LocalStack, env_file: Path) -> None:
        --data-binary @/tmp/call.json {intake}/api/v1/callrail/webhook
   curl -s {intake}/health
   .venv/bin/callpipe tenants list
+  .venv/bin/callpipe status
+  TOKEN=$(.venv/bin/callpipe tokens issue --tenant demo)
+  curl -s -H "Authorization: Bearer $TOKEN" {api}/api/v1/tenants/demo/requests
+  curl -s -H "Authorization: Bearer $TOKEN" {api}/api/v1/tenants/demo/analytics
 {DIM}The CLI finds this stack through {env_file}; function logs are in {stack.log_dir}/.{RESET}
 """,
         flush=True,

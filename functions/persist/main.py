@@ -1,0 +1,34 @@
+"""Cloud Function (gen2, Pub/Sub calls.analyzed): store the call's transcript and analysis
+in Spanner and publish CallCompleted. The error contract is callpipe.steps.run_step's."""
+
+from __future__ import annotations
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from callpipe.config import get_settings
+from callpipe.logs import configure_logging
+from callpipe.messages import CallAnalyzed
+from callpipe.pipeline_wiring import StepRuntime, build_persist
+from callpipe.progress import Stage
+from callpipe.steps import run_step
+from callpipe.wiring import Lazy
+
+STEP = "persist"
+_settings = get_settings()
+configure_logging(_settings.log_level, _settings.google_cloud_project)
+_runtime: Lazy[StepRuntime] = Lazy(lambda: build_persist(_settings))
+
+
+@functions_framework.cloud_event
+def persist(cloud_event: CloudEvent) -> None:
+    runtime = _runtime.get()
+    run_step(
+        STEP,
+        cloud_event.data,
+        CallAnalyzed,
+        runtime.handler,
+        runtime.publisher,
+        _settings.dead_letter_topic or "calls.analyzed.dlq",
+        on_dead_letter=runtime.dead_letter_recorder(Stage.PERSIST),
+    )

@@ -1,0 +1,207 @@
+"""Per-tenant analytics over a date range: one Spanner query, aggregated in Python.
+
+A tenant's calls over a bounded range (at most :data:`MAX_RANGE_DAYS`) are few enough to
+aggregate in the function: one indexed range read on ``CallsByTenantReceived`` is cheaper
+and far easier to keep correct than a dozen GROUP BY queries. Figures are over the calls
+*received* in [from, to). Rates are ``null`` when their denominator is zero.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from callpipe.api.queries import plain_json, rfc3339, utc_datetime
+
+MAX_RANGE_DAYS = 366
+DEFAULT_RANGE_DAYS = 30
+TOP_KEY_DETAILS = 10
+# Lead-score histogram buckets (scores are 1-100).
+SCORE_BUCKETS: tuple[tuple[int, int], ...] = ((1, 20), (21, 40), (41, 60), (61, 80), (81, 100))
+
+
+class AnalyticsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    received_from: datetime | None = Field(default=None, alias="from")
+    received_to: datetime | None = Field(default=None, alias="to")
+
+    @field_validator("received_from", "received_to")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        return utc_datetime(value)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> AnalyticsParams:
+        start, end = self.received_from, self.received_to
+        if start and end and start >= end:
+            raise ValueError("'from' must be before 'to'")
+        if start and end and end - start > timedelta(days=MAX_RANGE_DAYS):
+            raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
+        return self
+
+    def window(self, now: datetime) -> tuple[datetime, datetime]:
+        """The effective [from, to): defaults to the last 30 days, ending now."""
+        end = self.received_to or now
+        try:
+            start = self.received_from or end - timedelta(days=DEFAULT_RANGE_DAYS)
+        except OverflowError:
+            raise ValueError("'to' is too early for a 30-day range; give 'from'") from None
+        if start >= end:
+            raise ValueError("'from' must be before 'to' (which defaults to now)")
+        if end - start > timedelta(days=MAX_RANGE_DAYS):
+            raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
+        return start, end
+
+
+_COLUMNS = (
+    "ReceivedAt",
+    "Answered",
+    "Voicemail",
+    "IsSpam",
+    "LeadScore",
+    "Intent",
+    "ProjectType",
+    "Sentiment",
+    "AppointmentRequested",
+    "FollowUpRequired",
+    "AnalysisStatus",
+    "AnalyzedAt",
+    "Analysis",
+)
+
+
+def _rate(numerator: int, denominator: int) -> float | None:
+    return round(numerator / denominator, 4) if denominator else None
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    first, last = (
+        start.astimezone(UTC).date(),
+        (end - timedelta(microseconds=1)).astimezone(UTC).date(),
+    )
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def aggregate(
+    tenant_id: str, start: datetime, end: datetime, rows: list[tuple[Any, ...]]
+) -> dict[str, Any]:
+    """The analytics document from rows of :data:`_COLUMNS` (pure, so it is unit-testable)."""
+    by_day: Counter[date] = Counter()
+    outcomes: Counter[str] = Counter()
+    intents: Counter[str] = Counter()
+    projects: Counter[str] = Counter()
+    sentiments: Counter[str] = Counter()
+    details: Counter[str] = Counter()
+    detail_text: dict[str, str] = {}
+    scores: list[int] = []
+    spam = appointments = follow_ups = analyzed = 0
+    latencies: list[float] = []
+    for (
+        received,
+        answered,
+        voicemail,
+        is_spam,
+        score,
+        intent,
+        project,
+        sentiment,
+        appointment,
+        follow_up,
+        analysis_status,
+        analyzed_at,
+        analysis,
+    ) in rows:
+        by_day[received.astimezone(UTC).date()] += 1
+        # Voicemail wins over answered: CallRail marks a voicemail as answered by the box.
+        if voicemail:
+            outcomes["voicemail"] += 1
+        elif answered is True:
+            outcomes["answered"] += 1
+        elif answered is False:
+            outcomes["missed"] += 1
+        else:
+            outcomes["unknown"] += 1
+        spam += 1 if is_spam else 0
+        if analysis_status == "ok":
+            analyzed += 1
+            appointments += 1 if appointment else 0
+        if score is not None:
+            scores.append(int(score))
+        if intent:
+            intents[intent] += 1
+        if project:
+            projects[project] += 1
+        if sentiment:
+            sentiments[sentiment] += 1
+        follow_ups += 1 if follow_up else 0
+        if analyzed_at is not None:
+            latencies.append((analyzed_at - received).total_seconds())
+        document = plain_json(analysis) or {}
+        for item in document.get("key_details", []) if isinstance(document, dict) else []:
+            # Counted case- and space-insensitively; the first spelling seen is shown.
+            key = " ".join(str(item).lower().split())
+            if key:
+                details[key] += 1
+                detail_text.setdefault(key, " ".join(str(item).split()))
+    total = len(rows)
+    distribution = [
+        {"min": low, "max": high, "calls": sum(1 for s in scores if low <= s <= high)}
+        for low, high in SCORE_BUCKETS
+    ]
+    return {
+        "tenant_id": tenant_id,
+        "from": rfc3339(start),
+        "to": rfc3339(end),
+        "total_calls": total,
+        "calls_by_day": [{"date": d.isoformat(), "calls": by_day[d]} for d in _days(start, end)],
+        "outcomes": {k: outcomes[k] for k in ("answered", "missed", "voicemail", "unknown")},
+        "spam_calls": spam,
+        "spam_rate": _rate(spam, total),
+        "analyzed_calls": analyzed,
+        "lead_score": {
+            "average": round(sum(scores) / len(scores), 2) if scores else None,
+            "scored_calls": len(scores),
+            "distribution": distribution,
+        },
+        "intents": dict(intents.most_common()),
+        "project_types": dict(projects.most_common()),
+        "sentiment": dict(sentiments.most_common()),
+        "appointment_rate": _rate(appointments, analyzed),
+        "follow_ups_pending": follow_ups,
+        "top_key_details": [
+            {"detail": detail_text[k], "calls": n} for k, n in details.most_common(TOP_KEY_DETAILS)
+        ],
+        "average_seconds_webhook_to_analysis": (
+            round(sum(latencies) / len(latencies), 3) if latencies else None
+        ),
+    }
+
+
+class TenantAnalytics:
+    def __init__(self, database: Any) -> None:
+        self._db = database
+
+    def compute(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+        from google.cloud.spanner_v1 import param_types
+
+        with self._db.snapshot() as snapshot:
+            rows = [
+                tuple(row)
+                for row in snapshot.execute_sql(
+                    f"SELECT {', '.join(_COLUMNS)} FROM Calls "  # noqa: S608 - fixed columns
+                    "WHERE TenantId = @t AND ReceivedAt >= @from AND ReceivedAt < @to "
+                    # A fixed order makes ties (and the spelling shown) deterministic.
+                    "ORDER BY ReceivedAt, CallId",
+                    params={"t": tenant_id, "from": start, "to": end},
+                    param_types={
+                        "t": param_types.STRING,
+                        "from": param_types.TIMESTAMP,
+                        "to": param_types.TIMESTAMP,
+                    },
+                )
+            ]
+        return aggregate(tenant_id, start, end, rows)

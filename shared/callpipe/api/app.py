@@ -1,0 +1,360 @@
+"""Routing and authorisation of the tenant API, independent of Flask.
+
+:meth:`TenantApi.handle` takes (method, path, query, headers) and returns a status and a
+JSON body, so the Cloud Function stays a thin adapter and every rule here is testable
+without HTTP. Isolation rule: a tenant's token only ever resolves to its own tenant id,
+and anything else (another tenant's path, ``tenant_id`` parameter or call id) answers the
+same 404 a missing resource would, so a tenant cannot even learn what exists elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from callpipe.api.analytics import AnalyticsParams
+from callpipe.api.auth import AuthError, Principal, TokenVerifier
+from callpipe.api.queries import (
+    InvalidParameters,
+    ListParams,
+    NoParams,
+    Page,
+    RequestParams,
+    RequestsListParams,
+    parse_params,
+)
+from callpipe.api.signed_urls import RecordingNotAvailable, SignedUrl
+from callpipe.ids import InvalidIdentifier, check_resource_id, check_tenant_id
+from callpipe.secrets import SecretNotFound, SecretStoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str  # OpenAPI-style, e.g. /api/v1/requests/{request_id}
+    name: str
+    params: type[BaseModel]
+    authenticated: bool = True
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        # Path parameters match one segment; their format is validated by the handler.
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
+        return re.compile(f"^{regex}$")
+
+
+# The route table; schemas/openapi.yaml is tested against it.
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/health", "health", NoParams, authenticated=False),
+    Route("GET", "/api/v1/requests", "list_requests", RequestsListParams),
+    Route("GET", "/api/v1/requests/{request_id}", "get_request", RequestParams),
+    Route("GET", "/api/v1/requests/{request_id}/transcript", "get_transcript", RequestParams),
+    Route("GET", "/api/v1/requests/{request_id}/analysis", "get_analysis", RequestParams),
+    Route("GET", "/api/v1/requests/{request_id}/recording", "get_recording", RequestParams),
+    Route("GET", "/api/v1/tenants/{tenant_id}/requests", "list_tenant_requests", ListParams),
+    Route("GET", "/api/v1/tenants/{tenant_id}/analytics", "tenant_analytics", AnalyticsParams),
+)
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Queries(Protocol):
+    def tenant_exists(self, tenant_id: str) -> bool: ...
+    def tenants_of_call(self, call_id: str) -> list[str]: ...
+    def list_calls(self, tenant_id: str, params: ListParams) -> Page: ...
+    def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
+    def get_transcript(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
+    def get_analysis(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
+    def get_recording(
+        self, tenant_id: str, call_id: str
+    ) -> tuple[str | None, str | None] | None: ...
+
+
+class Analytics(Protocol):
+    def compute(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, Any]: ...
+
+
+class Recordings(Protocol):
+    def for_call(self, uri: str | None, tenant_id: str, call_id: str) -> SignedUrl: ...
+
+
+class _NotFound(Exception):
+    pass
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> ApiResponse:
+    return ApiResponse(status, {"error": code, "message": message, **extra})
+
+
+def _not_found() -> ApiResponse:
+    # One message for "does not exist" and "not yours", so the two cannot be told apart.
+    return error(404, "not_found", "no such request or tenant")
+
+
+class TenantApi:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        queries: Queries,
+        analytics: Analytics,
+        recordings: Recordings,
+        health: Callable[[], dict[str, Any]],
+        routes: Sequence[Route] = ROUTES,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._verifier = verifier
+        self._queries = queries
+        self._analytics = analytics
+        self._recordings = recordings
+        self._health_check = health
+        self._routes = [(route, route.pattern) for route in routes]
+        self._clock = clock
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Sequence[str]],
+        headers: Mapping[str, str],
+    ) -> ApiResponse:
+        path = path.rstrip("/") or "/"
+        method = "GET" if method.upper() == "HEAD" else method.upper()
+        matched = [(r, m) for r, p in self._routes if (m := p.match(path))]
+        if not matched:
+            return error(404, "not_found", f"no route for {path}")
+        route_match = next(((r, m) for r, m in matched if r.method == method), None)
+        if route_match is None:
+            allowed = ", ".join(sorted({r.method for r, _ in matched}))
+            response = error(405, "method_not_allowed", f"use {allowed}")
+            response.headers["Allow"] = allowed
+            return response
+        route, match = route_match
+        try:
+            principal = None
+            if route.authenticated:
+                header = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+                principal = self._verifier.verify_header(header)
+            params = parse_params(route.params, _single_values(query))
+            handler = getattr(self, f"_{route.name}")
+            answer: ApiResponse = handler(principal, params, **match.groupdict())
+            return answer
+        except AuthError as failure:
+            response = error(401, failure.code, failure.message)
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer error="invalid_token", error_description="{failure.code}"'
+            )
+            return response
+        except InvalidParameters as failure:
+            return error(400, "invalid_parameters", failure.message, details=failure.details)
+        except _NotFound:
+            return _not_found()
+        except (SecretNotFound, SecretStoreUnavailable) as failure:
+            log.error("api signing key unavailable: %s", failure)
+            return error(503, "unavailable", "the API cannot verify tokens right now")
+        except Exception:
+            log.exception("api request failed", extra={"path": path})
+            return error(500, "internal", "the request failed; it has been logged")
+
+    # -- tenant resolution ---------------------------------------------------------------
+
+    def _tenant_from_path(self, principal: Principal, tenant_id: str) -> str:
+        if not principal.operator:
+            if tenant_id != principal.tenant_id:
+                raise _NotFound
+            return tenant_id
+        try:
+            check_tenant_id(tenant_id)
+        except InvalidIdentifier as failure:
+            raise InvalidParameters(
+                "invalid tenant id", [{"parameter": "tenant_id", "message": str(failure)}]
+            ) from None
+        if not self._queries.tenant_exists(tenant_id):
+            raise _NotFound
+        return tenant_id
+
+    def _tenant_for_call(self, principal: Principal, requested: str | None, call_id: str) -> str:
+        try:
+            check_resource_id(call_id)
+        except InvalidIdentifier as failure:
+            raise InvalidParameters(
+                "invalid request id", [{"parameter": "request_id", "message": str(failure)}]
+            ) from None
+        if not principal.operator:
+            if requested is not None and requested != principal.tenant_id:
+                raise _NotFound
+            assert principal.tenant_id is not None
+            return principal.tenant_id
+        if requested is not None:
+            return requested
+        tenants = self._queries.tenants_of_call(call_id)
+        if len(tenants) > 1:
+            raise InvalidParameters(
+                "ambiguous request id",
+                [
+                    {
+                        "parameter": "tenant_id",
+                        "message": "several tenants have this call id; name one",
+                    }
+                ],
+            )
+        if not tenants:
+            raise _NotFound
+        return tenants[0]
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def _health(self, principal: None, params: NoParams) -> ApiResponse:
+        report = self._health_check()
+        return ApiResponse(200 if report.get("status") == "ok" else 503, report)
+
+    def _page(self, tenant_id: str, params: ListParams) -> ApiResponse:
+        page = self._queries.list_calls(tenant_id, params)
+        return ApiResponse(
+            200,
+            {
+                "tenant_id": tenant_id,
+                "items": page.items,
+                "next_cursor": page.next_cursor,
+                "limit": params.limit,
+            },
+        )
+
+    def _list_requests(self, principal: Principal, params: RequestsListParams) -> ApiResponse:
+        if principal.operator:
+            if params.tenant_id is None:
+                raise InvalidParameters(
+                    "tenant_id is required",
+                    [{"parameter": "tenant_id", "message": "an operator must name the tenant"}],
+                )
+            tenant_id = self._tenant_from_path(principal, params.tenant_id)
+        else:
+            if params.tenant_id is not None and params.tenant_id != principal.tenant_id:
+                raise _NotFound
+            assert principal.tenant_id is not None
+            tenant_id = principal.tenant_id
+        return self._page(tenant_id, params)
+
+    def _list_tenant_requests(
+        self, principal: Principal, params: ListParams, tenant_id: str
+    ) -> ApiResponse:
+        return self._page(self._tenant_from_path(principal, tenant_id), params)
+
+    def _get_request(
+        self, principal: Principal, params: RequestParams, request_id: str
+    ) -> ApiResponse:
+        tenant_id = self._tenant_for_call(principal, params.tenant_id, request_id)
+        call = self._queries.get_call(tenant_id, request_id)
+        if call is None:
+            raise _NotFound
+        # The storage URI is internal; clients play the recording through /recording.
+        call.pop("recording_uri", None)
+        call["links"] = {
+            "transcript": f"/api/v1/requests/{request_id}/transcript",
+            "analysis": f"/api/v1/requests/{request_id}/analysis",
+            "recording": f"/api/v1/requests/{request_id}/recording",
+        }
+        return ApiResponse(200, call)
+
+    def _get_transcript(
+        self, principal: Principal, params: RequestParams, request_id: str
+    ) -> ApiResponse:
+        tenant_id = self._tenant_for_call(principal, params.tenant_id, request_id)
+        transcript = self._queries.get_transcript(tenant_id, request_id)
+        if transcript is None:
+            raise _NotFound
+        return ApiResponse(200, transcript)
+
+    def _get_analysis(
+        self, principal: Principal, params: RequestParams, request_id: str
+    ) -> ApiResponse:
+        tenant_id = self._tenant_for_call(principal, params.tenant_id, request_id)
+        analysis = self._queries.get_analysis(tenant_id, request_id)
+        if analysis is None:
+            raise _NotFound
+        return ApiResponse(200, analysis)
+
+    def _get_recording(
+        self, principal: Principal, params: RequestParams, request_id: str
+    ) -> ApiResponse:
+        tenant_id = self._tenant_for_call(principal, params.tenant_id, request_id)
+        recording = self._queries.get_recording(tenant_id, request_id)
+        if recording is None:
+            raise _NotFound
+        uri, content_type = recording
+        try:
+            signed = self._recordings.for_call(uri, tenant_id, request_id)
+        except RecordingNotAvailable as failure:
+            return error(404, "no_recording", str(failure))
+        return ApiResponse(
+            200,
+            {
+                "request_id": request_id,
+                "url": signed.url,
+                "expires_at": signed.expires_at.isoformat().replace("+00:00", "Z"),
+                "content_type": content_type,
+            },
+        )
+
+    def _tenant_analytics(
+        self, principal: Principal, params: AnalyticsParams, tenant_id: str
+    ) -> ApiResponse:
+        tenant = self._tenant_from_path(principal, tenant_id)
+        try:
+            start, end = params.window(self._clock())
+        except ValueError as failure:
+            raise InvalidParameters(
+                "invalid date range", [{"parameter": "from", "message": str(failure)}]
+            ) from None
+        return ApiResponse(200, self._analytics.compute(tenant, start, end))
+
+
+def _single_values(query: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Each parameter once: a repeated one is ambiguous, so it is refused, not guessed."""
+    out: dict[str, str] = {}
+    for name, values in query.items():
+        if isinstance(values, str):
+            out[name] = values
+            continue
+        if len(values) != 1:
+            raise InvalidParameters(
+                "repeated parameter", [{"parameter": name, "message": "give it once"}]
+            )
+        out[name] = values[0]
+    return out
+
+
+class CachedKey:
+    """The signing key, re-read from the secret store every ``ttl`` s so rotation lands.
+
+    Failures are not cached: a key created after the process started is picked up at once.
+    """
+
+    def __init__(self, load: Callable[[], str], ttl_seconds: float = 300.0) -> None:
+        self._load = load
+        self._ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._cached: tuple[float, str] | None = None
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._cached and time.monotonic() - self._cached[0] < self._ttl:
+                return self._cached[1]
+        key = self._load()
+        with self._lock:
+            self._cached = (time.monotonic(), key)
+        return key

@@ -1,0 +1,175 @@
+"""Bearer JWTs for the tenant API: verification, and minting for local use.
+
+A token names exactly one tenant (``tenant_id``) or carries ``role=operator``. Only the
+algorithms in the allow-list are accepted (HS256 by default), so ``alg=none`` and
+algorithm-confusion tokens are refused before any key is used. The HMAC key lives in the
+secret store under :data:`SIGNING_KEY_SECRET`, never in code or in Spanner.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+from callpipe.ids import InvalidIdentifier, check_tenant_id
+from callpipe.secrets import SecretNotFound, SecretStore
+
+SIGNING_KEY_SECRET = "api-jwt-signing-key"  # noqa: S105 - a secret's name, not its value
+ISSUER = "callpipe"
+AUDIENCE = "callpipe-api"
+OPERATOR_ROLE = "operator"
+DEFAULT_ALGORITHMS: tuple[str, ...] = ("HS256",)
+# Tokens are bearer credentials: a short default lifetime limits what a leaked one can do.
+DEFAULT_TTL_SECONDS = 3600
+MAX_TTL_SECONDS = 7 * 86_400
+
+
+class AuthError(Exception):
+    """A request the API refuses with 401; ``code`` is the machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: one tenant, or an operator who may read every tenant."""
+
+    subject: str
+    tenant_id: str | None
+    operator: bool
+
+    def may_read(self, tenant_id: str) -> bool:
+        return self.operator or self.tenant_id == tenant_id
+
+
+class TokenVerifier:
+    """Checks signature, algorithm, expiry, issuer and audience of a bearer token."""
+
+    def __init__(
+        self,
+        key: Callable[[], str],
+        algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+        leeway_seconds: float = 30.0,
+    ) -> None:
+        if not algorithms or any(a.lower() == "none" for a in algorithms):
+            raise ValueError("the algorithm allow-list must be non-empty and exclude 'none'")
+        # The key is fetched lazily (and cached by the caller) so a cold start that never
+        # sees an authenticated request does not need the secret store.
+        self._key = key
+        self._algorithms = list(algorithms)
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    def verify_header(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise AuthError("missing_token", "send 'Authorization: Bearer <token>'")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("missing_token", "the Authorization header must be 'Bearer <token>'")
+        return self.verify(token.strip())
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("invalid_token", "the token is not a well-formed JWT") from None
+        algorithm = header.get("alg")
+        # Checked before decoding so the answer names the real problem (e.g. alg=none).
+        if algorithm not in self._algorithms:
+            raise AuthError(
+                "wrong_algorithm",
+                f"token algorithm {algorithm!r} is not allowed (allowed: {', '.join(self._algorithms)})",
+            )
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key(),
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token_expired", "the token has expired; issue a new one") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(
+                "wrong_audience", f"the token's audience is not {self._audience!r}"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("wrong_issuer", f"the token's issuer is not {self._issuer!r}") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise AuthError("invalid_token", f"the token lacks the {error.claim!r} claim") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("invalid_signature", "the token's signature does not verify") from None
+        except jwt.PyJWTError as error:
+            raise AuthError(
+                "invalid_token", f"the token is invalid: {error.__class__.__name__}"
+            ) from None
+        return principal_from_claims(claims)
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    subject = str(claims.get("sub") or "")
+    if claims.get("role") == OPERATOR_ROLE:
+        return Principal(subject=subject, tenant_id=None, operator=True)
+    tenant = claims.get("tenant_id")
+    if not isinstance(tenant, str):
+        raise AuthError("invalid_token", "the token names no tenant and is not an operator's")
+    try:
+        return Principal(subject=subject, tenant_id=check_tenant_id(tenant), operator=False)
+    except InvalidIdentifier:
+        raise AuthError("invalid_token", "the token's tenant_id is not a valid tenant id") from None
+
+
+def issue_token(
+    key: str,
+    *,
+    tenant_id: str | None,
+    operator: bool = False,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    subject: str | None = None,
+    now: datetime | None = None,
+    algorithm: str = "HS256",
+) -> str:
+    if not operator and tenant_id is None:
+        raise ValueError("a tenant token needs a tenant id")
+    if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"ttl must be between 1 and {MAX_TTL_SECONDS} seconds")
+    issued = now or datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": subject
+        or (f"operator:{secrets.token_hex(4)}" if operator else f"tenant:{tenant_id}"),
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": issued,
+        "exp": issued + timedelta(seconds=ttl_seconds),
+    }
+    if operator:
+        claims["role"] = OPERATOR_ROLE
+    if tenant_id is not None:
+        claims["tenant_id"] = check_tenant_id(tenant_id)
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def load_signing_key(store: SecretStore, *, create_if_missing: bool = False) -> str:
+    """The HMAC key; created (64 random bytes) only when asked, i.e. for local runs."""
+    try:
+        return store.get(SIGNING_KEY_SECRET).strip()
+    except SecretNotFound:
+        if not create_if_missing:
+            raise
+    key = secrets.token_urlsafe(64)
+    store.put(SIGNING_KEY_SECRET, key)
+    return key

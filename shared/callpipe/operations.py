@@ -1,0 +1,136 @@
+"""Where every call is: the queries behind `callpipe calls show` and `callpipe status`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+TERMINAL_STAGE = "persist"
+TROUBLE = ("retrying", "failed", "dead_lettered")
+
+
+@dataclass
+class StageRow:
+    stage: str
+    status: str
+    attempts: int
+    detail: str | None
+    updated_at: datetime | None
+
+
+@dataclass
+class CallView:
+    tenant_id: str
+    call_id: str
+    stage: str
+    status: str
+    received_at: datetime | None
+    updated_at: datetime | None
+    recording_status: str | None
+    transcript_status: str | None
+    analysis_status: str | None
+    lead_score: int | None
+    intent: str | None
+    stages: list[StageRow] = field(default_factory=list)
+
+
+@dataclass
+class StatusReport:
+    by_stage: dict[str, dict[str, int]]  # tenant -> "stage/status" -> count
+    stuck: list[CallView]
+
+
+def find_calls(database: Any, call_id: str, tenant_id: str | None = None) -> list[CallView]:
+    from google.cloud.spanner_v1 import param_types
+
+    where = "c.CallId = @c" + (" AND c.TenantId = @t" if tenant_id else "")
+    params: dict[str, Any] = {"c": call_id}
+    types: dict[str, Any] = {"c": param_types.STRING}
+    if tenant_id:
+        params["t"], types["t"] = tenant_id, param_types.STRING
+    sql = f"""
+        SELECT c.TenantId, c.CallId, c.Stage, c.StageStatus, c.ReceivedAt, c.UpdatedAt,
+               c.RecordingStatus, c.TranscriptStatus, c.AnalysisStatus, c.LeadScore, c.Intent,
+               ARRAY(SELECT AS STRUCT s.Stage, s.Status, s.Attempts, s.Detail, s.UpdatedAt
+                     FROM CallStages s WHERE s.TenantId = c.TenantId AND s.CallId = c.CallId
+                     ORDER BY s.UpdatedAt) AS Stages
+        FROM Calls c WHERE {where}
+    """  # noqa: S608 - the only interpolation is a fixed clause
+    with database.snapshot() as snapshot:
+        rows = list(snapshot.execute_sql(sql, params=params, param_types=types))
+    return [_view(row) for row in rows]
+
+
+def status_report(
+    database: Any, stuck_after: timedelta, now: datetime | None = None
+) -> StatusReport:
+    from google.cloud.spanner_v1 import param_types
+
+    current = now or datetime.now(UTC)
+    with database.snapshot(multi_use=True) as snapshot:
+        counts = list(
+            snapshot.execute_sql(
+                "SELECT TenantId, Stage, StageStatus, COUNT(*) FROM Calls GROUP BY TenantId, Stage, StageStatus"
+            )
+        )
+        stuck_rows = list(
+            snapshot.execute_sql(
+                """
+            SELECT c.TenantId, c.CallId, c.Stage, c.StageStatus, c.ReceivedAt, c.UpdatedAt,
+                   c.RecordingStatus, c.TranscriptStatus, c.AnalysisStatus, c.LeadScore, c.Intent,
+                   ARRAY(SELECT AS STRUCT s.Stage, s.Status, s.Attempts, s.Detail, s.UpdatedAt
+                         FROM CallStages s WHERE s.TenantId = c.TenantId AND s.CallId = c.CallId
+                         ORDER BY s.UpdatedAt) AS Stages
+            FROM Calls c
+            WHERE c.StageStatus IN UNNEST(@trouble)
+               OR (c.Stage != @terminal AND c.UpdatedAt < @cutoff)
+            ORDER BY c.UpdatedAt LIMIT 200
+            """,
+                params={
+                    "trouble": list(TROUBLE),
+                    "terminal": TERMINAL_STAGE,
+                    "cutoff": current - stuck_after,
+                },
+                param_types={
+                    "trouble": param_types.Array(param_types.STRING),
+                    "terminal": param_types.STRING,
+                    "cutoff": param_types.TIMESTAMP,
+                },
+            )
+        )
+    by_stage: dict[str, dict[str, int]] = {}
+    for tenant, stage, status, count in counts:
+        by_stage.setdefault(tenant, {})[f"{stage}/{status}"] = int(count)
+    return StatusReport(by_stage=by_stage, stuck=[_view(row) for row in stuck_rows])
+
+
+def _view(row: Any) -> CallView:
+    (
+        tenant,
+        call,
+        stage,
+        status,
+        received,
+        updated,
+        recording,
+        transcript,
+        analysis,
+        score,
+        intent,
+        stages,
+    ) = row
+    return CallView(
+        tenant_id=tenant,
+        call_id=call,
+        stage=stage,
+        status=status,
+        received_at=received,
+        updated_at=updated,
+        recording_status=recording,
+        transcript_status=transcript,
+        analysis_status=analysis,
+        lead_score=score,
+        intent=intent,
+        stages=[StageRow(s[0], s[1], int(s[2]), s[3], s[4]) for s in stages],
+    )

@@ -1,0 +1,149 @@
+"""The persist step: the call's transcript and analysis land on its Spanner row.
+
+Blind mutations keyed by tenant and call (no read, no transaction): running the same
+message three times leaves one row with the same content. The stage rows record the
+persist stage, and a CallCompleted event tells downstream consumers the call is complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from callpipe.messages import CallAnalyzed, CallCompleted
+from callpipe.publishing import Publisher
+from callpipe.steps import PermanentError
+
+
+def call_columns(message: CallAnalyzed, completed_at: datetime) -> dict[str, Any]:
+    """The Calls columns persist owns, from the analyzed message."""
+    from google.cloud.spanner_v1 import JsonObject
+
+    transcript = message.transcript
+    result = message.result
+    analysis = result.analysis if result else None
+    columns: dict[str, Any] = {
+        "TenantId": message.tenant_id,
+        "CallId": message.call_id,
+        "Stage": "persist",
+        "StageStatus": "ok",
+        "StageDetail": f"transcript {message.transcript_status}, analysis {message.analysis_status}",
+        "TranscriptStatus": message.transcript_status,
+        "TranscriptReason": message.transcript_reason,
+        "TranscriptUri": message.transcript_uri,
+        "TranscriptText": transcript.text if transcript else None,
+        "TranscriptSegments": JsonObject([s.model_dump(mode="json") for s in transcript.segments])
+        if transcript
+        else None,
+        "TranscriptEngine": transcript.engine if transcript else None,
+        "TranscriptModel": transcript.model if transcript else None,
+        "TranscriptLanguage": transcript.language if transcript else None,
+        "SpeakerCount": transcript.speaker_count if transcript else None,
+        "AudioSeconds": transcript.audio_duration_seconds if transcript else None,
+        "AnalysisStatus": message.analysis_status,
+        "AnalysisReason": message.analysis_reason,
+        "Analysis": JsonObject(analysis.model_dump(mode="json")) if analysis else None,
+        "Intent": analysis.intent if analysis else None,
+        "ProjectType": analysis.project_type if analysis else None,
+        "Timeline": analysis.timeline if analysis else None,
+        "BudgetIndicator": analysis.budget_indicator if analysis else None,
+        "Sentiment": analysis.sentiment if analysis else None,
+        "Urgency": analysis.urgency if analysis else None,
+        "LeadScore": analysis.lead_score if analysis else None,
+        "SpamLikelihood": analysis.spam_likelihood if analysis else None,
+        "IsSpam": (analysis.intent == "spam" or analysis.spam_likelihood >= 0.5)
+        if analysis
+        else None,
+        "AppointmentRequested": analysis.appointment_requested if analysis else None,
+        "FollowUpRequired": analysis.follow_up_required if analysis else None,
+        "AnalysisEngine": result.engine if result else None,
+        "AnalysisModel": result.model if result else None,
+        "InputTokens": result.input_tokens if result else None,
+        "OutputTokens": result.output_tokens if result else None,
+        "AnalyzedAt": message.analyzed_at,
+        "CompletedAt": completed_at,
+    }
+    return columns
+
+
+class PersistCall:
+    def __init__(
+        self,
+        database: Any,
+        publisher: Publisher,
+        output_topic: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = database
+        self._publisher = publisher
+        self._output_topic = output_topic
+        self._clock = clock
+
+    def __call__(self, message: CallAnalyzed) -> dict[str, Any]:
+        from google.api_core import exceptions
+        from google.cloud import spanner
+
+        completed_at = self._clock()
+        columns = call_columns(message, completed_at)
+        columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
+        stage_columns = [
+            "TenantId",
+            "CallId",
+            "Stage",
+            "Status",
+            "Detail",
+            "Attempts",
+            "CorrelationId",
+            "UpdatedAt",
+        ]
+        try:
+            with self._db.batch() as batch:
+                batch.update("Calls", list(columns), [tuple(columns.values())])
+                batch.insert_or_update(
+                    "CallStages",
+                    stage_columns,
+                    [
+                        (
+                            message.tenant_id,
+                            message.call_id,
+                            "persist",
+                            "ok",
+                            columns["StageDetail"],
+                            1,
+                            message.correlation_id,
+                            spanner.COMMIT_TIMESTAMP,
+                        )
+                    ],
+                )
+        except exceptions.NotFound:
+            raise PermanentError(
+                "unknown_call",
+                f"no Calls row for tenant {message.tenant_id}, call {message.call_id}",
+            ) from None
+
+        analysis = message.result.analysis if message.result else None
+        links = {"api": f"/api/v1/requests/{message.call_id}"}
+        if message.recording_uri:
+            links["recording"] = message.recording_uri
+        if message.transcript_uri:
+            links["transcript"] = message.transcript_uri
+        completed = CallCompleted(
+            tenant_id=message.tenant_id,
+            office_id=message.office_id,
+            call_id=message.call_id,
+            correlation_id=message.correlation_id,
+            completed_at=completed_at,
+            transcript_status=message.transcript_status,
+            analysis_status=message.analysis_status,
+            lead_score=analysis.lead_score if analysis else None,
+            intent=analysis.intent if analysis else None,
+            is_spam=columns["IsSpam"],
+            links=links,
+        )
+        self._publisher.publish(self._output_topic, completed.to_data(), completed.attributes())
+        return {
+            "outcome": "persisted",
+            "lead_score": completed.lead_score,
+            "intent": completed.intent,
+        }

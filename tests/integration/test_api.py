@@ -1,0 +1,550 @@
+"""The tenant API function through functions-framework's test client, on the emulators.
+
+Calls rows are inserted directly (the columns the pipeline fills), so each test controls
+exactly what a tenant has and can compute the expected answers by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import REPO, Tenant
+
+pytestmark = pytest.mark.emulators
+
+BASE = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def signing_key(stack: Any) -> str:
+    from callpipe.api.auth import load_signing_key
+    from callpipe.config import Settings
+    from callpipe.wiring import build_secret_store
+
+    return load_signing_key(build_secret_store(Settings()), create_if_missing=True)
+
+
+@pytest.fixture(scope="module")
+def client(stack: Any, signing_key: str) -> Any:
+    from functions_framework import create_app
+
+    return create_app(target="api", source=str(REPO / "functions/api/main.py")).test_client()
+
+
+def token_for(key: str, tenant: str | None, operator: bool = False, **kwargs: Any) -> str:
+    from callpipe.api.auth import issue_token
+
+    return issue_token(key, tenant_id=tenant, operator=operator, **kwargs)
+
+
+def insert_call(
+    database: Any, tenant: Tenant, call_id: str, received: datetime, **cols: Any
+) -> None:
+    from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, JsonObject
+
+    row: dict[str, Any] = {
+        "TenantId": tenant.tenant_id,
+        "CallId": call_id,
+        "OfficeId": tenant.office_id,
+        "CompanyId": tenant.company_id,
+        "CorrelationId": uuid.uuid4().hex,
+        "Stage": "analyze",
+        "StageStatus": "ok",
+        "ReceivedAt": received,
+        "CreatedAt": COMMIT_TIMESTAMP,
+        "UpdatedAt": COMMIT_TIMESTAMP,
+    }
+    for name, value in cols.items():
+        row[name] = JsonObject(value) if name in ("Analysis", "TranscriptSegments") else value
+    with database.batch() as batch:
+        batch.insert("Calls", columns=list(row), values=[list(row.values())])
+
+
+SPEC: dict[str, Any] = yaml.safe_load((REPO / "schemas/openapi.yaml").read_text())
+
+
+def check_against_openapi(path: str, status: int, body: dict[str, Any]) -> None:
+    """Every answer the tests see must match the documented response schema."""
+    from jsonschema import Draft202012Validator
+
+    from callpipe.api.app import ROUTES
+
+    route = next((r for r in ROUTES if r.pattern.match(path.split("?")[0])), None)
+    assert route is not None, path
+    response = SPEC["paths"][route.template][route.method.lower()]["responses"][str(status)]
+    while "$ref" in response:
+        response = SPEC["components"]["responses"][response["$ref"].rsplit("/", 1)[-1]]
+    schema = {**response["content"]["application/json"]["schema"], "components": SPEC["components"]}
+    Draft202012Validator(schema).validate(body)
+
+
+class Api:
+    def __init__(self, client: Any, token: str) -> None:
+        self.client = client
+        self.token = token
+
+    def get(self, path: str, **query: Any) -> tuple[int, dict[str, Any]]:
+        response = self.client.get(
+            path, query_string=query, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        assert response.mimetype == "application/json", response.data
+        assert response.headers["Cache-Control"] == "no-store"
+        body = response.get_json()
+        check_against_openapi(path, response.status_code, body)
+        return response.status_code, body
+
+
+@pytest.fixture
+def api_as(client: Any, signing_key: str) -> Callable[..., Api]:
+    def make(tenant: Tenant | None, operator: bool = False) -> Api:
+        return Api(client, token_for(signing_key, tenant.tenant_id if tenant else None, operator))
+
+    return make
+
+
+@pytest.fixture
+def two_tenants(make_tenant: Callable[..., Tenant], database: Any) -> dict[str, Any]:
+    a, b = make_tenant(), make_tenant()
+    shared = f"CAL{uuid.uuid4().hex}"  # the same call id in both tenants
+    only_b = f"CAL{uuid.uuid4().hex}"
+    insert_call(
+        database,
+        a,
+        shared,
+        BASE,
+        Intent="quote_request",
+        LeadScore=80,
+        TranscriptStatus="ok",
+        TranscriptText="caller: A's kitchen",
+        AnalysisStatus="ok",
+        Analysis={"summary": "A"},
+    )
+    insert_call(
+        database,
+        b,
+        shared,
+        BASE,
+        Intent="complaint",
+        LeadScore=10,
+        TranscriptStatus="ok",
+        TranscriptText="caller: B's secret",
+        AnalysisStatus="ok",
+        Analysis={"summary": "B"},
+        RecordingUri=f"gs://callpipe-recordings/tenants/{b.tenant_id}/calls/{shared}/recording.mp3",
+    )
+    insert_call(database, b, only_b, BASE + timedelta(minutes=1), Intent="spam", IsSpam=True)
+    return {"a": a, "b": b, "shared": shared, "only_b": only_b}
+
+
+def test_health_needs_no_token(client: Any) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200 and response.get_json()["status"] == "ok"
+
+
+def test_a_tenant_token_never_reads_another_tenant(
+    two_tenants: dict[str, Any], api_as: Callable[..., Api]
+) -> None:
+    a, b, shared, only_b = (two_tenants[k] for k in ("a", "b", "shared", "only_b"))
+    api = api_as(a)
+
+    status, body = api.get(f"/api/v1/requests/{shared}")
+    assert (
+        status == 200 and body["tenant_id"] == a.tenant_id and body["analysis"] == {"summary": "A"}
+    )
+    status, body = api.get(f"/api/v1/requests/{shared}/transcript")
+    assert status == 200 and body["text"] == "caller: A's kitchen"
+
+    not_found = api.get(f"/api/v1/requests/{uuid.uuid4().hex}")
+    assert not_found[0] == 404
+    paths = [
+        (f"/api/v1/requests/{only_b}", {}),
+        (f"/api/v1/requests/{only_b}/transcript", {}),
+        (f"/api/v1/requests/{only_b}/analysis", {}),
+        (f"/api/v1/requests/{only_b}/recording", {}),
+        (f"/api/v1/requests/{shared}", {"tenant_id": b.tenant_id}),
+        (f"/api/v1/requests/{shared}/transcript", {"tenant_id": b.tenant_id}),
+        (f"/api/v1/requests/{shared}/recording", {"tenant_id": b.tenant_id}),
+        ("/api/v1/requests", {"tenant_id": b.tenant_id}),
+        (f"/api/v1/tenants/{b.tenant_id}/requests", {}),
+        (f"/api/v1/tenants/{b.tenant_id}/requests", {"intent": "spam"}),
+        (f"/api/v1/tenants/{b.tenant_id}/analytics", {}),
+        ("/api/v1/tenants/no-such-tenant/requests", {}),
+    ]
+    for path, query in paths:
+        status, body = api.get(path, **query)
+        # Exactly the answer a missing resource gets: nothing tells B's data exists.
+        assert (status, body) == not_found, (path, query, body)
+
+    status, body = api.get("/api/v1/requests", limit=200)
+    assert status == 200
+    assert [item["request_id"] for item in body["items"]] == [shared]
+    assert {item["tenant_id"] for item in body["items"]} == {a.tenant_id}
+    status, body = api.get(f"/api/v1/tenants/{a.tenant_id}/requests", intent="spam")
+    assert status == 200 and body["items"] == []
+
+
+def test_an_operator_reads_every_tenant(
+    two_tenants: dict[str, Any], api_as: Callable[..., Api]
+) -> None:
+    a, b, shared, only_b = (two_tenants[k] for k in ("a", "b", "shared", "only_b"))
+    api = api_as(None, operator=True)
+    for tenant, expected in ((a, {shared}), (b, {shared, only_b})):
+        status, body = api.get(f"/api/v1/tenants/{tenant.tenant_id}/requests")
+        assert status == 200 and {i["request_id"] for i in body["items"]} == expected
+        status, body = api.get("/api/v1/requests", tenant_id=tenant.tenant_id)
+        assert status == 200 and {i["request_id"] for i in body["items"]} == expected
+        status, body = api.get(f"/api/v1/tenants/{tenant.tenant_id}/analytics")
+        assert status == 200 and body["tenant_id"] == tenant.tenant_id
+    status, body = api.get(f"/api/v1/requests/{only_b}")
+    assert status == 200 and body["tenant_id"] == b.tenant_id
+    status, body = api.get(f"/api/v1/requests/{shared}/analysis", tenant_id=b.tenant_id)
+    assert status == 200 and body["analysis"] == {"summary": "B"}
+    # The same call id in two tenants: the operator must say which.
+    assert api.get(f"/api/v1/requests/{shared}")[0] == 400
+    assert api.get("/api/v1/requests")[0] == 400
+    assert api.get("/api/v1/tenants/no-such-tenant/analytics")[0] == 404
+
+
+def test_pagination_neither_skips_nor_repeats_while_rows_arrive(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant()
+    expected: list[tuple[datetime, str]] = []
+    for i in range(23):
+        # Pairs of calls share a timestamp, so the CallId tie-break is exercised too.
+        received = BASE - timedelta(minutes=i // 2)
+        call_id = f"CAL{i:03d}{uuid.uuid4().hex[:8]}"
+        insert_call(database, tenant, call_id, received)
+        expected.append((received, call_id))
+    api = api_as(tenant)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        query: dict[str, Any] = {"limit": 5}
+        if cursor:
+            query["cursor"] = cursor
+        status, body = api.get("/api/v1/requests", **query)
+        assert status == 200, body
+        seen.extend(item["request_id"] for item in body["items"])
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        # Between pages: a newer call (sorts before the cursor, so not on later pages) and
+        # an older one (after the cursor, so it must show up exactly once).
+        insert_call(
+            database, tenant, f"NEW{pages:03d}{uuid.uuid4().hex[:8]}", BASE + timedelta(hours=pages)
+        )
+        older = (BASE - timedelta(days=1, minutes=pages), f"OLD{pages:03d}{uuid.uuid4().hex[:8]}")
+        insert_call(database, tenant, older[1], older[0])
+        expected.append(older)
+    order = [c for _, c in sorted(expected, key=lambda rc: (-rc[0].timestamp(), rc[1]))]
+    assert len(seen) == len(set(seen))
+    assert seen == order
+    assert pages >= 5
+
+
+def test_filters_select_the_right_calls(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant()
+    insert_call(database, tenant, "C1", BASE, Intent="quote_request", LeadScore=90, IsSpam=False)
+    insert_call(
+        database, tenant, "C2", BASE + timedelta(days=1), Intent="spam", LeadScore=2, IsSpam=True
+    )
+    insert_call(database, tenant, "C3", BASE + timedelta(days=2), StageStatus="failed")
+    api = api_as(tenant)
+
+    def ids(**query: Any) -> list[str]:
+        status, body = api.get("/api/v1/requests", **query)
+        assert status == 200, body
+        return [item["request_id"] for item in body["items"]]
+
+    assert ids() == ["C3", "C2", "C1"]
+    assert ids(intent="quote_request") == ["C1"]
+    assert ids(min_lead_score=50) == ["C1"]
+    assert ids(spam="true") == ["C2"]
+    assert ids(spam="false") == ["C3", "C1"]
+    assert ids(status="failed") == ["C3"]
+    start = (BASE + timedelta(hours=1)).isoformat()
+    assert ids(**{"from": start}) == ["C3", "C2"]
+    assert ids(**{"from": start, "to": (BASE + timedelta(days=2)).isoformat()}) == ["C2"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/api/v1/requests", {"limit": "0"}),
+        ("/api/v1/requests", {"limit": "abc"}),
+        ("/api/v1/requests", {"limit": "201"}),
+        ("/api/v1/requests", {"min_lead_score": "101"}),
+        ("/api/v1/requests", {"intent": "bogus"}),
+        ("/api/v1/requests", {"spam": "maybe"}),
+        ("/api/v1/requests", {"status": "weird"}),
+        ("/api/v1/requests", {"from": "yesterday"}),
+        ("/api/v1/requests", {"from": "2026-03-02T00:00:00Z", "to": "2026-03-01T00:00:00Z"}),
+        ("/api/v1/requests", {"cursor": "not-a-cursor"}),
+        ("/api/v1/requests", {"cursor": "eyJ0IjogMX0"}),
+        ("/api/v1/requests", {"unknown": "1"}),
+        ("/api/v1/requests", {"tenant_id": "Not A Tenant"}),
+        ("/api/v1/requests/bad%20id!", {}),
+        ("/api/v1/requests/CAL1", {"limit": "5"}),
+        ("/api/v1/tenants/{self}/analytics", {"from": "2024-01-01", "to": "2026-01-01"}),
+        ("/api/v1/tenants/{self}/analytics", {"from": "2026-01-01T00:00:00+99:00"}),
+        ("/api/v1/tenants/{self}/requests", {"limit": "-1"}),
+        ("/api/v1/requests", {"from": "0001-01-01T00:00:00+05:00"}),
+        ("/api/v1/tenants/{self}/analytics", {"to": "0001-01-02T00:00:00Z"}),
+        ("/api/v1/tenants/{self}/analytics", {"from": "9999-01-01T00:00:00Z"}),
+    ],
+)
+def test_invalid_parameters_are_a_400_with_json(
+    make_tenant: Callable[..., Tenant],
+    api_as: Callable[..., Api],
+    path: str,
+    query: dict[str, str],
+) -> None:
+    tenant = make_tenant()
+    status, body = api_as(tenant).get(path.replace("{self}", tenant.tenant_id), **query)
+    assert status == 400, body
+    assert body["error"] == "invalid_parameters" and body["message"] and body["details"]
+
+
+def test_a_repeated_parameter_is_a_400(client: Any, signing_key: str) -> None:
+    token = token_for(signing_key, "acme")
+    response = client.get(
+        "/api/v1/requests?limit=1&limit=2", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_parameters"
+
+
+def test_a_cursor_of_another_tenant_is_refused(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    a, b = make_tenant(), make_tenant()
+    for i in range(3):
+        insert_call(database, b, f"B{i}", BASE - timedelta(minutes=i))
+    status, body = api_as(b).get("/api/v1/requests", limit=1)
+    assert status == 200 and body["next_cursor"]
+    status, body = api_as(a).get("/api/v1/requests", cursor=body["next_cursor"])
+    assert status == 400 and body["error"] == "invalid_parameters"
+
+
+def test_tokens_are_checked_over_http(client: Any, signing_key: str) -> None:
+    def answer(headers: dict[str, str]) -> tuple[int, dict[str, Any], str | None]:
+        response = client.get("/api/v1/requests", headers=headers)
+        return response.status_code, response.get_json(), response.headers.get("WWW-Authenticate")
+
+    status, body, challenge = answer({})
+    assert (status, body["error"]) == (401, "missing_token") and challenge
+    expired = token_for(
+        signing_key, "acme", now=datetime.now(UTC) - timedelta(days=1), ttl_seconds=60
+    )
+    assert answer({"Authorization": f"Bearer {expired}"})[:2][1]["error"] == "token_expired"
+    forged = token_for("x" * 64, None, operator=True)
+    status, body, _ = answer({"Authorization": f"Bearer {forged}"})
+    assert (status, body["error"]) == (401, "invalid_signature")
+    assert client.post("/api/v1/requests").status_code == 405
+    assert client.get("/api/v1/nothing-here").status_code == 404
+
+
+def test_analytics_match_hand_computed_figures(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant()
+    day1, day2 = BASE, BASE + timedelta(days=1)
+    rows = [
+        # id, received, answered, voicemail, spam, score, intent, project, sentiment,
+        # appointment, follow-up, seconds from webhook to analysis, key details
+        (
+            "A1",
+            day1,
+            True,
+            False,
+            False,
+            80,
+            "quote_request",
+            "kitchen",
+            "positive",
+            True,
+            True,
+            30,
+            ["Budget $40k", "Pasadena"],
+        ),
+        (
+            "A2",
+            day1 + timedelta(hours=1),
+            True,
+            False,
+            False,
+            60,
+            "quote_request",
+            "bathroom",
+            "neutral",
+            False,
+            False,
+            90,
+            ["budget  $40K"],
+        ),
+        (
+            "A3",
+            day1 + timedelta(hours=2),
+            False,
+            False,
+            False,
+            20,
+            "other",
+            "unknown",
+            "neutral",
+            False,
+            True,
+            60,
+            [],
+        ),
+        (
+            "A4",
+            day2,
+            True,
+            True,
+            False,
+            40,
+            "service_request",
+            "kitchen",
+            "negative",
+            True,
+            False,
+            None,
+            ["Pasadena"],
+        ),
+        (
+            "A5",
+            day2 + timedelta(hours=3),
+            True,
+            False,
+            True,
+            1,
+            "spam",
+            "unknown",
+            "neutral",
+            False,
+            False,
+            120,
+            [],
+        ),
+    ]
+    for (
+        call_id,
+        received,
+        answered,
+        voicemail,
+        spam,
+        score,
+        intent,
+        project,
+        sentiment,
+        appt,
+        follow,
+        after,
+        details,
+    ) in rows:
+        analyzed = after is not None
+        insert_call(
+            database,
+            tenant,
+            call_id,
+            received,
+            Answered=answered,
+            Voicemail=voicemail,
+            IsSpam=spam,
+            LeadScore=score,
+            Intent=intent,
+            ProjectType=project,
+            Sentiment=sentiment,
+            AppointmentRequested=appt,
+            FollowUpRequired=follow,
+            AnalysisStatus="ok" if analyzed else "failed",
+            AnalyzedAt=received + timedelta(seconds=after or 0) if analyzed else None,
+            Analysis={"key_details": details},
+        )
+    # Outside the range: must not count.
+    insert_call(database, tenant, "OUT", day1 - timedelta(days=5), Answered=True, LeadScore=100)
+
+    status, body = api_as(tenant).get(
+        f"/api/v1/tenants/{tenant.tenant_id}/analytics",
+        **{"from": "2026-03-02T00:00:00Z", "to": "2026-03-04T00:00:00Z"},
+    )
+    assert status == 200, body
+    assert body["total_calls"] == 5
+    assert body["calls_by_day"] == [
+        {"date": "2026-03-02", "calls": 3},
+        {"date": "2026-03-03", "calls": 2},
+    ]
+    assert body["outcomes"] == {"answered": 3, "missed": 1, "voicemail": 1, "unknown": 0}
+    assert body["spam_calls"] == 1 and body["spam_rate"] == 0.2
+    assert body["lead_score"]["average"] == round((80 + 60 + 20 + 40 + 1) / 5, 2)
+    assert [b["calls"] for b in body["lead_score"]["distribution"]] == [2, 1, 1, 1, 0]
+    assert body["intents"] == {"quote_request": 2, "other": 1, "service_request": 1, "spam": 1}
+    assert body["project_types"] == {"kitchen": 2, "unknown": 2, "bathroom": 1}
+    assert body["sentiment"] == {"neutral": 3, "positive": 1, "negative": 1}
+    # Appointment rate over the 4 analysed calls (A4's analysis failed): A1 only.
+    assert body["analyzed_calls"] == 4 and body["appointment_rate"] == 0.25
+    assert body["follow_ups_pending"] == 2
+    assert body["top_key_details"] == [
+        {"detail": "Budget $40k", "calls": 2},
+        {"detail": "Pasadena", "calls": 2},
+    ]
+    assert body["average_seconds_webhook_to_analysis"] == 75.0
+
+
+def test_transcript_analysis_and_recording_url(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api], stack: Any
+) -> None:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    from callpipe.config import Settings
+
+    tenant = make_tenant()
+    bucket = Settings().audio_storage_bucket
+    name = f"tenants/{tenant.tenant_id}/calls/CALREC/recording.mp3"
+    audio = b"ID3" + uuid.uuid4().bytes * 10
+    storage.Client().bucket(bucket).blob(name).upload_from_string(audio, content_type="audio/mpeg")
+    segments = [{"speaker": "caller", "start": 0.0, "end": 2.5, "text": "Hi"}]
+    insert_call(
+        database,
+        tenant,
+        "CALREC",
+        BASE,
+        RecordingUri=f"gs://{bucket}/{name}",
+        RecordingContentType="audio/mpeg",
+        TranscriptStatus="ok",
+        TranscriptText="caller: Hi",
+        TranscriptSegments=segments,
+        SpeakerCount=1,
+        AnalysisStatus="ok",
+        Analysis={"intent": "other", "lead_score": 5},
+    )
+    insert_call(database, tenant, "CALNOREC", BASE, RecordingStatus="no_recording")
+    api = api_as(tenant)
+
+    status, body = api.get("/api/v1/requests/CALREC/transcript")
+    assert status == 200 and body["segments"] == segments and body["speaker_count"] == 1
+    status, body = api.get("/api/v1/requests/CALREC/analysis")
+    assert status == 200 and body["analysis"]["lead_score"] == 5
+    status, body = api.get("/api/v1/requests/CALREC")
+    assert status == 200 and "recording_uri" not in body and body["links"]["recording"]
+
+    status, body = api.get("/api/v1/requests/CALREC/recording")
+    assert status == 200, body
+    assert body["content_type"] == "audio/mpeg"
+    assert datetime.fromisoformat(body["expires_at"]) > datetime.now(UTC)
+    assert httpx.get(body["url"], timeout=10).content == audio
+
+    status, body = api.get("/api/v1/requests/CALNOREC/recording")
+    assert status == 404 and body["error"] == "no_recording"

@@ -1,0 +1,190 @@
+"""persist on the Spanner emulator: idempotent blind writes, Call Modified updates, and the
+whole pipeline ending with the call stored complete and a call.completed event."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from callpipe.analysis import AnalysisResult, CallAnalysis
+from callpipe.devstack.stack import LocalStack
+from callpipe.messages import CallAnalyzed, CallCompleted
+from callpipe.persisting import PersistCall
+from callpipe.registration import SpannerEventLedger
+from callpipe.transcripts import Transcript, TranscriptSegment
+from tests.conftest import Tap, Tenant, post_call_body
+from tests.functional.test_register_call_function import received
+from tests.integration.test_fetch_and_download import add_call, send, wait_for
+from tests.unit.doubles import Publisher
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def analyzed(tenant: Tenant, call_id: str) -> CallAnalyzed:
+    transcript = Transcript(
+        segments=[
+            TranscriptSegment(
+                speaker="caller", start=0, end=3, text="I need a new roof before winter."
+            )
+        ],
+        text="caller: I need a new roof before winter.",
+        language="en-US",
+        audio_duration_seconds=3,
+        engine="faster-whisper",
+        model="tiny.en",
+        diarization="none",
+        speaker_count=1,
+    )
+    analysis = CallAnalysis(
+        intent="quote_request",
+        project_type="roofing",
+        timeline="within_1_month",
+        budget_indicator="unknown",
+        sentiment="neutral",
+        urgency="medium",
+        lead_score=72,
+        appointment_requested=False,
+        follow_up_required=True,
+        key_details=["new roof"],
+        spam_likelihood=0.0,
+        spam_reasons=[],
+        summary="Roof quote before winter.",
+    )
+    return CallAnalyzed(
+        tenant_id=tenant.tenant_id,
+        office_id="main",
+        call_id=call_id,
+        correlation_id="c0ffee",
+        transcript_status="transcribed",
+        transcript=transcript,
+        analysis_status="analyzed",
+        result=AnalysisResult(analysis=analysis, engine="rules", model="callpipe-rules-1"),
+        analyzed_at=NOW,
+    )
+
+
+def stage_of(database: Any, tenant: Tenant, call_id: str) -> str | None:
+    from google.cloud.spanner_v1 import param_types
+
+    with database.snapshot() as snapshot:
+        rows = list(
+            snapshot.execute_sql(
+                "SELECT Stage FROM Calls WHERE TenantId = @t AND CallId = @c",
+                params={"t": tenant.tenant_id, "c": call_id},
+                param_types={"t": param_types.STRING, "c": param_types.STRING},
+            )
+        )
+    return rows[0][0] if rows else None
+
+
+def row(database: Any, tenant: Tenant, call_id: str) -> dict[str, Any]:
+    from google.cloud.spanner_v1 import param_types
+
+    columns = [
+        "Stage",
+        "StageStatus",
+        "LeadScore",
+        "Intent",
+        "ProjectType",
+        "IsSpam",
+        "TranscriptText",
+        "TranscriptSegments",
+        "Analysis",
+        "AnalysisEngine",
+        "CompletedAt",
+        "CallRailCall",
+    ]
+    with database.snapshot() as snapshot:
+        rows = list(
+            snapshot.execute_sql(
+                f"SELECT {', '.join(columns)} FROM Calls WHERE TenantId = @t AND CallId = @c",  # noqa: S608
+                params={"t": tenant.tenant_id, "c": call_id},
+                param_types={"t": param_types.STRING, "c": param_types.STRING},
+            )
+        )
+    assert len(rows) == 1
+    return dict(zip(columns, rows[0], strict=True))
+
+
+def test_persisting_the_same_message_three_times_leaves_one_identical_row(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    tenant = make_tenant()
+    body = post_call_body(tenant)
+    call_id = json.loads(body)["resource_id"]
+    message = received(tenant, body)
+    SpannerEventLedger(database).start_call(message, json.loads(body))
+    publisher = Publisher()
+    step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
+    snapshots = []
+    for _ in range(3):
+        step(analyzed(tenant, call_id))
+        snapshots.append(row(database, tenant, call_id))
+    assert snapshots[0] == snapshots[1] == snapshots[2]
+    stored = snapshots[0]
+    assert (stored["Stage"], stored["StageStatus"]) == ("persist", "ok")
+    assert (
+        stored["LeadScore"] == 72
+        and stored["Intent"] == "quote_request"
+        and stored["IsSpam"] is False
+    )
+    assert stored["TranscriptText"] == "caller: I need a new roof before winter."
+    assert stored["Analysis"]["project_type"] == "roofing"
+    completed = CallCompleted.from_data(publisher.sent[0][1])
+    assert completed.lead_score == 72 and completed.links["api"] == f"/api/v1/requests/{call_id}"
+
+
+def test_persisting_an_unknown_call_is_a_permanent_error(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    import pytest
+
+    from callpipe.steps import PermanentError
+
+    tenant = make_tenant()
+    with pytest.raises(PermanentError, match="unknown_call"):
+        PersistCall(database, Publisher(), "calls.completed")(
+            analyzed(tenant, "CAL" + uuid.uuid4().hex)
+        )
+
+
+def test_the_pipeline_ends_stored_and_a_call_modified_updates_the_same_call(
+    functions_running: LocalStack,
+    make_tenant: Callable[..., Tenant],
+    tap: Callable[[str], Tap],
+    database: Any,
+) -> None:
+    tenant = make_tenant()
+    completed = tap("calls.completed")
+    call = add_call(functions_running, tenant, "bathroom")
+    send(functions_running, tenant, call)
+    wait_for(
+        lambda: stage_of(database, tenant, call["id"]) == "persist", timeout=240, what="persist"
+    )
+    stored = row(database, tenant, call["id"])
+    assert stored["StageStatus"] == "ok"
+    assert stored["LeadScore"] is not None and stored["TranscriptSegments"]
+    events = [m for m in completed.drain(expect=1) if m.attributes.get("call_id") == call["id"]]
+    assert len(events) == 1
+
+    # CallRail changes the call (a note and a tag): the same row is updated, no second call.
+    (functions_running.simulator_data_dir / "calls" / f"{call['id']}.json").write_text(
+        json.dumps({**call, "note": "Customer prefers mornings", "tags": [{"name": "VIP"}]})
+    )
+    send(
+        functions_running, tenant, call, changes=["note", "tags"], note="Customer prefers mornings"
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (row(database, tenant, call["id"])["CallRailCall"] or {}).get(
+            "note"
+        ) == "Customer prefers mornings":
+            break
+        time.sleep(0.5)
+    updated = row(database, tenant, call["id"])
+    assert updated["CallRailCall"]["note"] == "Customer prefers mornings"
+    assert updated["LeadScore"] == stored["LeadScore"]

@@ -1,0 +1,196 @@
+"""The API's router, error mapping and recording URLs, with in-memory fakes (no emulators)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from callpipe.api.analytics import aggregate
+from callpipe.api.app import ApiResponse, CachedKey, TenantApi
+from callpipe.api.auth import TokenVerifier, issue_token
+from callpipe.api.queries import ListParams, Page
+from callpipe.api.signed_urls import (
+    EmulatorUrls,
+    GcsV4Signer,
+    RecordingNotAvailable,
+    RecordingUrls,
+    recording_object,
+)
+from callpipe.secrets import SecretNotFound
+
+KEY = "s" * 64
+BUCKET = "recordings"
+
+
+class FakeQueries:
+    def __init__(self) -> None:
+        self.calls = {("acme", "CAL1"): {"request_id": "CAL1", "tenant_id": "acme"}}
+        self.fail = False
+
+    def tenant_exists(self, tenant_id: str) -> bool:
+        return tenant_id in {"acme", "other"}
+
+    def tenants_of_call(self, call_id: str) -> list[str]:
+        return [t for t, c in self.calls if c == call_id]
+
+    def list_calls(self, tenant_id: str, params: ListParams) -> Page:
+        if self.fail:
+            raise RuntimeError("spanner exploded with secret details")
+        return Page([v for (t, _), v in self.calls.items() if t == tenant_id], None)
+
+    def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
+        found = self.calls.get((tenant_id, call_id))
+        return dict(found) if found else None
+
+    def get_transcript(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
+        return None
+
+    def get_analysis(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
+        return None
+
+    def get_recording(self, tenant_id: str, call_id: str) -> tuple[str | None, str | None] | None:
+        if (tenant_id, call_id) not in self.calls:
+            return None
+        return f"gs://{BUCKET}/tenants/{tenant_id}/calls/{call_id}/recording.mp3", "audio/mpeg"
+
+
+class FakeAnalytics:
+    def compute(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+        return aggregate(tenant_id, start, end, [])
+
+
+def make_api(key: Any = lambda: KEY, queries: FakeQueries | None = None) -> TenantApi:
+    return TenantApi(
+        verifier=TokenVerifier(key),
+        queries=queries or FakeQueries(),
+        analytics=FakeAnalytics(),
+        recordings=RecordingUrls(EmulatorUrls("http://127.0.0.1:4443"), BUCKET),
+        health=lambda: {"status": "ok", "checks": {}},
+        clock=lambda: datetime(2026, 3, 1, tzinfo=UTC),
+    )
+
+
+def get(api: TenantApi, path: str, token: str | None = None, **query: str) -> ApiResponse:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return api.handle("GET", path, {k: [v] for k, v in query.items()}, headers)
+
+
+def test_routes_methods_and_trailing_slashes() -> None:
+    api = make_api()
+    token = issue_token(KEY, tenant_id="acme")
+    assert get(api, "/health").status == 200
+    assert get(api, "/api/v1/requests/", token).status == 200
+    assert api.handle("HEAD", "/health", {}, {}).status == 200
+    response = api.handle("POST", "/api/v1/requests", {}, {})
+    assert response.status == 405 and response.headers["Allow"] == "GET"
+    assert get(api, "/api/v1/unknown", token).status == 404
+
+
+def test_recording_url_for_the_callers_call_only() -> None:
+    api = make_api()
+    response = get(api, "/api/v1/requests/CAL1/recording", issue_token(KEY, tenant_id="acme"))
+    assert response.status == 200
+    assert response.body["url"] == (
+        "http://127.0.0.1:4443/storage/v1/b/recordings/o/"
+        "tenants%2Facme%2Fcalls%2FCAL1%2Frecording.mp3?alt=media"
+    )
+    other = get(api, "/api/v1/requests/CAL1/recording", issue_token(KEY, tenant_id="other"))
+    assert other.status == 404
+
+
+def test_a_missing_signing_key_is_a_503_not_an_open_door() -> None:
+    def missing() -> str:
+        raise SecretNotFound("no key")
+
+    api = make_api(key=missing)
+    response = get(api, "/api/v1/requests", issue_token(KEY, tenant_id="acme"))
+    assert response.status == 503 and response.body["error"] == "unavailable"
+
+
+def test_an_unexpected_failure_is_a_500_without_details() -> None:
+    queries = FakeQueries()
+    queries.fail = True
+    response = get(
+        make_api(queries=queries), "/api/v1/requests", issue_token(KEY, tenant_id="acme")
+    )
+    assert response.status == 500 and "secret" not in str(response.body)
+
+
+def test_analytics_default_window_is_the_last_30_days() -> None:
+    api = make_api()
+    response = get(api, "/api/v1/tenants/acme/analytics", issue_token(KEY, tenant_id="acme"))
+    assert response.status == 200
+    assert response.body["from"].startswith("2026-01-30") and response.body["to"].startswith(
+        "2026-03-01"
+    )
+    assert len(response.body["calls_by_day"]) == 30
+    assert response.body["spam_rate"] is None and response.body["lead_score"]["average"] is None
+
+
+def test_cached_key_rereads_after_ttl_and_never_caches_failures() -> None:
+    values = iter(["k1", "k2"])
+    calls: list[int] = []
+
+    def load() -> str:
+        calls.append(1)
+        return next(values)
+
+    key = CachedKey(load, ttl_seconds=0.0)
+    assert key() == "k1" and key() == "k2" and len(calls) == 2
+    cached = CachedKey(lambda: "k", ttl_seconds=60.0)
+    assert cached() == cached() == "k"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        None,
+        "",
+        "gs://other-bucket/tenants/acme/calls/CAL1/recording.mp3",
+        f"gs://{BUCKET}/tenants/other/calls/CAL1/recording.mp3",
+        f"gs://{BUCKET}/tenants/acme/calls/CAL2/recording.mp3",
+        f"gs://{BUCKET}/tenants/acme/calls/CAL1/../../../other/calls/X/recording.mp3",
+    ],
+)
+def test_only_the_calls_own_object_is_signed(uri: str | None) -> None:
+    with pytest.raises(RecordingNotAvailable):
+        recording_object(uri, BUCKET, "acme", "CAL1")
+
+
+def test_production_urls_are_v4_signed_get_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from google.cloud import storage  # type: ignore[attr-defined]
+    from google.oauth2 import service_account
+
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    credentials = service_account.Credentials.from_service_account_info(
+        {
+            "type": "service_account",
+            "client_email": "api@project.iam.gserviceaccount.com",
+            "private_key": pem,
+            "token_uri": "https://oauth2.googleapis.com/token",
+            "project_id": "project",
+        }
+    )
+    client = storage.Client(project="project", credentials=credentials)
+    urls = RecordingUrls(GcsV4Signer(client), BUCKET, ttl=timedelta(minutes=10))
+    signed = urls.for_call(f"gs://{BUCKET}/tenants/acme/calls/CAL1/recording.mp3", "acme", "CAL1")
+    parts = urlsplit(signed.url)
+    query = parse_qs(parts.query)
+    assert parts.netloc == "storage.googleapis.com"
+    assert parts.path == f"/{BUCKET}/tenants/acme/calls/CAL1/recording.mp3"
+    assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
+    assert query["X-Goog-Expires"] == ["600"]
+    assert query["X-Goog-Credential"][0].startswith("api@project.iam.gserviceaccount.com/")
+    assert len(query["X-Goog-Signature"][0]) == 512  # hex RSA-2048 signature
+    assert timedelta(minutes=9) < signed.expires_at - datetime.now(UTC) <= timedelta(minutes=10)
