@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         default=24_000, ge=1000, alias="ANALYSIS_MAX_TRANSCRIPT_CHARS"
     )
 
+    # Read by the Storage client itself; the API also needs it to hand out playable URLs.
+    storage_emulator_host: str | None = Field(default=None, alias="STORAGE_EMULATOR_HOST")
+
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     port: int = Field(default=8080, alias="PORT")
 

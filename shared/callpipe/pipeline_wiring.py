@@ -75,6 +75,12 @@ def build_register_call(settings: Settings) -> StepRuntime:
     return StepRuntime(handler, publisher)
 
 
+def _step_adapters(settings: Settings) -> tuple[Any, PubSubPublisher, SpannerProgress]:
+    """What every Spanner-backed step shares: the database, a publisher, progress records."""
+    database = open_database(settings)
+    return database, build_publisher(settings), SpannerProgress(database)
+
+
 def _callrail_clients(settings: Settings, database: Any) -> CallRailClients:
     limiter = SpannerRateLimiter(
         database,
@@ -92,9 +98,7 @@ def _callrail_clients(settings: Settings, database: Any) -> CallRailClients:
 
 
 def build_fetch_call(settings: Settings) -> StepRuntime:
-    database = open_database(settings)
-    publisher = build_publisher(settings)
-    progress = SpannerProgress(database)
+    database, publisher, progress = _step_adapters(settings)
     handler = FetchCall(
         TenantApiKeys(database, build_secret_store(settings)),
         _callrail_clients(settings, database),
@@ -109,9 +113,7 @@ def build_transcribe(settings: Settings) -> StepRuntime:
     from callpipe.engines import build_transcriber
     from callpipe.transcription import GcsObjects, TranscribeCall
 
-    database = open_database(settings)
-    publisher = build_publisher(settings)
-    progress = SpannerProgress(database)
+    _database, publisher, progress = _step_adapters(settings)
     engine: Lazy[Any] = Lazy(lambda: build_transcriber(settings))
     handler = TranscribeCall(
         engine.get,
@@ -128,9 +130,7 @@ def build_analyze(settings: Settings) -> StepRuntime:
     from callpipe.analyzing import AnalyzeCall, SpannerCallContext
     from callpipe.engines import build_analyzer
 
-    database = open_database(settings)
-    publisher = build_publisher(settings)
-    progress = SpannerProgress(database)
+    database, publisher, progress = _step_adapters(settings)
     engine: Lazy[Any] = Lazy(lambda: build_analyzer(settings))
     handler = AnalyzeCall(
         engine.get,
@@ -145,10 +145,9 @@ def build_analyze(settings: Settings) -> StepRuntime:
 def build_persist(settings: Settings) -> StepRuntime:
     from callpipe.persisting import PersistCall
 
-    database = open_database(settings)
-    publisher = build_publisher(settings)
+    database, publisher, progress = _step_adapters(settings)
     handler = PersistCall(database, publisher, settings.calls_completed_topic)
-    return StepRuntime(handler, publisher, SpannerProgress(database))
+    return StepRuntime(handler, publisher, progress)
 
 
 def build_fetch_policy(settings: Settings) -> FetchPolicy:
@@ -161,9 +160,7 @@ def build_fetch_policy(settings: Settings) -> FetchPolicy:
 
 
 def build_download_recording(settings: Settings) -> StepRuntime:
-    database = open_database(settings)
-    publisher = build_publisher(settings)
-    progress = SpannerProgress(database)
+    database, publisher, progress = _step_adapters(settings)
     handler = DownloadRecording(
         TenantApiKeys(database, build_secret_store(settings)),
         _callrail_clients(settings, database),

@@ -28,7 +28,7 @@ BUCKET = "recordings"
 class FakeQueries:
     def __init__(self) -> None:
         self.calls = {("acme", "CAL1"): {"request_id": "CAL1", "tenant_id": "acme"}}
-        self.fail = False
+        self.fail: Exception | None = None
 
     def tenant_exists(self, tenant_id: str) -> bool:
         return tenant_id in {"acme", "other"}
@@ -37,8 +37,8 @@ class FakeQueries:
         return [t for t, c in self.calls if c == call_id]
 
     def list_calls(self, tenant_id: str, params: ListParams) -> Page:
-        if self.fail:
-            raise RuntimeError("spanner exploded with secret details")
+        if self.fail is not None:
+            raise self.fail
         return Page([v for (t, _), v in self.calls.items() if t == tenant_id], None)
 
     def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
@@ -110,13 +110,24 @@ def test_a_missing_signing_key_is_a_503_not_an_open_door() -> None:
     assert response.status == 503 and response.body["error"] == "unavailable"
 
 
-def test_an_unexpected_failure_is_a_500_without_details() -> None:
+def test_a_backing_service_failure_is_a_503_without_details() -> None:
+    from google.api_core.exceptions import ServiceUnavailable
+
     queries = FakeQueries()
-    queries.fail = True
+    queries.fail = ServiceUnavailable("spanner exploded with secret details")
     response = get(
         make_api(queries=queries), "/api/v1/requests", issue_token(KEY, tenant_id="acme")
     )
-    assert response.status == 500 and "secret" not in str(response.body)
+    assert response.status == 503 and "secret" not in str(response.body)
+
+
+def test_a_bug_is_not_swallowed() -> None:
+    import pytest
+
+    queries = FakeQueries()
+    queries.fail = RuntimeError("a programming error")
+    with pytest.raises(RuntimeError, match="programming error"):
+        get(make_api(queries=queries), "/api/v1/requests", issue_token(KEY, tenant_id="acme"))
 
 
 def test_analytics_default_window_is_the_last_30_days() -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from google.api_core.exceptions import GoogleAPIError
 from pydantic import BaseModel
 
 from callpipe.api.analytics import AnalyticsParams
@@ -166,9 +167,11 @@ class TenantApi:
         except (SecretNotFound, SecretStoreUnavailable) as failure:
             log.error("api signing key unavailable: %s", failure)
             return error(503, "unavailable", "the API cannot verify tokens right now")
-        except Exception:
-            log.exception("api request failed", extra={"path": path})
-            return error(500, "internal", "the request failed; it has been logged")
+        except GoogleAPIError:
+            # Spanner or Storage did not answer: the client may retry; anything else is a
+            # bug and surfaces as the framework's 500 with its traceback logged.
+            log.exception("api dependency failed", extra={"path": path})
+            return error(503, "unavailable", "a backing service did not answer; retry later")
 
     # -- tenant resolution ---------------------------------------------------------------
 
@@ -273,20 +276,25 @@ class TenantApi:
     def _get_transcript(
         self, principal: Principal, params: RequestParams, request_id: str
     ) -> ApiResponse:
-        tenant_id = self._tenant_for_call(principal, params.tenant_id, request_id)
-        transcript = self._queries.get_transcript(tenant_id, request_id)
-        if transcript is None:
-            raise _NotFound
-        return ApiResponse(200, transcript)
+        return self._call_part(principal, params, request_id, self._queries.get_transcript)
 
     def _get_analysis(
         self, principal: Principal, params: RequestParams, request_id: str
     ) -> ApiResponse:
+        return self._call_part(principal, params, request_id, self._queries.get_analysis)
+
+    def _call_part(
+        self,
+        principal: Principal,
+        params: RequestParams,
+        request_id: str,
+        read: Callable[[str, str], dict[str, Any] | None],
+    ) -> ApiResponse:
         tenant_id = self._tenant_for_call(principal, params.tenant_id, request_id)
-        analysis = self._queries.get_analysis(tenant_id, request_id)
-        if analysis is None:
+        part = read(tenant_id, request_id)
+        if part is None:
             raise _NotFound
-        return ApiResponse(200, analysis)
+        return ApiResponse(200, part)
 
     def _get_recording(
         self, principal: Principal, params: RequestParams, request_id: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from callpipe.api.analytics import TenantAnalytics
@@ -11,28 +10,20 @@ from callpipe.api.auth import TokenVerifier, load_signing_key
 from callpipe.api.queries import CallQueries
 from callpipe.api.signed_urls import EmulatorUrls, GcsV4Signer, RecordingUrls, UrlSigner
 from callpipe.config import Settings
-from callpipe.spanner_db import open_database
+from callpipe.spanner_db import open_database, spanner_check
 from callpipe.wiring import build_secret_store
 
 
 def spanner_health(database: Any) -> dict[str, Any]:
-    try:
-        with database.snapshot() as snapshot:
-            list(snapshot.execute_sql("SELECT 1", timeout=3))
-    except Exception as failure:  # noqa: BLE001 - health reports any failure as down
-        return {
-            "status": "degraded",
-            "checks": {"spanner": {"ok": False, "error": failure.__class__.__name__}},
-        }
-    return {"status": "ok", "checks": {"spanner": {"ok": True}}}
+    check = spanner_check(database)
+    return {"status": "ok" if check["ok"] else "degraded", "checks": {"spanner": check}}
 
 
 def build_signer(settings: Settings) -> UrlSigner:
     # The storage client itself honours STORAGE_EMULATOR_HOST; the URL must too, or a local
     # player would be sent to storage.googleapis.com. Never in production.
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-    if emulator and not settings.is_production:
-        return EmulatorUrls(emulator)
+    if settings.storage_emulator_host and not settings.is_production:
+        return EmulatorUrls(settings.storage_emulator_host)
     return GcsV4Signer()
 
 

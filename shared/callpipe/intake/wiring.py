@@ -12,7 +12,7 @@ from callpipe.config import Settings
 from callpipe.intake.ratelimit import TokenBucket
 from callpipe.intake.service import IntakeConfig, WebhookIntake
 from callpipe.publishing import PubSubPublisher
-from callpipe.spanner_db import open_database
+from callpipe.spanner_db import open_database, spanner_check
 from callpipe.tenancy import CompanyDirectory, TenantRepository
 from callpipe.wiring import build_publisher, build_secret_store
 
@@ -57,12 +57,7 @@ class HealthCheck:
         )
 
     def _check_spanner(self) -> dict[str, Any]:
-        try:
-            with self._database.snapshot() as snapshot:
-                list(snapshot.execute_sql("SELECT 1", timeout=3))
-        except Exception as error:  # noqa: BLE001 - health reports any failure as down
-            return {"ok": False, "error": error.__class__.__name__}
-        return {"ok": True}
+        return spanner_check(self._database)
 
 
 def build_intake_runtime(settings: Settings) -> IntakeRuntime:
