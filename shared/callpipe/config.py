@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     quarantine_max_per_minute: int = Field(default=120, ge=0, alias="QUARANTINE_MAX_PER_MINUTE")
     publish_timeout_seconds: float = Field(default=10.0, gt=0, alias="PUBLISH_TIMEOUT_SECONDS")
     publish_batch_max_latency_ms: float = Field(
-        default=2.0, ge=0, alias="PUBLISH_BATCH_MAX_LATENCY_MS"
+        default=0.0, ge=0, alias="PUBLISH_BATCH_MAX_LATENCY_MS"
     )
 
     calls_received_topic: str = Field(default="calls.received", alias="CALLS_RECEIVED_TOPIC")
