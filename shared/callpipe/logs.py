@@ -87,7 +87,7 @@ class BackgroundLineHandler(logging.Handler):
     ``close()``, also run at exit, writes out everything still queued.
     """
 
-    MAX_BATCH = 512
+    MAX_BATCH = 128  # a bounded burst of formatting on the writer thread
 
     def __init__(self, stream: IO[str]) -> None:
         super().__init__()
