@@ -8,14 +8,12 @@ Values are passed through :mod:`callpipe.redact` so phone numbers and names neve
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import queue
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from callpipe.redact import redact_mapping, redact_text
 
@@ -77,94 +75,14 @@ def _severity(levelno: int) -> str:
     return "DEBUG"
 
 
-class BackgroundLineHandler(logging.Handler):
-    """Hands records to one writer thread, which formats them and writes them in batches.
-
-    A request thread only enqueues its record. Formatting, the stream lock and a write and
-    flush per line on the request path cost intake about a fifth of its throughput under
-    concurrent load (measured with bench/intake_bench.py); the writer thread writes whatever
-    has queued up in one call. ``flush()`` waits until what was logged before it is written;
-    ``close()``, also run at exit, writes out everything still queued.
-    """
-
-    MAX_BATCH = 128  # a bounded burst of formatting on the writer thread
-
-    def __init__(self, stream: IO[str]) -> None:
-        super().__init__()
-        self._stream = stream
-        # a record to write, an Event to set once everything before it is written, or None
-        # to stop
-        self._queue: queue.SimpleQueue[logging.LogRecord | threading.Event | None] = (
-            queue.SimpleQueue()
-        )
-        self._writer = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._writer.start()
-        atexit.register(self.close)
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        # no handler lock: the queue is thread-safe and a record is not changed once logged
-        if not self.filter(record):
-            return False
-        self._queue.put(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._queue.put(record)
-
-    def flush(self) -> None:
-        if self._writer.is_alive():
-            written = threading.Event()
-            self._queue.put(written)
-            written.wait(5.0)  # bounded: a stream that blocks must not hang the caller
-
-    def close(self) -> None:
-        if self._writer.is_alive():
-            self._queue.put(None)
-            self._writer.join(5.0)
-        super().close()
-
-    def _run(self) -> None:
-        running = True
-        while running:
-            item = self._queue.get()
-            lines: list[str] = []
-            reached: list[threading.Event] = []
-            while True:
-                if item is None:
-                    running = False
-                    break
-                if isinstance(item, threading.Event):
-                    reached.append(item)
-                else:
-                    try:
-                        lines.append(self.format(item))
-                    except Exception:  # noqa: BLE001 - one bad record must not stop the writer
-                        self.handleError(item)
-                if len(lines) >= self.MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if lines:
-                try:
-                    self._stream.write("\n".join(lines) + "\n")
-                    self._stream.flush()
-                except (OSError, ValueError):  # a closed stream at interpreter exit
-                    pass
-            for event in reached:
-                event.set()
-
-
 def configure_logging(level: str = "INFO", project: str | None = None) -> None:
-    """Install the JSON formatter on the root logger once per process, writing to stdout
-    from a background thread (see BackgroundLineHandler)."""
+    """Install the JSON formatter on the root logger once per process."""
     global _done, _project
     with _configured:
         _project = project
         if _done:
             return
-        handler = BackgroundLineHandler(sys.stdout)
+        handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(CloudLoggingFormatter())
         root = logging.getLogger()
         root.handlers[:] = [handler]

@@ -7,9 +7,11 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,6 +56,25 @@ def test_signed_webhook_reaches_calls_received_with_attributes(
     assert attrs["office_id"] == tenant.office_id
     assert attrs["event_type"] == "post_call"
     assert attrs["correlation_id"] == response.json()["correlation_id"]
+
+    # the one structured line of the request, written by the gunicorn worker's log writer
+    line = wait_for_log_line(
+        functions_running.log_dir / "function-intake.log", response.json()["correlation_id"]
+    )
+    assert line["outcome"] == "accepted"
+    assert line["call_id"] == attrs["call_id"]
+    assert line["tenant_id"] == tenant.tenant_id
+
+
+def wait_for_log_line(path: Path, correlation_id: str, seconds: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if correlation_id in text and text.startswith("{"):
+                entry: dict[str, Any] = json.loads(text)
+                return entry
+        time.sleep(0.1)
+    raise AssertionError(f"no log line with correlation id {correlation_id} in {path}")
 
 
 def test_duplicate_delivery_yields_one_call_downstream(

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from callpipe import logs, redact
-from callpipe.logs import BackgroundLineHandler, CloudLoggingFormatter, log_event
+from callpipe.logs import CloudLoggingFormatter, log_event
 from callpipe.redact import REDACTED, redact_mapping, redact_text, redact_value
 from tests.unit.conftest import LogCapture
 
@@ -233,85 +231,6 @@ def test_log_event_drops_none_fields_and_respects_the_level(
     assert entry["step"] == "intake"
     assert entry["tenant_id"] == "t1"
     assert "call_id" not in entry
-
-
-class _SlowStream(io.StringIO):
-    """A stream whose writes take a while, so records pile up behind one in progress."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        time.sleep(0.05)
-        return super().write(text)
-
-
-def background_logger(
-    stream: io.StringIO, name: str
-) -> tuple[logging.Logger, BackgroundLineHandler]:
-    handler = BackgroundLineHandler(stream)
-    handler.setFormatter(CloudLoggingFormatter())
-    logger = logging.getLogger(name)
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    return logger, handler
-
-
-def test_background_handler_writes_every_line_in_order_once_flushed() -> None:
-    stream = _SlowStream()
-    logger, handler = background_logger(stream, "callpipe.unit-bg-order")
-    try:
-        for i in range(200):
-            log_event(logger, logging.INFO, f"line {i}", step="intake", caller="+15035550199")
-        handler.flush()
-        entries = [json.loads(line) for line in stream.getvalue().splitlines()]
-        assert [e["message"] for e in entries] == [f"line {i}" for i in range(200)]
-        assert all(e["caller"] == "[phone]" for e in entries)  # still redacted
-        assert stream.writes < 200  # lines that queued up went out together
-    finally:
-        handler.close()
-
-
-def test_background_handler_close_writes_what_is_still_queued() -> None:
-    stream = _SlowStream()
-    logger, handler = background_logger(stream, "callpipe.unit-bg-close")
-    for i in range(50):
-        logger.info("queued %d", i)
-    handler.close()
-    assert len(stream.getvalue().splitlines()) == 50
-
-
-def test_background_handler_survives_a_record_that_cannot_be_formatted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(logging, "raiseExceptions", False)  # handleError stays quiet
-    stream = io.StringIO()
-    logger, handler = background_logger(stream, "callpipe.unit-bg-bad")
-    try:
-        logger.info("bad %d", "not a number")
-        logger.info("good")
-        handler.flush()
-        assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["good"]
-    finally:
-        handler.close()
-
-
-def test_background_handler_respects_filters() -> None:
-    stream = io.StringIO()
-    logger, handler = background_logger(stream, "callpipe.unit-bg-filter")
-    handler.addFilter(lambda record: "keep" in record.getMessage())
-    try:
-        logger.info("drop me")
-        logger.info("keep me")
-        handler.flush()
-        assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == [
-            "keep me"
-        ]
-    finally:
-        handler.close()
 
 
 @pytest.mark.parametrize("seed", range(5))
