@@ -10,7 +10,7 @@ the next batch fills by itself while the previous RPC is in flight. An optional 
 The RPC goes over the client library's own gRPC channel (its endpoint, credentials and
 emulator detection) with the plain protobuf messages. The library's batcher adds proto-plus
 conversions, a timer thread per batch and two retry wrappers to every message: under load,
-intake spent about 22% of its GIL time publishing through it, and about 15% through this.
+intake spent about 22% of its GIL time publishing through it, and about 17% through this.
 
 Transient failures (the codes the library itself retries) are retried with backoff until the
 callers' deadline. A batch refused as a whole with INVALID_ARGUMENT is split and its messages
