@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import secrets
 import shutil
 import signal
 import socket
@@ -54,22 +53,12 @@ from types import FrameType
 from typing import Any
 
 from callpipe.callrail.signature import compute_signature
-from callpipe.config import Settings
-from callpipe.demo import (
-    DEMO_ACCOUNT_ID,
-    DEMO_COMPANY_ID,
-    DEMO_LEGACY_COMPANY_ID,
-    DEMO_TENANT_ID,
-    DEMO_TENANT_NAME,
-    sample_post_call,
-)
+from callpipe.demo import sample_post_call
 from callpipe.devstack.emulators import EmulatorPorts
 from callpipe.devstack.processes import ManagedProcess, StartupError, http_ok
+from callpipe.devstack.run import onboard_demo_tenant
 from callpipe.devstack.stack import LocalStack, StackConfig
 from callpipe.intake.service import WEBHOOK_PATH
-from callpipe.secrets import LocalSecretStore
-from callpipe.spanner_db import open_database
-from callpipe.tenancy import OnboardingRequest, TenantRepository
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -447,24 +436,6 @@ def pick_free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def onboard_tenant(secrets_dir: Path) -> str:
-    token = secrets.token_urlsafe(24)
-    repository = TenantRepository(open_database(Settings()))
-    repository.onboard(
-        OnboardingRequest(
-            tenant_id=DEMO_TENANT_ID,
-            name=DEMO_TENANT_NAME,
-            callrail_account_id=DEMO_ACCOUNT_ID,
-            callrail_company_id=DEMO_COMPANY_ID,
-            legacy_company_id=DEMO_LEGACY_COMPANY_ID,
-            office_id="main",
-            signing_tokens=[token],
-        ),
-        LocalSecretStore(secrets_dir),
-    )
-    return token
-
-
 def check_accepts(url: str, token: str) -> None:
     """One signed webhook must be answered 202 before any load is sent."""
     body = json.dumps(sample_post_call()).encode("ascii")
@@ -633,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         stack.start_emulators()
         stack.provision()
-        token = onboard_tenant(stack.secrets_dir)
+        token = onboard_demo_tenant(stack.secrets_dir)
         files = max([*levels, args.rate_connections])
         write_bodies(work_dir / "bodies", token, args.bodies, files)
         say(

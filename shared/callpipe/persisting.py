@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callpipe.messages import CallAnalyzed, CallCompleted
+from callpipe.progress import CALL_STAGE_COLUMNS, call_stage_row
 from callpipe.publishing import Publisher
 from callpipe.steps import PermanentError
 
@@ -87,24 +88,14 @@ class PersistCall:
         completed_at = self._clock()
         columns = call_columns(message, completed_at)
         columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
-        stage_columns = [
-            "TenantId",
-            "CallId",
-            "Stage",
-            "Status",
-            "Detail",
-            "Attempts",
-            "CorrelationId",
-            "UpdatedAt",
-        ]
         try:
             with self._db.batch() as batch:
                 batch.update("Calls", list(columns), [tuple(columns.values())])
                 batch.insert_or_update(
                     "CallStages",
-                    stage_columns,
+                    CALL_STAGE_COLUMNS,
                     [
-                        (
+                        call_stage_row(
                             message.tenant_id,
                             message.call_id,
                             "persist",
@@ -112,7 +103,6 @@ class PersistCall:
                             columns["StageDetail"],
                             1,
                             message.correlation_id,
-                            spanner.COMMIT_TIMESTAMP,
                         )
                     ],
                 )

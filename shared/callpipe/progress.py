@@ -24,6 +24,43 @@ class StageStatus(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
+# A CallStages row as every stage writes it (register, persist and SpannerProgress).
+CALL_STAGE_COLUMNS = [
+    "TenantId",
+    "CallId",
+    "Stage",
+    "Status",
+    "Detail",
+    "Attempts",
+    "CorrelationId",
+    "UpdatedAt",
+]
+
+
+def call_stage_row(
+    tenant_id: str,
+    call_id: str,
+    stage: str,
+    status: str,
+    detail: str | None,
+    attempts: int,
+    correlation_id: str | None,
+) -> tuple[Any, ...]:
+    """The values for CALL_STAGE_COLUMNS, stamped with the commit timestamp."""
+    from google.cloud import spanner
+
+    return (
+        tenant_id,
+        call_id,
+        stage,
+        status,
+        detail,
+        attempts,
+        correlation_id,
+        spanner.COMMIT_TIMESTAMP,
+    )
+
+
 class Progress(Protocol):
     def record(
         self,
@@ -67,18 +104,9 @@ class SpannerProgress:
             attempts = int(rows[0][0]) if rows else 1
             txn.insert_or_update(
                 "CallStages",
+                CALL_STAGE_COLUMNS,
                 [
-                    "TenantId",
-                    "CallId",
-                    "Stage",
-                    "Status",
-                    "Detail",
-                    "Attempts",
-                    "CorrelationId",
-                    "UpdatedAt",
-                ],
-                [
-                    (
+                    call_stage_row(
                         tenant_id,
                         call_id,
                         stage.value,
@@ -86,7 +114,6 @@ class SpannerProgress:
                         detail,
                         attempts,
                         correlation_id,
-                        spanner.COMMIT_TIMESTAMP,
                     )
                 ],
             )

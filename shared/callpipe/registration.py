@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from callpipe.messages import CallReceived, CallRegistered
+from callpipe.progress import CALL_STAGE_COLUMNS, call_stage_row
 from callpipe.publishing import Publisher
 from callpipe.steps import PermanentError
 
@@ -168,25 +169,16 @@ class SpannerEventLedger:
             txn.insert("Calls", list(columns), [tuple(columns.values())])
             txn.insert(
                 "CallStages",
+                CALL_STAGE_COLUMNS,
                 [
-                    "TenantId",
-                    "CallId",
-                    "Stage",
-                    "Status",
-                    "Detail",
-                    "Attempts",
-                    "CorrelationId",
-                    "UpdatedAt",
-                ],
-                [
-                    (
-                        *key,
+                    call_stage_row(
+                        message.tenant_id,
+                        message.call_id,
                         "register",
                         "ok",
                         message.event_type.value,
                         1,
                         message.correlation_id,
-                        spanner.COMMIT_TIMESTAMP,
                     )
                 ],
             )

@@ -1,7 +1,7 @@
 """A local gRPC fake of Pub/Sub's ``Publisher/Publish``, for the failures the emulator cannot
 produce (UNAVAILABLE, INVALID_ARGUMENT for one message of a batch, an RPC that hangs).
 
-It serves ``google.pubsub.v1.Publisher/Publish`` and ``/GetTopic`` on 127.0.0.1 (a free port)
+It serves ``google.pubsub.v1.Publisher/Publish`` on 127.0.0.1 (a free port)
 over the real wire protocol, so the publisher under test talks to it through the client
 library's own channel (point ``PUBSUB_EMULATOR_HOST`` at ``fake.host``). It checks what the
 service checks for this test's purposes (a known topic, 1-1000 messages, data or attributes
@@ -21,7 +21,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from google.pubsub_v1.types import GetTopicRequest, PublishRequest, PublishResponse, Topic
+from google.pubsub_v1.types import PublishRequest, PublishResponse
 
 MAX_ATTRIBUTE_KEY_BYTES = 256
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
@@ -48,11 +48,6 @@ class PubSubPublishFake:
                             self._publish,
                             request_deserializer=PublishRequest.pb().FromString,
                             response_serializer=PublishResponse.pb().SerializeToString,
-                        ),
-                        "GetTopic": grpc.unary_unary_rpc_method_handler(
-                            self._get_topic,
-                            request_deserializer=GetTopicRequest.pb().FromString,
-                            response_serializer=Topic.pb().SerializeToString,
                         ),
                     },
                 ),
@@ -108,8 +103,3 @@ class PubSubPublishFake:
                 for i, m in zip(ids, request.messages, strict=True)
             )
         return PublishResponse.pb()(message_ids=ids)
-
-    def _get_topic(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if request.topic not in self.topics:
-            context.abort(grpc.StatusCode.NOT_FOUND, "Resource not found")
-        return Topic.pb()(name=request.topic)

@@ -1,7 +1,8 @@
 """PubSubPublisher over the client library's gRPC channel, against a local gRPC fake of
-Publisher/Publish (tests/fakes/pubsub_publish.py) for what the emulator cannot do: transient
-errors, a rejected message inside a batch, an RPC that does not answer. The happy path is
-also covered against the real Pub/Sub emulator in tests/integration."""
+Publisher/Publish (tests/fakes/pubsub_publish.py) for what the emulator cannot show or do:
+how messages are batched into RPCs, transient errors, a rejected message inside a batch, an
+RPC that does not answer. What the server accepts is tested against the emulator in
+tests/integration/test_publishing.py."""
 
 from __future__ import annotations
 
@@ -64,20 +65,6 @@ def one_rpc_in_flight(pub: PubSubPublisher, fake: PubSubPublishFake) -> threadin
     return first
 
 
-def test_publish_returns_the_server_message_id_and_sends_data_and_attributes(
-    fake: PubSubPublishFake,
-) -> None:
-    message_id = publisher().publish(TOPIC, b'{"call":1}', {"tenant_id": "acme", "kind": "x"})
-    assert fake.accepted == [
-        (
-            f"projects/{PROJECT}/topics/{TOPIC}",
-            message_id,
-            b'{"call":1}',
-            {"tenant_id": "acme", "kind": "x"},
-        )
-    ]
-
-
 def test_messages_queued_behind_an_rpc_in_flight_go_out_together_in_the_next(
     fake: PubSubPublishFake,
 ) -> None:
@@ -125,11 +112,6 @@ def test_a_permanent_error_fails_at_once_with_its_code(fake: PubSubPublishFake) 
     assert time.monotonic() - started < 3
     assert TOPIC in str(raised.value)
     assert len(fake.requests) == 1
-
-
-def test_an_unknown_topic_fails_with_not_found(fake: PubSubPublishFake) -> None:
-    with pytest.raises(PublishFailed, match="NOT_FOUND"):
-        publisher().publish("no.such.topic", b"x", {})
 
 
 def test_one_invalid_message_does_not_fail_the_messages_batched_with_it(
@@ -181,8 +163,3 @@ def test_linger_gathers_messages_published_within_the_window(fake: PubSubPublish
     results = in_threads([partial(pub.publish, TOPIC, b"m%d" % i, {}) for i in range(4)])
     assert all(isinstance(r, str) for r in results)
     assert [len(r.messages) for r in fake.requests] == [4]
-
-
-def test_topic_exists(fake: PubSubPublishFake) -> None:
-    assert publisher().topic_exists(TOPIC) is True
-    assert publisher().topic_exists("no.such.topic") is False

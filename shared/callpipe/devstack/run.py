@@ -162,13 +162,12 @@ def _demo_calls(data_dir: Path) -> list[dict[str, Any]]:
     return calls
 
 
-def _seed_demo(stack: LocalStack, api_key: str) -> str:
+def onboard_demo_tenant(secrets_dir: Path, api_key: str | None = None) -> str:
+    """Onboard the demo tenant with a fresh signing token (returned) in the local stack."""
     import secrets
 
     token = secrets.token_urlsafe(24)
-    settings = Settings()
-    repo = TenantRepository(open_database(settings))
-    repo.onboard(
+    TenantRepository(open_database(Settings())).onboard(
         OnboardingRequest(
             tenant_id=DEMO_TENANT_ID,
             name=DEMO_TENANT_NAME,
@@ -181,8 +180,13 @@ def _seed_demo(stack: LocalStack, api_key: str) -> str:
             signing_tokens=[token],
             api_key=api_key,
         ),
-        LocalSecretStore(stack.secrets_dir),
+        LocalSecretStore(secrets_dir),
     )
+    return token
+
+
+def _seed_demo(stack: LocalStack, api_key: str) -> str:
+    token = onboard_demo_tenant(stack.secrets_dir, api_key)
     from callpipe.api.auth import load_signing_key
 
     load_signing_key(LocalSecretStore(stack.secrets_dir), create_if_missing=True)

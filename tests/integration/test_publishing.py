@@ -1,0 +1,65 @@
+"""PubSubPublisher against the Pub/Sub emulator: what the server accepts and assigns.
+Batching, retries and failures the emulator cannot produce are in tests/unit/test_publishing.py."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from callpipe.devstack.stack import LocalStack
+from callpipe.publishing import PublishFailed, PubSubPublisher
+from tests.conftest import Tap
+
+TOPIC = "calls.completed"  # only hold subscriptions consume it: nothing reacts to a test message
+
+
+def test_publish_returns_the_server_message_id_with_data_and_attributes(
+    stack: LocalStack, tap: Callable[[str], Tap]
+) -> None:
+    seen = tap(TOPIC)
+    marker = uuid.uuid4().hex
+    message_id = PubSubPublisher(stack.config.project).publish(
+        TOPIC, b'{"call":1}', {"tenant_id": "acme", "test_marker": marker}
+    )
+    (message,) = [m for m in seen.drain(expect=1) if m.attributes.get("test_marker") == marker]
+    assert message.message_id == message_id
+    assert message.data == b'{"call":1}'
+    assert dict(message.attributes) == {"tenant_id": "acme", "test_marker": marker}
+
+
+def test_concurrent_publishes_each_get_their_own_message(
+    stack: LocalStack, tap: Callable[[str], Tap]
+) -> None:
+    seen = tap(TOPIC)
+    marker = uuid.uuid4().hex
+    publisher = PubSubPublisher(stack.config.project)
+    ids: dict[int, str] = {}
+
+    def publish(i: int) -> None:
+        ids[i] = publisher.publish(TOPIC, b"m%d" % i, {"test_marker": marker, "i": str(i)})
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    messages = [m for m in seen.drain(expect=20) if m.attributes.get("test_marker") == marker]
+    assert sorted(m.data for m in messages) == sorted(b"m%d" % i for i in range(20))
+    assert {m.attributes["i"]: m.message_id for m in messages} == {
+        str(i): message_id for i, message_id in ids.items()
+    }
+
+
+def test_an_unknown_topic_is_a_publish_failure(stack: LocalStack) -> None:
+    with pytest.raises(PublishFailed, match="NOT_FOUND"):
+        PubSubPublisher(stack.config.project, timeout_seconds=5).publish("no.such.topic", b"x", {})
+
+
+def test_topic_exists(stack: LocalStack) -> None:
+    publisher = PubSubPublisher(stack.config.project)
+    assert publisher.topic_exists(TOPIC) is True
+    assert publisher.topic_exists("no.such.topic") is False
