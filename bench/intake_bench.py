@@ -848,7 +848,7 @@ def print_report(results: Sequence[RunResult], report: dict[str, Any]) -> None:
             if key == "throughput":
                 detail = (
                     f"intake {v['intake_peak_per_s']:.0f}/s vs no-op "
-                    f"{v['noop_peak_per_s']:.0f}/s = {v['ratio']:.0%}"
+                    f"{v['noop_peak_per_s']:.0f}/s = {v['ratio']:.1%}"
                 )
             else:
                 detail = (

@@ -1,16 +1,19 @@
 """Publishing to Pub/Sub and waiting until it has the message.
 
 A step acknowledges its input, and intake answers 2xx, only after Pub/Sub accepted the
-output, so every publish waits for the server's message id. To keep that wait cheap, each
-topic has one long-lived sender thread that takes whatever callers have queued and sends it
-in one ``Publish`` RPC ("natural batching"): a lone message goes out at once, and under load
-the next batch fills by itself while the previous RPC is in flight. An optional linger
-(``PUBLISH_BATCH_MAX_LATENCY_MS``) trades a little latency for fewer, larger RPCs.
+output, so every publish waits for the server's message id. To keep that wait cheap, a
+topic's messages go out in batches, one ``Publish`` RPC in flight per topic, and the
+callers send them themselves ("leader/follower"): a caller that finds no RPC in flight
+sends at once, with no thread hand-off; callers that arrive while one is in flight queue up,
+and when it returns the first of them is woken to send the whole queue in the next RPC. A
+lone message thus goes out at once, and under load batches fill by themselves. An optional
+linger (``PUBLISH_BATCH_MAX_LATENCY_MS``) trades a little latency for fewer, larger RPCs.
 
 The RPC goes over the client library's own gRPC channel (its endpoint, credentials and
 emulator detection) with the plain protobuf messages. The library's batcher adds proto-plus
-conversions, a timer thread per batch and two retry wrappers to every message: under load,
-intake spent about 22% of its GIL time publishing through it, and about 17% through this.
+conversions, a timer thread per batch and two retry wrappers to every message, and hands
+each message to another thread and back: under load, intake spent about 22% of its GIL time
+publishing through it.
 
 Transient failures (the codes the library itself retries) are retried with backoff until the
 callers' deadline. A batch refused as a whole with INVALID_ARGUMENT is split and its messages
@@ -19,10 +22,10 @@ sent one by one, so a single bad message cannot fail the messages that shared it
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,16 +62,18 @@ class Publisher(Protocol):
 PublishRpc = Callable[..., Any]
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a caller that gives up removes its own
 class _Pending:
     data: bytes
     attributes: dict[str, str]
     deadline: float
-    # held until the sender resolves the message: the cheapest one-shot signal between threads
+    # held until the message is resolved or its caller is made the next sender: the
+    # cheapest one-shot signal between threads
     done: threading.Lock = field(default_factory=threading.Lock)
     message_id: str | None = None
     error: str | None = None
     resolved: bool = False
+    leads: bool = False
 
     def __post_init__(self) -> None:
         self.done.acquire()
@@ -77,11 +82,16 @@ class _Pending:
         if self.resolved:
             return
         self.message_id, self.error, self.resolved = message_id, error, True
+        if not self.leads:  # a leader is awake already: its signal was used to wake it
+            self.done.release()
+
+    def promote(self) -> None:
+        self.leads = True
         self.done.release()
 
 
 class _TopicSender:
-    """Sends one topic's queued messages, a batch per RPC, from one daemon thread."""
+    """One topic's queue of messages; its callers take turns sending it, a batch per RPC."""
 
     def __init__(
         self,
@@ -98,37 +108,69 @@ class _TopicSender:
         self._pb = pb
         self._clock = clock
         self._sleep = sleep
-        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._run, name=f"publish:{topic_path.rsplit('/', 1)[-1]}", daemon=True
-        )
-        self._thread.start()
+        self._mutex = threading.Lock()
+        self._waiting: deque[_Pending] = deque()  # guarded by _mutex
+        self._sending = False  # an RPC is in flight or about to be; guarded by _mutex
 
-    def submit(self, pending: _Pending) -> None:
-        self._queue.put(pending)
+    def queued(self) -> int:
+        with self._mutex:
+            return len(self._waiting)
+
+    def publish(self, pending: _Pending, wait_seconds: float) -> None:
+        """Return once ``pending`` is resolved, or after ``wait_seconds`` if it never goes out."""
+        with self._mutex:
+            self._waiting.append(pending)
+            leads = not self._sending
+            self._sending = True
+        if leads or self._wait(pending, wait_seconds):
+            self._lead(pending)
+
+    def _wait(self, pending: _Pending, wait_seconds: float) -> bool:
+        """Wait as a follower; True when this caller was made the next sender."""
+        if not pending.done.acquire(timeout=wait_seconds):
+            with self._mutex:
+                if not pending.leads and pending in self._waiting:
+                    # never sent: withdrawn, so that no later batch sends it behind our back
+                    self._waiting.remove(pending)
+                    pending.resolve(error="timeout")
+                    return False
+            # promoted this very moment, or in an RPC whose own deadline has passed by now
+            if not pending.done.acquire(timeout=wait_seconds):
+                pending.resolve(error="timeout")
+                return False
+        return pending.leads and not pending.resolved
 
     def _take_batch(self) -> list[_Pending]:
-        first = self._queue.get()
-        batch, size = [first], len(first.data)
-        linger_until = self._clock() + self._linger
-        while len(batch) < MAX_MESSAGES_PER_RPC and size < MAX_BYTES_PER_RPC:
-            try:
-                wait = linger_until - self._clock()
-                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(item)
-            size += len(item.data)
+        batch: list[_Pending] = []
+        size = 0
+        with self._mutex:
+            while (
+                self._waiting
+                and len(batch) < MAX_MESSAGES_PER_RPC
+                and (not batch or size + len(self._waiting[0].data) <= MAX_BYTES_PER_RPC)
+            ):
+                pending = self._waiting.popleft()
+                batch.append(pending)
+                size += len(pending.data)
         return batch
 
-    def _run(self) -> None:
-        while True:
+    def _lead(self, own: _Pending) -> None:
+        """Send the queue's head (``own`` first) in one RPC, then hand over to the next."""
+        batch: list[_Pending] = []
+        try:
+            if self._linger:
+                self._sleep(self._linger)
             batch = self._take_batch()
-            try:
-                self._send(batch)
-            except Exception as error:  # noqa: BLE001 - a sender must outlive any one batch
-                for pending in batch:
-                    pending.resolve(error=f"{error.__class__.__name__}: {error}")
+            self._send(batch)
+        except Exception as error:  # noqa: BLE001 - every caller in the batch gets the error
+            for pending in batch or [own]:
+                pending.resolve(error=f"{error.__class__.__name__}: {error}")
+        finally:
+            with self._mutex:
+                if self._waiting:
+                    self._waiting[0].promote()
+                else:
+                    self._sending = False
 
     def _send(self, batch: list[_Pending]) -> None:
         pb = self._pb
@@ -216,10 +258,8 @@ class PubSubPublisher:
 
     def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
         pending = _Pending(data, attributes, time.monotonic() + self._timeout)
-        self._sender(topic).submit(pending)
-        # the sender resolves every message by its deadline; the margin covers a stuck RPC
-        if not pending.done.acquire(timeout=self._timeout + 1.0):
-            raise PublishFailed(f"Pub/Sub did not accept the message on {topic}: timeout")
+        # every RPC ends by its callers' deadline; the margin covers a stuck one
+        self._sender(topic).publish(pending, self._timeout + 1.0)
         if pending.message_id is None:
             raise PublishFailed(f"Pub/Sub did not accept the message on {topic}: {pending.error}")
         return pending.message_id

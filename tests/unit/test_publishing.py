@@ -10,11 +10,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 import grpc
 import pytest
+from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
 
-from callpipe.publishing import PublishFailed, PubSubPublisher
+from callpipe.publishing import (
+    PublishFailed,
+    PubSubPublisher,
+    _Pending,
+    _ProtobufTypes,
+    _TopicSender,
+)
 from tests.fakes.pubsub_publish import PubSubPublishFake
 
 PROJECT = "callpipe-unit"
@@ -78,7 +86,7 @@ def test_messages_queued_behind_an_rpc_in_flight_go_out_together_in_the_next(
     for thread in waiting:
         thread.start()
     sender = pub._senders[TOPIC]
-    wait_until(lambda: sender._queue.qsize() == 5)
+    wait_until(lambda: sender.queued() == 5)
     fake.release()
     first.join(10)
     for thread in waiting:
@@ -128,7 +136,7 @@ def test_one_invalid_message_does_not_fail_the_messages_batched_with_it(
     runner = threading.Thread(target=lambda: outcome.extend(in_threads(calls)))
     runner.start()
     sender = pub._senders[TOPIC]
-    wait_until(lambda: sender._queue.qsize() == 3)
+    wait_until(lambda: sender.queued() == 3)
     fake.release()
     runner.join(20)
     first.join(10)
@@ -163,3 +171,94 @@ def test_linger_gathers_messages_published_within_the_window(fake: PubSubPublish
     results = in_threads([partial(pub.publish, TOPIC, b"m%d" % i, {}) for i in range(4)])
     assert all(isinstance(r, str) for r in results)
     assert [len(r.messages) for r in fake.requests] == [4]
+
+
+# -- the queue's hand-over, with a scripted Publish RPC -----------------------------------
+
+
+class ScriptedRpc:
+    """A Publish RPC that records each batch and, when told to, blocks or raises."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_with: Exception | None = None
+
+    def __call__(self, request: Any, timeout: float) -> Any:
+        self.batches.append([m.data for m in request.messages])
+        self.gate.wait(10)
+        if self.fail_with is not None:
+            error, self.fail_with = self.fail_with, None
+            raise error
+        return PublishResponse.pb()(
+            message_ids=[f"id-{len(self.batches)}-{i}" for i in range(len(request.messages))]
+        )
+
+
+def scripted_sender(rpc: ScriptedRpc) -> _TopicSender:
+    pb = _ProtobufTypes(PublishRequest.pb(), PubsubMessage.pb())
+    return _TopicSender(rpc, f"projects/{PROJECT}/topics/{TOPIC}", 0.0, pb)
+
+
+def pending(data: bytes, seconds: float = 10.0) -> _Pending:
+    return _Pending(data, {}, time.monotonic() + seconds)
+
+
+def test_a_lone_message_is_sent_from_its_callers_own_thread() -> None:
+    rpc = ScriptedRpc()
+    threads: list[str] = []
+    rpc_call = rpc.__call__
+    sender = scripted_sender(rpc)
+    sender._rpc = lambda request, timeout: (
+        threads.append(threading.current_thread().name) or rpc_call(request, timeout)
+    )
+    message = pending(b"solo")
+    sender.publish(message, 5.0)
+    assert message.message_id == "id-1-0"
+    assert threads == [threading.current_thread().name]
+
+
+def test_a_caller_still_queued_when_its_time_is_up_withdraws_its_message() -> None:
+    rpc = ScriptedRpc()
+    sender = scripted_sender(rpc)
+    rpc.gate.clear()  # the first RPC overruns its deadline
+    first = threading.Thread(target=sender.publish, args=(pending(b"first"), 10.0))
+    first.start()
+    wait_until(lambda: rpc.batches == [[b"first"]])
+
+    late = pending(b"late", seconds=0.2)
+    sender.publish(late, 0.2)
+    assert late.message_id is None and late.error == "timeout"
+    assert sender.queued() == 0
+
+    rpc.gate.set()
+    first.join(10)
+    after = pending(b"after")
+    sender.publish(after, 5.0)
+    assert rpc.batches == [[b"first"], [b"after"]]  # "late" was never sent
+    assert after.message_id is not None
+
+
+def test_the_next_caller_sends_even_when_the_rpc_before_it_failed_unexpectedly() -> None:
+    rpc = ScriptedRpc()
+    sender = scripted_sender(rpc)
+    rpc.gate.clear()
+    rpc.fail_with = RuntimeError("connection reset by a proxy")
+    first_message = pending(b"first")
+    first = threading.Thread(target=sender.publish, args=(first_message, 10.0))
+    first.start()
+    wait_until(lambda: len(rpc.batches) == 1)
+    queued = [pending(b"q%d" % i) for i in range(3)]
+    followers = [threading.Thread(target=sender.publish, args=(p, 10.0)) for p in queued]
+    for thread in followers:
+        thread.start()
+    wait_until(lambda: sender.queued() == 3)
+    rpc.gate.set()
+    for thread in [first, *followers]:
+        thread.join(10)
+
+    assert first_message.error == "RuntimeError: connection reset by a proxy"
+    assert rpc.batches[1] == [b"q0", b"q1", b"q2"]
+    assert [p.message_id for p in queued] == ["id-2-0", "id-2-1", "id-2-2"]
+    assert sender.queued() == 0

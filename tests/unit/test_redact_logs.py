@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import random
+import select
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from callpipe import logs, redact
-from callpipe.logs import CloudLoggingFormatter, log_event
+from callpipe.logs import CloudLoggingFormatter, LineHandler, log_event
 from callpipe.redact import REDACTED, redact_mapping, redact_text, redact_value
 from tests.unit.conftest import LogCapture
 
@@ -233,14 +238,91 @@ def test_log_event_drops_none_fields_and_respects_the_level(
     assert "call_id" not in entry
 
 
+# -- the line handler ----------------------------------------------------------------------
+
+
+def read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8")
+
+
+@pytest.mark.parametrize("message_size", [40, select.PIPE_BUF * 3])
+def test_lines_written_from_many_threads_through_a_pipe_stay_whole(message_size: int) -> None:
+    read_end, write_end = os.pipe()
+    collected: list[str] = []
+    reader = threading.Thread(target=lambda: collected.append(read_all(read_end)))
+    reader.start()
+    stream = os.fdopen(write_end, "w", encoding="utf-8")
+    handler = LineHandler(stream)
+    handler.setFormatter(CloudLoggingFormatter())
+    logger = logging.getLogger(f"callpipe.unit-test.pipe-{message_size}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    def write(worker: int) -> None:
+        for line in range(200):
+            log_event(logger, logging.INFO, "x" * message_size, worker=worker, line=line)
+
+    workers = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    logger.removeHandler(handler)
+    stream.close()
+    reader.join(30)
+
+    entries = [json.loads(line) for line in collected[0].splitlines()]
+    assert len(entries) == 8 * 200
+    assert {(e["worker"], e["line"]) for e in entries} == {
+        (w, n) for w in range(8) for n in range(200)
+    }
+    assert all(e["message"] == "x" * message_size for e in entries)
+
+
+def test_the_line_handler_writes_to_a_stream_without_a_file_descriptor() -> None:
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+    handler.setFormatter(CloudLoggingFormatter())
+    handler.handle(record("first"))
+    handler.setStream(sys.stderr)
+    handler.setStream(stream)
+    handler.handle(record("second", fields={"phone": "+15035550199"}))
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["message"] for e in entries] == ["first", "second"]
+    assert entries[1]["phone"] == REDACTED
+
+
+def test_what_was_printed_before_a_log_line_stays_before_it(tmp_path: Path) -> None:
+    with open(tmp_path / "out.log", "w", encoding="utf-8") as stream:
+        handler = LineHandler(stream)
+        handler.setFormatter(CloudLoggingFormatter())
+        stream.write("printed\n")  # buffered in the stream, not yet on the file
+        handler.handle(record("logged"))
+    lines = (tmp_path / "out.log").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "printed"
+    assert json.loads(lines[1])["message"] == "logged"
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_the_single_word_shortcut_redacts_exactly_like_the_patterns(seed: int) -> None:
+def test_the_shortcuts_redact_exactly_like_the_patterns(seed: int) -> None:
     rng = random.Random(seed)
-    alphabets = ["0123456789", "0123456789abcdef", "0123456789ABCDEFcal", "abcXYZ"]
+    alphabets = [
+        "0123456789",
+        "0123456789abcdef",
+        "0123456789ABCDEFcal",
+        "abcXYZ",
+        "abc XYZ-_.():+é",  # words and punctuation without digits: the second shortcut
+        "0123456789 -.()+",  # how people write phone numbers
+        "ab1 @.",
+    ]
     for _ in range(2000):
         alphabet = rng.choice(alphabets)
         word = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
-        for text in (word, "+" + word, word + "@example.com"):
+        for text in (word, "+" + word, word + "@example.com", f"call from {word} ended"):
             expected = redact._EMAIL.sub("[email]", redact._PHONE.sub("[phone]", text))
             assert redact_text(text) == expected, text
 

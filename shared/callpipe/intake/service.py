@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +36,8 @@ logger = logging.getLogger("callpipe.intake")
 
 WEBHOOK_PATH = "/api/v1/callrail/webhook"
 KEPT_HEADERS = ("signature", "content-type", "user-agent")
+# Every header intake reads: the HTTP adapter passes these and no others.
+READ_HEADERS = (*KEPT_HEADERS, "traceparent", "x-cloud-trace-context")
 _TRACE = re.compile(r"^(?!0{32})[0-9a-f]{32}$")  # W3C: an all-zero trace id is invalid
 
 
@@ -75,7 +77,10 @@ def correlation_id_from(headers: Mapping[str, str]) -> str:
     cloud_trace = headers.get("x-cloud-trace-context", "").split("/")[0]
     if _TRACE.fullmatch(cloud_trace):
         return cloud_trace
-    return uuid.uuid4().hex
+    # A W3C trace id's shape, so a new trace can start from it. It only has to be unique,
+    # not secret: the random module (reseeded in each forked worker) needs no system call,
+    # which os.urandom makes with the GIL released, a thread switch under load.
+    return f"{random.getrandbits(128):032x}"
 
 
 def event_key(event_type: EventType, call_id: str, body: bytes) -> str:
