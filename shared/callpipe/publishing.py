@@ -99,15 +99,11 @@ class _TopicSender:
         topic_path: str,
         linger: float,
         pb: Any,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._rpc = rpc
         self._topic_path = topic_path
         self._linger = linger
         self._pb = pb
-        self._clock = clock
-        self._sleep = sleep
         self._mutex = threading.Lock()
         self._waiting: deque[_Pending] = deque()  # guarded by _mutex
         self._sending = False  # an RPC is in flight or about to be; guarded by _mutex
@@ -159,7 +155,7 @@ class _TopicSender:
         batch: list[_Pending] = []
         try:
             if self._linger:
-                self._sleep(self._linger)
+                time.sleep(self._linger)
             batch = self._take_batch()
             self._send(batch)
         except Exception as error:  # noqa: BLE001 - every caller in the batch gets the error
@@ -181,7 +177,7 @@ class _TopicSender:
         deadline = min(p.deadline for p in batch)
         delay = _BACKOFF_INITIAL
         while True:
-            remaining = deadline - self._clock()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 for pending in batch:
                     pending.resolve(error="no answer before the deadline")
@@ -191,7 +187,7 @@ class _TopicSender:
             except grpc.RpcError as error:
                 code = error.code() if callable(getattr(error, "code", None)) else None
                 if code in RETRYABLE:
-                    self._sleep(min(delay * random.uniform(0.5, 1.0), max(0.0, remaining)))
+                    time.sleep(min(delay * random.uniform(0.5, 1.0), max(0.0, remaining)))
                     delay = min(delay * 2, _BACKOFF_MAX)
                     continue
                 if code is grpc.StatusCode.INVALID_ARGUMENT and len(batch) > 1:

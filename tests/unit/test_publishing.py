@@ -181,12 +181,14 @@ class ScriptedRpc:
 
     def __init__(self) -> None:
         self.batches: list[list[bytes]] = []
+        self.threads: list[str] = []  # the thread each RPC was made from
         self.gate = threading.Event()
         self.gate.set()
         self.fail_with: Exception | None = None
 
     def __call__(self, request: Any, timeout: float) -> Any:
         self.batches.append([m.data for m in request.messages])
+        self.threads.append(threading.current_thread().name)
         self.gate.wait(10)
         if self.fail_with is not None:
             error, self.fail_with = self.fail_with, None
@@ -207,16 +209,10 @@ def pending(data: bytes, seconds: float = 10.0) -> _Pending:
 
 def test_a_lone_message_is_sent_from_its_callers_own_thread() -> None:
     rpc = ScriptedRpc()
-    threads: list[str] = []
-    rpc_call = rpc.__call__
-    sender = scripted_sender(rpc)
-    sender._rpc = lambda request, timeout: (
-        threads.append(threading.current_thread().name) or rpc_call(request, timeout)
-    )
     message = pending(b"solo")
-    sender.publish(message, 5.0)
+    scripted_sender(rpc).publish(message, 5.0)
     assert message.message_id == "id-1-0"
-    assert threads == [threading.current_thread().name]
+    assert rpc.threads == [threading.current_thread().name]
 
 
 def test_a_caller_still_queued_when_its_time_is_up_withdraws_its_message() -> None:

@@ -288,6 +288,7 @@ def test_the_line_handler_writes_to_a_stream_without_a_file_descriptor() -> None
     handler = LineHandler(stream)
     handler.setFormatter(CloudLoggingFormatter())
     handler.handle(record("first"))
+    # a stream set later is written through its own way, not the previous stream's descriptor
     handler.setStream(sys.stderr)
     handler.setStream(stream)
     handler.handle(record("second", fields={"phone": "+15035550199"}))
