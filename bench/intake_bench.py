@@ -2,8 +2,9 @@
 
 ``make bench-intake`` runs this script. It starts its own Pub/Sub emulator, Spanner
 emulator and fake-gcs-server on free ports, provisions them from schemas/pipeline.yaml,
-onboards one tenant, and serves two functions the way production does (functions-framework,
-gunicorn gthread, the same WORKERS and THREADS):
+onboards one tenant, and serves two functions the way production serves intake
+(functions-framework in the mode schemas/pipeline.yaml gives intake: ASGI on gunicorn's
+uvicorn worker, or WSGI on gunicorn gthread; the same WORKERS and THREADS):
 
 - ``intake``: functions/intake/main.py, publishing to the Pub/Sub emulator;
 - ``noop``: bench/noop/main.py, which answers 202 without doing anything.
@@ -477,7 +478,7 @@ def fmt_ms(values: dict[str, float], key: str) -> str:
 
 def print_table(results: Sequence[RunResult]) -> None:
     header = (
-        f"{'target':<7} {'mode':<6} {'conns':>5} {'rate/s':>7} {'accepted/s':>10} "
+        f"{'target':<9} {'mode':<6} {'conns':>5} {'rate/s':>7} {'accepted/s':>10} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | cores: {'fn':>4} {'pubsub':>6} "
         f"{'wrk':>4} {'other':>5} {'total':>5}"
     )
@@ -490,7 +491,7 @@ def print_table(results: Sequence[RunResult]) -> None:
         busy = c.get("other", 0.0) > BUSY_CORES
         flagged = flagged or busy
         say(
-            f"{r.target:<7} {r.mode:<6} {r.connections:>5} {rate:>7} {r.accepted_per_s:>10.1f} "
+            f"{r.target:<9} {r.mode:<6} {r.connections:>5} {rate:>7} {r.accepted_per_s:>10.1f} "
             f"{fmt_ms(r.latency_ms, 'p50'):>7} {fmt_ms(r.latency_ms, 'p99'):>7} {r.errors:>6} |"
             f"        {c.get('function', 0):>4.2f} {c.get('pubsub', 0):>6.2f} "
             f"{c.get('wrk', 0):>4.2f} {c.get('other', 0):>5.2f} {c.get('machine', 0):>5.2f}"
@@ -546,7 +547,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="extra environment for intake only, e.g. PUBLISH_BATCH_MAX_LATENCY_MS=5",
     )
     parser.add_argument(
-        "--targets", default="noop,intake", help="which targets to measure (noop,intake)"
+        "--targets",
+        default="noop,noop-wsgi,intake",
+        help="which targets to measure (noop,noop-wsgi,intake; noop-wsgi only when intake is "
+        "served as ASGI)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/")
@@ -567,8 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--concurrency takes connection counts between 1 and 256")
     if not 1 <= args.rate_connections <= 256:
         raise SystemExit("--rate-connections takes a count between 1 and 256")
-    if not targets or set(targets) - {"noop", "intake"}:
-        raise SystemExit("--targets takes noop, intake or both")
+    if not targets or set(targets) - {"noop", "intake", "noop-wsgi"}:
+        raise SystemExit("--targets takes noop, intake and noop-wsgi")
     intake_env: dict[str, str] = {}
     for item in args.intake_env:
         key, sep, value = str(item).partition("=")
@@ -582,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # made background jobs ignore SIGINT
     signal.signal(signal.SIGINT, signal.default_int_handler)
     work_dir = Path(tempfile.mkdtemp(prefix="callpipe-bench-"))
-    ports = pick_free_ports(6)
+    ports = pick_free_ports(7)
     config = StackConfig(
         ports=EmulatorPorts(
             pubsub=ports[0], spanner_grpc=ports[1], spanner_rest=ports[2], gcs=ports[3]
@@ -612,38 +616,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"bodies written"
         )
 
+        asgi = stack.topology.steps["intake"].asgi
+        serving = "ASGI, gunicorn + uvicorn" if asgi else "WSGI, gunicorn gthread"
+        args.serving = serving
         say(
-            f"starting intake and the no-op under functions-framework (gunicorn gthread, "
+            f"starting intake and the no-op under functions-framework ({serving}, "
             f"WORKERS={args.workers}, THREADS={args.threads}) ..."
         )
         with extra_environ(intake_env):
             stack.start_functions(["intake"])
+
+        def start_noop(name: str, port: int, asgi: bool) -> None:
+            process = ManagedProcess(
+                f"function {name}",
+                [
+                    str(Path(sys.executable).parent / "functions-framework"),
+                    "--source",
+                    str(NOOP_SOURCE),
+                    "--target",
+                    "noop_async" if asgi else "noop",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                stack.log_dir / f"function-{name}.log",
+                env={
+                    **os.environ,
+                    **({"FUNCTION_USE_ASGI": "true"} if asgi else {}),
+                    "WORKERS": str(args.workers),
+                    "THREADS": str(args.threads),
+                    "PORT": str(port),
+                    "PYTHONUNBUFFERED": "1",
+                },
+                cwd=REPO_ROOT,
+            ).start()
+            stack.processes.append(process)
+            process.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/"), 60, "HTTP")
+
+        # the baseline is served exactly as intake is
         noop_port = ports[5]
-        noop = ManagedProcess(
-            "function noop",
-            [
-                str(Path(sys.executable).parent / "functions-framework"),
-                "--source",
-                str(NOOP_SOURCE),
-                "--target",
-                "noop",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(noop_port),
-            ],
-            stack.log_dir / "function-noop.log",
-            env={
-                **os.environ,
-                "WORKERS": str(args.workers),
-                "THREADS": str(args.threads),
-                "PORT": str(noop_port),
-                "PYTHONUNBUFFERED": "1",
-            },
-            cwd=REPO_ROOT,
-        ).start()
-        stack.processes.append(noop)
-        noop.wait_until(lambda: http_ok(f"http://127.0.0.1:{noop_port}/"), 60, "HTTP")
+        start_noop("noop", noop_port, asgi)
+        # and, for reference, the framework's default (WSGI) when intake is ASGI
+        wsgi_port = ports[6]
+        if not asgi:
+            targets = [t for t in targets if t != "noop-wsgi"]
+        elif "noop-wsgi" in targets:
+            start_noop("noop-wsgi", wsgi_port, False)
 
         def group(name: str) -> int:
             for process in stack.processes:
@@ -659,7 +678,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "noop", f"http://127.0.0.1:{noop_port}{WEBHOOK_PATH}", group("function noop")
             ),
         }
-        chosen = [all_targets[name] for name in targets]
+        if "noop-wsgi" in targets:
+            all_targets["noop-wsgi"] = Target(
+                "noop-wsgi",
+                f"http://127.0.0.1:{wsgi_port}{WEBHOOK_PATH}",
+                group("function noop-wsgi"),
+            )
+        order = ["noop", "noop-wsgi", "intake"]  # intake last: the fixed-rate run starts with it
+        chosen = [all_targets[name] for name in order if name in targets]
         for target in chosen:
             check_accepts(target.url, token)
         emulator_groups = {
@@ -692,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = run(target, connections, args.duration, None)
                 results.append(result)
                 say(
-                    f"  {target.name:<6} c={connections:<3} {result.accepted_per_s:8.1f} "
+                    f"  {target.name:<9} c={connections:<3} {result.accepted_per_s:8.1f} "
                     f"accepted/s  p50 {fmt_ms(result.latency_ms, 'p50')} ms  "
                     f"p99 {fmt_ms(result.latency_ms, 'p99')} ms  errors {result.errors}"
                 )
@@ -711,11 +737,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"fixed rate: {rate:.0f} req/s (half of {reference.target}'s peak), "
             f"{args.rate_connections} connections, {args.duration:.0f} s"
         )
-        for target in chosen[::-1]:
+        for target in [t for t in chosen[::-1] if t.name != "noop-wsgi"]:
             result = run(target, args.rate_connections, args.duration, rate)
             results.append(result)
             say(
-                f"  {target.name:<6} {result.accepted_per_s:8.1f} accepted/s  "
+                f"  {target.name:<9} {result.accepted_per_s:8.1f} accepted/s  "
                 f"p50 {fmt_ms(result.latency_ms, 'p50')} ms  "
                 f"p99 {fmt_ms(result.latency_ms, 'p99')} ms  errors {result.errors}"
             )
@@ -771,6 +797,15 @@ def build_report(
         return max(runs, key=lambda r: r.accepted_per_s) if runs else None
 
     intake_peak, noop_peak = peak("intake"), peak("noop")
+    wsgi_peak = peak("noop-wsgi")
+    reference: dict[str, Any] = {}
+    if intake_peak and wsgi_peak and wsgi_peak.accepted_per_s > 0:
+        # not the target's baseline (that is the no-op served like intake): for comparison
+        # with the framework's default way of serving an HTTP function
+        reference["intake_over_wsgi_noop_peak"] = round(
+            intake_peak.accepted_per_s / wsgi_peak.accepted_per_s, 3
+        )
+        reference["wsgi_noop_peak_per_s"] = wsgi_peak.accepted_per_s
     verdict: dict[str, Any] = {}
     if intake_peak and noop_peak and noop_peak.accepted_per_s > 0:
         peak_ratio = round(intake_peak.accepted_per_s / noop_peak.accepted_per_s, 3)
@@ -802,6 +837,7 @@ def build_report(
             "concurrency": args.concurrency,
             "rate_connections": args.rate_connections,
             "bodies": args.bodies,
+            "serving": getattr(args, "serving", None),
             "workers": args.workers,
             "threads": args.threads,
             "intake_env": intake_env,
@@ -813,6 +849,7 @@ def build_report(
         },
         "runs": [asdict(r) for r in results],
         "ratio_intake_over_noop": ratios,
+        "reference": reference,
         "verdict": verdict,
     }
 
@@ -824,6 +861,7 @@ def print_report(results: Sequence[RunResult], report: dict[str, Any]) -> None:
         f"machine: {machine['cores']} cores ({machine['cpu_model']}), "
         f"{machine['memory_gib']} GiB; Python {machine['python']}, functions-framework "
         f"{machine['functions_framework']}, gunicorn {machine['gunicorn']}; "
+        f"{report['config']['serving']}, "
         f"WORKERS={report['config']['workers']} THREADS={report['config']['threads']}"
     )
     say(
@@ -839,6 +877,13 @@ def print_report(results: Sequence[RunResult], report: dict[str, Any]) -> None:
         say(
             "intake / no-op accepted req/s: "
             + ", ".join(f"{'c=' + k if k != 'peak' else 'peak'} {v:.2f}" for k, v in ratios.items())
+        )
+    reference = report.get("reference") or {}
+    if reference:
+        say(
+            f"for reference, intake's peak / the WSGI no-op's peak "
+            f"({reference['wsgi_noop_peak_per_s']:.0f}/s): "
+            f"{reference['intake_over_wsgi_noop_peak']:.2f}"
         )
     verdict = report["verdict"]
     for key in ("throughput", "latency"):

@@ -113,6 +113,8 @@ locals {
       local.common_environment,
       var.environment_variables,
       step.env,
+      # functions-framework reads it to serve the function as ASGI
+      step.asgi ? { FUNCTION_USE_ASGI = "true" } : {},
       lookup(var.step_environment_variables, name, {}),
     )
   }

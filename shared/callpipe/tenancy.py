@@ -382,6 +382,10 @@ class ResolvedCompany:
     tokens: tuple[SigningToken, ...]
 
 
+class NotCached(LookupError):
+    """The directory would have to load this company (asked with ``cached_only``)."""
+
+
 class CompanyDirectory:
     """Company → tenant, office and active signing tokens, cached with a short TTL.
 
@@ -402,13 +406,20 @@ class CompanyDirectory:
         self._negative_ttl = negative_ttl_seconds
         self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds, clock=clock)
 
-    def resolve(self, keys: Sequence[str]) -> ResolvedCompany | None:
+    def resolve(self, keys: Sequence[str], cached_only: bool = False) -> ResolvedCompany | None:
+        """The first key's company, from the cache or loaded (and cached).
+
+        With ``cached_only``, a key that would need loading raises ``NotCached`` instead:
+        an event loop must not wait on Spanner or Secret Manager, so it asks a thread.
+        """
         for key in keys:
             hit, value = self._cache.get(key)
             if hit:
                 if value is not None:
                     return value
                 continue
+            if cached_only:
+                raise NotCached(key)
             resolved = self._load(key)
             self._cache.put(key, resolved, None if resolved else self._negative_ttl)
             if resolved is not None:

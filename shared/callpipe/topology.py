@@ -65,6 +65,8 @@ class StepSpec(_Strict):
     source: str
     entry_point: str
     trigger: Trigger
+    # functions-framework serves the function as ASGI (FUNCTION_USE_ASGI), not WSGI
+    asgi: bool = False
     publishes: list[str] = Field(default_factory=list)
     local_port: int
     memory: str = "512Mi"

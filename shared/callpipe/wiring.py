@@ -35,6 +35,10 @@ class Lazy(Generic[T]):
         self._value: T | None = None
         self._lock = threading.Lock()
 
+    def peek(self) -> T | None:
+        """The value if it is built already, without building it."""
+        return self._value
+
     def get(self) -> T:
         if self._value is None:
             with self._lock:

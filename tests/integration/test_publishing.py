@@ -1,8 +1,10 @@
-"""PubSubPublisher against the Pub/Sub emulator: what the server accepts and assigns.
-Batching, retries and failures the emulator cannot produce are in tests/unit/test_publishing.py."""
+"""PubSubPublisher and AsyncPubSubPublisher against the Pub/Sub emulator: what the server
+accepts and assigns. Batching, retries and failures the emulator cannot produce are in
+tests/unit/test_publishing.py and tests/unit/test_publishing_async.py."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import pytest
 
 from callpipe.devstack.stack import LocalStack
 from callpipe.publishing import PublishFailed, PubSubPublisher
+from callpipe.publishing_async import AsyncPubSubPublisher
 from tests.conftest import Tap
 
 TOPIC = "calls.completed"  # only hold subscriptions consume it: nothing reacts to a test message
@@ -63,3 +66,68 @@ def test_topic_exists(stack: LocalStack) -> None:
     publisher = PubSubPublisher(stack.config.project)
     assert publisher.topic_exists(TOPIC) is True
     assert publisher.topic_exists("no.such.topic") is False
+
+
+# -- AsyncPubSubPublisher ------------------------------------------------------------------
+
+
+def test_async_publish_returns_the_server_message_id_with_data_and_attributes(
+    stack: LocalStack, tap: Callable[[str], Tap]
+) -> None:
+    seen = tap(TOPIC)
+    marker = uuid.uuid4().hex
+    publisher = AsyncPubSubPublisher(stack.config.project)
+    message_id = asyncio.run(
+        publisher.publish(TOPIC, b'{"call":1}', {"tenant_id": "acme", "test_marker": marker})
+    )
+    (message,) = [m for m in seen.drain(expect=1) if m.attributes.get("test_marker") == marker]
+    assert message.message_id == message_id
+    assert message.data == b'{"call":1}'
+    assert dict(message.attributes) == {"tenant_id": "acme", "test_marker": marker}
+
+
+def test_async_concurrent_publishes_each_get_their_own_message(
+    stack: LocalStack, tap: Callable[[str], Tap]
+) -> None:
+    seen = tap(TOPIC)
+    marker = uuid.uuid4().hex
+    publisher = AsyncPubSubPublisher(stack.config.project)
+
+    async def publish_all() -> list[str]:
+        return await asyncio.gather(
+            *[
+                publisher.publish(TOPIC, b"m%d" % i, {"test_marker": marker, "i": str(i)})
+                for i in range(50)
+            ]
+        )
+
+    ids = asyncio.run(publish_all())
+    assert len(set(ids)) == 50
+
+    messages = [m for m in seen.drain(expect=50) if m.attributes.get("test_marker") == marker]
+    assert sorted(m.data for m in messages) == sorted(b"m%d" % i for i in range(50))
+    assert {m.attributes["i"]: m.message_id for m in messages} == {
+        str(i): message_id for i, message_id in enumerate(ids)
+    }
+
+
+def test_async_publisher_works_from_one_event_loop_after_another(
+    stack: LocalStack, tap: Callable[[str], Tap]
+) -> None:
+    seen = tap(TOPIC)
+    marker = uuid.uuid4().hex
+    publisher = AsyncPubSubPublisher(stack.config.project)
+    ids = [
+        asyncio.run(publisher.publish(TOPIC, b"loop-%d" % i, {"test_marker": marker}))
+        for i in range(2)
+    ]
+    messages = [m for m in seen.drain(expect=2) if m.attributes.get("test_marker") == marker]
+    assert sorted((m.data, m.message_id) for m in messages) == sorted(
+        zip([b"loop-0", b"loop-1"], ids, strict=True)
+    )
+
+
+def test_async_publish_to_an_unknown_topic_is_a_publish_failure(stack: LocalStack) -> None:
+    publisher = AsyncPubSubPublisher(stack.config.project, timeout_seconds=5)
+    with pytest.raises(PublishFailed, match="NOT_FOUND"):
+        asyncio.run(publisher.publish("no.such.topic", b"x", {}))

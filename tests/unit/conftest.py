@@ -13,6 +13,7 @@ import hmac
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -152,10 +153,12 @@ class InMemoryCompanies:
     def __init__(self, *mappings: CompanyMapping) -> None:
         self.mappings = list(mappings)
         self.calls: list[str] = []
+        self.threads: list[int] = []  # which thread made each call
         self.error: Exception | None = None
 
     def __call__(self, key: str) -> CompanyMapping | None:
         self.calls.append(key)
+        self.threads.append(threading.get_ident())
         if self.error is not None:
             raise self.error
         for mapping in self.mappings:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 from collections.abc import Callable
 from datetime import timedelta, timezone
+from typing import Any
 
 import pytest
 
 from callpipe.callrail.webhook import EventType
 from callpipe.intake.service import correlation_id_from, event_key, log_outcome
 from callpipe.messages import CallReceived, QuarantinedWebhook
+from callpipe.publishing import PublishFailed
 from callpipe.secrets import signing_token_secret_name
 from tests.unit.conftest import (
     ACCOUNT_ID,
@@ -26,6 +30,7 @@ from tests.unit.conftest import (
     TENANT_ID,
     TOKEN_ID,
     FailingPublisher,
+    InMemoryCompanies,
     IntakeHarness,
     LogCapture,
     company_mapping,
@@ -35,6 +40,7 @@ from tests.unit.conftest import (
     token_ref,
 )
 
+OTHER_CALL_ID = "CAL0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 UNKNOWN_COMPANY = "COM00000000000000000000000000000000"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -638,3 +644,84 @@ def test_log_outcome_is_one_json_line_with_severity_and_no_pii(
     if status == 202:
         assert entry["tenant_id"] == TENANT_ID
         assert entry["call_id"] == POST_CALL_ID
+
+
+# -- on an event loop (the served function) -------------------------------------------------------
+
+
+class AsyncRecordingPublisher:
+    """An asynchronous publisher that keeps every message, or refuses them all."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.messages: list[tuple[str, bytes, dict[str, str]]] = []
+        self.refuse = refuse
+
+    async def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        await asyncio.sleep(0)  # a real publish yields to the loop while Pub/Sub answers
+        if self.refuse:
+            raise PublishFailed(f"Pub/Sub did not accept the message on {topic}: UNAVAILABLE")
+        self.messages.append((topic, data, dict(attributes)))
+        return f"async-{len(self.messages)}"
+
+
+def test_handle_async_publishes_with_the_loops_publisher(harness: IntakeHarness) -> None:
+    publisher = AsyncRecordingPublisher()
+    body = event_body("post_call")
+    outcome = asyncio.run(harness.intake.handle_async(harness.request(body), publisher))
+
+    assert outcome.status == 202
+    assert outcome.fields["message_id"] == "async-1"
+    assert harness.publisher.messages == []  # the thread-based publisher is not used
+    (topic, data, attributes) = publisher.messages[0]
+    assert topic == CALLS_TOPIC
+    message = CallReceived.from_data(data)
+    assert message.call_id == POST_CALL_ID and message.webhook.body == body
+    assert attributes["correlation_id"] == outcome.correlation_id
+
+
+def test_handle_async_loads_an_uncached_company_off_the_loop(
+    harness: IntakeHarness, companies: InMemoryCompanies
+) -> None:
+    publisher = AsyncRecordingPublisher()
+
+    async def twice() -> tuple[int, list[Any]]:
+        loop_thread = threading.get_ident()
+        first = await harness.intake.handle_async(
+            harness.request(event_body("post_call")), publisher
+        )
+        second = await harness.intake.handle_async(
+            harness.request(event_body("post_call", resource_id=OTHER_CALL_ID)), publisher
+        )
+        return loop_thread, [first, second]
+
+    loop_thread, outcomes = asyncio.run(twice())
+    assert [o.status for o in outcomes] == [202, 202]
+    assert companies.calls == [COMPANY_ID]  # the second request found it cached
+    assert companies.threads and loop_thread not in companies.threads
+
+
+def test_handle_async_answers_503_when_pubsub_refuses(harness: IntakeHarness) -> None:
+    outcome = asyncio.run(
+        harness.intake.handle_async(
+            harness.request(event_body("post_call")), AsyncRecordingPublisher(refuse=True)
+        )
+    )
+    assert (outcome.status, outcome.outcome) == (503, "queue_unavailable")
+    assert "UNAVAILABLE" in outcome.fields["detail"]
+    assert outcome.fields["call_id"] == POST_CALL_ID
+
+
+def test_handle_async_quarantines_an_unknown_company(harness: IntakeHarness) -> None:
+    publisher = AsyncRecordingPublisher()
+    body = event_body("post_call", company_resource_id=UNKNOWN_COMPANY, company_id=None)
+    outcome = asyncio.run(harness.intake.handle_async(harness.request(body), publisher))
+    assert (outcome.status, outcome.outcome) == (404, "unknown_company")
+    assert outcome.fields["quarantined"] is True
+    assert [m[0] for m in publisher.messages] == [QUARANTINE_TOPIC]
+    assert QuarantinedWebhook.from_data(publisher.messages[0][1]).webhook.body == body
+
+    refused = asyncio.run(
+        harness.intake.handle_async(harness.request(body), AsyncRecordingPublisher(refuse=True))
+    )
+    assert refused.status == 404 and refused.fields["quarantined"] is False
+    assert "not kept" in refused.body["message"]

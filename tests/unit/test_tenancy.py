@@ -8,7 +8,7 @@ import pytest
 
 from callpipe.callrail.signature import SigningToken
 from callpipe.secrets import signing_token_secret_name
-from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable, OnboardingRequest
+from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable, NotCached, OnboardingRequest
 from tests.unit.conftest import (
     COMPANY_ID,
     LEGACY_COMPANY_ID,
@@ -58,6 +58,22 @@ def test_positive_answers_are_cached_within_the_ttl(
     monotonic.advance(1)
     directory.resolve([COMPANY_ID])
     assert companies.calls == [COMPANY_ID, COMPANY_ID]
+
+
+def test_cached_only_answers_from_the_cache_and_never_loads(
+    directory: CompanyDirectory, companies: InMemoryCompanies, monotonic: FakeMonotonic
+) -> None:
+    with pytest.raises(NotCached):
+        directory.resolve([COMPANY_ID], cached_only=True)
+    assert companies.calls == []
+    loaded = directory.resolve([COMPANY_ID])
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    directory.resolve([UNKNOWN])
+    assert directory.resolve([UNKNOWN], cached_only=True) is None  # a cached "unknown"
+    monotonic.advance(60)
+    with pytest.raises(NotCached):
+        directory.resolve([COMPANY_ID], cached_only=True)
+    assert companies.calls == [COMPANY_ID, UNKNOWN]
 
 
 def test_negative_answers_are_cached_for_the_shorter_ttl(

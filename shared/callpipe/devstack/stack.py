@@ -236,6 +236,7 @@ class LocalStack:
                 **self.env(),
                 **step.env,
                 **self.config.function_env,
+                **({"FUNCTION_USE_ASGI": "true"} if step.asgi else {}),
                 "WORKERS": str(self.config.function_workers),
                 "THREADS": str(self.config.function_threads),
                 "PORT": str(port),

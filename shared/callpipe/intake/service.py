@@ -11,15 +11,16 @@ nothing else in the body is used before the signature holds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -30,7 +31,7 @@ from callpipe.intake.ratelimit import TokenBucket
 from callpipe.logs import log_event
 from callpipe.messages import CallReceived, QuarantinedWebhook, RawWebhook
 from callpipe.publishing import Publisher, PublishFailed
-from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable
+from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable, NotCached
 
 logger = logging.getLogger("callpipe.intake")
 
@@ -66,6 +67,22 @@ class IntakeOutcome:
     body: dict[str, Any]
     correlation_id: str
     fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PendingPublish:
+    """A request that is decided once its message is published: the caller publishes it
+    (in a thread or on an event loop) and gets the outcome from ``accepted`` or ``refused``."""
+
+    topic: str
+    data: bytes
+    attributes: dict[str, str]
+    accepted: Callable[[str], IntakeOutcome]  # given the server's message id
+    refused: Callable[[str], IntakeOutcome]  # given why Pub/Sub did not take it
+
+
+class AsyncPublisher(Protocol):
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> Awaitable[str]: ...
 
 
 def correlation_id_from(headers: Mapping[str, str]) -> str:
@@ -117,11 +134,51 @@ class WebhookIntake:
         received_at: datetime | None = None,
         keep_unknown: bool = True,
     ) -> IntakeOutcome:
-        """Process one request.
+        """Process one request, publishing from this thread.
 
         On a replay, ``received_at`` is the original capture time (the timestamp window is
         judged against it) and ``keep_unknown=False`` stops a still-unknown company's
         webhook from being quarantined a second time.
+        """
+        step = self.check(request, received_at, keep_unknown)
+        if isinstance(step, IntakeOutcome):
+            return step
+        try:
+            message_id = self._publisher.publish(step.topic, step.data, step.attributes)
+        except PublishFailed as error:
+            return step.refused(str(error))
+        return step.accepted(message_id)
+
+    async def handle_async(
+        self, request: IntakeRequest, publisher: AsyncPublisher
+    ) -> IntakeOutcome:
+        """Process one request on an event loop, which it never blocks.
+
+        Everything but the publish is CPU work, unless the company directory has to load a
+        company: then the checks run again in a thread, where waiting on Spanner is harmless.
+        """
+        try:
+            step = self.check(request, cached_only=True)
+        except NotCached:
+            step = await asyncio.to_thread(self.check, request)
+        if isinstance(step, IntakeOutcome):
+            return step
+        try:
+            message_id = await publisher.publish(step.topic, step.data, step.attributes)
+        except PublishFailed as error:
+            return step.refused(str(error))
+        return step.accepted(message_id)
+
+    def check(
+        self,
+        request: IntakeRequest,
+        received_at: datetime | None = None,
+        keep_unknown: bool = True,
+        cached_only: bool = False,
+    ) -> IntakeOutcome | PendingPublish:
+        """Every check of one request, up to the message it should publish, if any.
+
+        With ``cached_only``, raises ``NotCached`` rather than load an unknown company.
         """
         headers = {k.lower(): v for k, v in request.headers.items()}
         correlation_id = correlation_id_from(headers)
@@ -179,34 +236,47 @@ class WebhookIntake:
             received,
         )
         try:
-            company = self._directory.resolve(company_keys)
+            company = self._directory.resolve(company_keys, cached_only=cached_only)
         except DirectoryUnavailable as error:
-            kept = keep_unknown and self._quarantine(
-                raw, company_keys[0], "directory_unavailable", correlation_id
-            )
-            return fail(
-                503,
+            detail = str(error)
+
+            def unavailable(kept: bool) -> IntakeOutcome:
+                return fail(
+                    503,
+                    "directory_unavailable",
+                    "the tenant directory did not answer; retry later",
+                    detail=detail,
+                    quarantined=kept,
+                )
+
+            return self._quarantine(
+                keep_unknown,
+                raw,
+                company_keys[0],
                 "directory_unavailable",
-                "the tenant directory did not answer; retry later",
-                detail=str(error),
-                quarantined=kept,
+                correlation_id,
+                unavailable,
             )
         if company is None:
-            kept = keep_unknown and self._quarantine(
-                raw, company_keys[0], "unknown_company", correlation_id
-            )
-            if kept:
-                note = "kept in quarantine for replay"
-            elif keep_unknown:
-                note = "not kept: the quarantine is full"
-            else:
-                note = "still unknown"
-            return fail(
-                404,
-                "unknown_company",
-                f"CallRail company {company_keys[0]} is not onboarded ({note})",
-                company_id=company_keys[0],
-                quarantined=kept,
+            company_key = company_keys[0]
+
+            def unknown(kept: bool) -> IntakeOutcome:
+                if kept:
+                    note = "kept in quarantine for replay"
+                elif keep_unknown:
+                    note = "not kept: the quarantine is full"
+                else:
+                    note = "still unknown"
+                return fail(
+                    404,
+                    "unknown_company",
+                    f"CallRail company {company_key} is not onboarded ({note})",
+                    company_id=company_key,
+                    quarantined=kept,
+                )
+
+            return self._quarantine(
+                keep_unknown, raw, company_key, "unknown_company", correlation_id, unknown
             )
 
         mapping = company.mapping
@@ -222,9 +292,13 @@ class WebhookIntake:
 
         # From here on the body is authentic. What we cannot use is still kept (quarantine):
         # CallRail never sends it again, and once the cause is fixed it can be replayed.
-        def unusable(code: str, message: str) -> IntakeOutcome:
-            kept = keep_unknown and self._quarantine(raw, mapping.company_id, code, correlation_id)
-            return fail(400, code, message, tenant_id=mapping.tenant_id, quarantined=kept)
+        def unusable(code: str, message: str) -> IntakeOutcome | PendingPublish:
+            def answer(kept: bool) -> IntakeOutcome:
+                return fail(400, code, message, tenant_id=mapping.tenant_id, quarantined=kept)
+
+            return self._quarantine(
+                keep_unknown, raw, mapping.company_id, code, correlation_id, answer
+            )
 
         try:
             webhook = CallRailWebhook.model_validate(document)
@@ -271,46 +345,61 @@ class WebhookIntake:
             "call_id": call_id,
             "event_type": event_type.value,
         }
-        try:
-            message_id = self._publisher.publish(
-                self._config.calls_topic, message.to_data(), message.attributes()
+
+        def queued(message_id: str) -> IntakeOutcome:
+            return IntakeOutcome(
+                status=202,
+                outcome="accepted",
+                body={
+                    "status": "accepted",
+                    "call_id": call_id,
+                    "event_type": event_type.value,
+                    "correlation_id": correlation_id,
+                },
+                correlation_id=correlation_id,
+                fields={**context, "message_id": message_id, "token_id": token.token_id},
             )
-        except PublishFailed as error:
+
+        def not_queued(error: str) -> IntakeOutcome:
             return fail(
                 503,
                 "queue_unavailable",
                 "the call could not be queued; retry later",
-                detail=str(error),
+                detail=error,
                 **context,
             )
-        return IntakeOutcome(
-            status=202,
-            outcome="accepted",
-            body={
-                "status": "accepted",
-                "call_id": call_id,
-                "event_type": event_type.value,
-                "correlation_id": correlation_id,
-            },
-            correlation_id=correlation_id,
-            fields={**context, "message_id": message_id, "token_id": token.token_id},
+
+        return PendingPublish(
+            self._config.calls_topic,
+            message.to_data(),
+            message.attributes(),
+            accepted=queued,
+            refused=not_queued,
         )
 
     def _quarantine(
-        self, raw: RawWebhook, company_key: str, reason: str, correlation_id: str
-    ) -> bool:
-        if not self._quarantine_limiter.take():
-            return False
+        self,
+        keep: bool,
+        raw: RawWebhook,
+        company_key: str,
+        reason: str,
+        correlation_id: str,
+        answer: Callable[[bool], IntakeOutcome],
+    ) -> IntakeOutcome | PendingPublish:
+        """Keep an authentic (or not yet verifiable) webhook for a replay, within the limit;
+        ``answer`` says whether it was kept."""
+        if not keep or not self._quarantine_limiter.take():
+            return answer(False)
         message = QuarantinedWebhook(
             company_key=company_key[:64], reason=reason, correlation_id=correlation_id, webhook=raw
         )
-        try:
-            self._publisher.publish(
-                self._config.quarantine_topic, message.to_data(), message.attributes()
-            )
-        except PublishFailed:
-            return False
-        return True
+        return PendingPublish(
+            self._config.quarantine_topic,
+            message.to_data(),
+            message.attributes(),
+            accepted=lambda _message_id: answer(True),
+            refused=lambda _error: answer(False),
+        )
 
 
 def _company_keys(document: Mapping[str, Any]) -> list[str]:

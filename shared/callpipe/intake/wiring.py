@@ -12,6 +12,7 @@ from callpipe.config import Settings
 from callpipe.intake.ratelimit import TokenBucket
 from callpipe.intake.service import IntakeConfig, WebhookIntake
 from callpipe.publishing import PubSubPublisher
+from callpipe.publishing_async import AsyncPubSubPublisher
 from callpipe.spanner_db import open_database, spanner_check
 from callpipe.tenancy import CompanyDirectory, TenantRepository
 from callpipe.wiring import build_publisher, build_secret_store
@@ -21,6 +22,9 @@ from callpipe.wiring import build_publisher, build_secret_store
 class IntakeRuntime:
     intake: WebhookIntake
     health: HealthCheck
+    # what the served function publishes with, from its event loop; ``intake`` keeps the
+    # thread-based publisher for callers without one (replays, the quarantine CLI)
+    publisher: AsyncPubSubPublisher
 
 
 class HealthCheck:
@@ -81,4 +85,12 @@ def build_intake_runtime(settings: Settings) -> IntakeRuntime:
         publisher,
         TokenBucket(settings.quarantine_max_per_minute),
     )
-    return IntakeRuntime(intake=intake, health=HealthCheck(settings, publisher, database))
+    return IntakeRuntime(
+        intake=intake,
+        health=HealthCheck(settings, publisher, database),
+        publisher=AsyncPubSubPublisher(
+            settings.google_cloud_project,
+            timeout_seconds=settings.publish_timeout_seconds,
+            batch_max_latency_seconds=settings.publish_batch_max_latency_ms / 1000.0,
+        ),
+    )

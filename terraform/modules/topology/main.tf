@@ -10,6 +10,7 @@ locals {
       source        = step.source
       entry_point   = step.entry_point
       trigger_type  = step.trigger.type
+      asgi          = try(step.asgi, null) == null ? false : step.asgi
       trigger_topic = try(step.trigger.topic, null)
       publishes     = try(step.publishes, null) == null ? [] : step.publishes
       memory        = try(step.memory, null) == null ? "512Mi" : step.memory
