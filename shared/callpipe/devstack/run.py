@@ -56,6 +56,9 @@ def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
     import secrets
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C (SIGINT) stops everything even when a shell started us as a background job,
+    # which makes the job ignore SIGINT
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config = config_from_env()
     api_key = secrets.token_urlsafe(24)
     config.simulator_accounts = {DEMO_ACCOUNT_ID: api_key}
