@@ -104,7 +104,8 @@ locals {
     WEBHOOK_ARCHIVE_BUCKET = google_storage_bucket.data["webhooks"].name
     RETENTION_DAYS         = tostring(var.retention_days)
     LOG_LEVEL              = var.log_level
-    # functions-framework serves with gunicorn gthread: one thread per concurrent request.
+    # functions-framework serves WSGI steps with gunicorn gthread: one thread per concurrent
+    # request. ASGI steps (intake) ignore it: one event loop serves them all.
     THREADS = tostring(var.max_request_concurrency)
   }
 

@@ -18,11 +18,18 @@ import json
 import time
 
 import functions_framework.aio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from callpipe.config import get_settings
-from callpipe.intake.service import READ_HEADERS, WEBHOOK_PATH, IntakeRequest, log_outcome
+from callpipe.intake.service import (
+    READ_HEADERS,
+    WEBHOOK_PATH,
+    IntakeOutcome,
+    IntakeRequest,
+    correlation_id_from,
+    log_outcome,
+)
 from callpipe.intake.wiring import IntakeRuntime, build_intake_runtime
 from callpipe.logs import configure_logging
 from callpipe.wiring import Lazy
@@ -78,8 +85,19 @@ async def intake(request: Request) -> Response:
 
     limit = _settings.webhook_max_body_bytes
     declared = request.headers.get("content-length", "")
-    oversized = declared.isdigit() and int(declared) > limit
-    body = b"" if oversized else await _read_body(request, limit)
+    oversized = declared.isascii() and declared.isdigit() and int(declared) > limit
+    try:
+        body = b"" if oversized else await _read_body(request, limit)
+    except ClientDisconnect:
+        # CallRail hung up mid-upload: nobody reads an answer, but the attempt is logged
+        gone = IntakeOutcome(
+            status=400,
+            outcome="client_disconnected",
+            body={"error": "client_disconnected", "message": "the body did not arrive"},
+            correlation_id=correlation_id_from(request.headers),
+        )
+        log_outcome(gone, (time.perf_counter() - started) * 1000.0)
+        return _json(gone.status, gone.body)
     runtime = await _runtime_ready()
     outcome = await runtime.intake.handle_async(
         IntakeRequest(

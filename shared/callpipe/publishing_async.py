@@ -113,7 +113,8 @@ class _TopicSender:
     async def publish(self, data: bytes, attributes: dict[str, str], deadline: float) -> str:
         pending = _Pending(data, attributes, deadline, self._loop.create_future())
         self._waiting.append(pending)
-        if self._task is None:
+        # a sender cancelled before its first step never ran its cleanup: replaced, not awaited
+        if self._task is None or self._task.done():
             self._task = self._loop.create_task(self._run(), name=f"publish {self._topic}")
         expiry = self._loop.call_at(deadline, self._expire, pending)
         try:

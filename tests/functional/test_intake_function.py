@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -190,3 +191,45 @@ def test_control_characters_in_the_path_are_a_plain_404(client: Any) -> None:
     response = client.post(f"{WEBHOOK}/%06x", content=b"{}", headers={"Signature": "x"})
     assert response.status_code == 415
     assert response.json()["error"] == "unsupported_media_type"
+
+
+def asgi_post(app: Any, chunks: list[bytes], hang_up: bool = False) -> int:
+    """POST a body in chunks straight to the ASGI app, with no Content-Length (chunked), as a
+    server hands it over; ``hang_up`` ends with the client gone instead of the last chunk."""
+    events: list[dict[str, Any]] = [
+        {"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks
+    ]
+    events.append({"type": "http.disconnect"} if hang_up else {"type": "http.request", "body": b""})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return events.pop(0) if events else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": WEBHOOK,
+        "raw_path": WEBHOOK.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"signature", b"x")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_and_refused(client: Any) -> None:
+    chunks = [b"x" * 300_000] * 5  # 1.5 MB, no Content-Length to refuse it up front
+    assert asgi_post(client.app, chunks) == 413
+
+
+def test_a_client_that_hangs_up_mid_upload_is_answered_not_crashed(client: Any) -> None:
+    assert asgi_post(client.app, [b'{"company_resource_id": "COM'], hang_up=True) == 400
