@@ -75,7 +75,7 @@ resource "google_cloudfunctions2_function" "step" {
   service_config {
     available_memory                 = each.value.memory
     available_cpu                    = var.function_cpu
-    max_instance_request_concurrency = var.max_request_concurrency
+    max_instance_request_concurrency = coalesce(each.value.concurrency, var.max_request_concurrency)
     min_instance_count               = lookup(var.min_instances, each.key, 0)
     max_instance_count               = each.value.max_instances
     # A Pub/Sub step never works longer than Pub/Sub waits for its answer, so a message is

@@ -133,7 +133,7 @@ variable "function_cpu" {
 }
 
 variable "max_request_concurrency" {
-  description = "Requests one instance serves at once; also the gunicorn THREADS of functions-framework for WSGI steps (an ASGI step serves them all on its event loop)."
+  description = "Requests one instance serves at once, for steps without a concurrency in the topology; also the gunicorn THREADS of functions-framework for WSGI steps (an ASGI step serves them all on its event loop)."
   type        = number
   default     = 8
 }

@@ -67,6 +67,8 @@ class StepSpec(_Strict):
     trigger: Trigger
     # functions-framework serves the function as ASGI (FUNCTION_USE_ASGI), not WSGI
     asgi: bool = False
+    # requests one instance takes at once (Cloud Run); None: Terraform's default for all steps
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
     publishes: list[str] = Field(default_factory=list)
     local_port: int
     memory: str = "512Mi"

@@ -487,6 +487,7 @@ def test_terraform_derives_the_same_topology_as_python(
     for name, step in topology.steps.items():
         assert derived["steps"][name]["env"] == step.env
         assert derived["steps"][name]["asgi"] == step.asgi
+        assert derived["steps"][name]["concurrency"] == step.concurrency
         assert derived["steps"][name]["memory"] == step.memory
         assert derived["steps"][name]["max_instances"] == step.max_instances
         assert derived["steps"][name]["entry_point"] == step.entry_point

@@ -11,6 +11,7 @@ locals {
       entry_point   = step.entry_point
       trigger_type  = step.trigger.type
       asgi          = try(step.asgi, null) == null ? false : step.asgi
+      concurrency   = try(step.concurrency, null)
       trigger_topic = try(step.trigger.topic, null)
       publishes     = try(step.publishes, null) == null ? [] : step.publishes
       memory        = try(step.memory, null) == null ? "512Mi" : step.memory
