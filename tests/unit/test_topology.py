@@ -225,6 +225,19 @@ def test_max_delivery_attempts_outside_5_to_100_is_rejected(attempts: int) -> No
         Topology.model_validate(mutate(["steps", "work", "max_delivery_attempts"], attempts))
 
 
+@pytest.mark.parametrize("concurrency", [0, 1001, "lots"])
+def test_step_concurrency_outside_1_to_1000_is_rejected(concurrency: Any) -> None:
+    with pytest.raises(ValidationError, match="concurrency"):
+        Topology.model_validate(mutate(["steps", "ingest", "concurrency"], concurrency))
+
+
+def test_step_concurrency_and_asgi_default_to_terraform_and_wsgi() -> None:
+    step = Topology.model_validate(minimal()).steps["ingest"]
+    assert (step.concurrency, step.asgi) == (None, False)
+    step = Topology.model_validate(mutate(["steps", "ingest", "concurrency"], 80)).steps["ingest"]
+    assert step.concurrency == 80
+
+
 @pytest.mark.parametrize("attempts", [5, 100])
 def test_max_delivery_attempts_bounds_are_accepted(attempts: int) -> None:
     topo = Topology.model_validate(mutate(["steps", "work", "max_delivery_attempts"], attempts))
