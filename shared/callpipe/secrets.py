@@ -70,6 +70,9 @@ class LocalSecretStore:
             raise
 
 
+READ_TIMEOUT_SECONDS = 5.0
+
+
 class SecretManagerStore:
     """Google Secret Manager: one secret per token/key, the newest version is the value."""
 
@@ -84,10 +87,13 @@ class SecretManagerStore:
 
         path = f"projects/{self._project}/secrets/{check_secret_name(name)}/versions/latest"
         try:
-            response = self._client.access_secret_version(request={"name": path})  # type: ignore[attr-defined]
+            # bounded like the directory's Spanner lookup: a webhook may be waiting on it
+            response = self._client.access_secret_version(  # type: ignore[attr-defined]
+                request={"name": path}, timeout=READ_TIMEOUT_SECONDS
+            )
         except exceptions.NotFound:
             raise SecretNotFound(f"secret {name} does not exist in Secret Manager") from None
-        except exceptions.GoogleAPICallError as error:
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
             raise SecretStoreUnavailable(
                 f"Secret Manager did not answer for {name}: {error.__class__.__name__}"
             ) from None

@@ -295,7 +295,10 @@ class TenantRepository:
         with self._db.snapshot() as snapshot:
             rows = list(
                 snapshot.execute_sql(
-                    sql, params={"key": key}, param_types={"key": param_types.STRING}
+                    sql,
+                    params={"key": key},
+                    param_types={"key": param_types.STRING},
+                    timeout=LOOKUP_TIMEOUT_SECONDS,
                 )
             )
         if not rows:
@@ -380,6 +383,11 @@ def _company_from_row(row: Sequence[Any]) -> CompanyMapping:
 class ResolvedCompany:
     mapping: CompanyMapping
     tokens: tuple[SigningToken, ...]
+
+
+# A webhook waits on this lookup, and CallRail gives up on a slow answer and never sends it
+# again; past this, intake answers 503 and keeps the webhook in quarantine for a replay.
+LOOKUP_TIMEOUT_SECONDS = 5.0
 
 
 class NotCached(LookupError):
