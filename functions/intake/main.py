@@ -25,9 +25,8 @@ from callpipe.config import get_settings
 from callpipe.intake.service import (
     READ_HEADERS,
     WEBHOOK_PATH,
-    IntakeOutcome,
     IntakeRequest,
-    correlation_id_from,
+    client_disconnected,
     log_outcome,
 )
 from callpipe.intake.wiring import IntakeRuntime, build_intake_runtime
@@ -89,13 +88,7 @@ async def intake(request: Request) -> Response:
     try:
         body = b"" if oversized else await _read_body(request, limit)
     except ClientDisconnect:
-        # CallRail hung up mid-upload: nobody reads an answer, but the attempt is logged
-        gone = IntakeOutcome(
-            status=400,
-            outcome="client_disconnected",
-            body={"error": "client_disconnected", "message": "the body did not arrive"},
-            correlation_id=correlation_id_from(request.headers),
-        )
+        gone = client_disconnected(request.headers)
         log_outcome(gone, (time.perf_counter() - started) * 1000.0)
         return _json(gone.status, gone.body)
     runtime = await _runtime_ready()

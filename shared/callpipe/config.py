@@ -107,6 +107,8 @@ class Settings(BaseSettings):
 
     # Read by the Storage client itself; the API also needs it to hand out playable URLs.
     storage_emulator_host: str | None = Field(default=None, alias="STORAGE_EMULATOR_HOST")
+    # Read by the Pub/Sub client itself; intake's asyncio publisher opens its own channel.
+    pubsub_emulator_host: str | None = Field(default=None, alias="PUBSUB_EMULATOR_HOST")
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     port: int = Field(default=8080, alias="PORT")

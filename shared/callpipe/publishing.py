@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -98,7 +98,7 @@ class _TopicSender:
         rpc: PublishRpc,
         topic_path: str,
         linger: float,
-        pb: Any,
+        pb: ProtobufTypes,
     ) -> None:
         self._rpc = rpc
         self._topic_path = topic_path
@@ -169,11 +169,7 @@ class _TopicSender:
                     self._sending = False
 
     def _send(self, batch: list[_Pending]) -> None:
-        pb = self._pb
-        request = pb.PublishRequest(
-            topic=self._topic_path,
-            messages=[pb.PubsubMessage(data=p.data, attributes=p.attributes) for p in batch],
-        )
+        request = self._pb.request(self._topic_path, batch)
         deadline = min(p.deadline for p in batch)
         delay = _BACKOFF_INITIAL
         while True:
@@ -185,33 +181,75 @@ class _TopicSender:
             try:
                 response = self._rpc(request, timeout=remaining)
             except grpc.RpcError as error:
-                code = error.code() if callable(getattr(error, "code", None)) else None
+                code = rpc_status(error)
                 if code in RETRYABLE:
-                    time.sleep(min(delay * random.uniform(0.5, 1.0), max(0.0, remaining)))
-                    delay = min(delay * 2, _BACKOFF_MAX)
+                    time.sleep(backoff_pause(delay, remaining))
+                    delay = next_backoff(delay)
                     continue
                 if code is grpc.StatusCode.INVALID_ARGUMENT and len(batch) > 1:
                     for pending in batch:
                         self._send([pending])
                     return
-                name = code.name if code is not None else error.__class__.__name__
                 for pending in batch:
-                    pending.resolve(error=f"{name}: {_details(error)}")
+                    pending.resolve(error=rpc_failure(error, code))
                 return
             ids = list(response.message_ids)
             if len(ids) != len(batch):
                 for pending in batch:
-                    pending.resolve(error=f"{len(ids)} message ids for {len(batch)} messages")
+                    pending.resolve(error=id_count_mismatch(ids, batch))
                 return
             for pending, message_id in zip(batch, ids, strict=True):
                 pending.resolve(message_id=message_id)
             return
 
 
-def _details(error: grpc.RpcError) -> str:
+# -- shared with callpipe.publishing_async ------------------------------------------------
+
+
+class PublishedMessage(Protocol):
+    data: bytes
+    attributes: dict[str, str]
+
+
+def topic_path(project: str, topic: str) -> str:
+    return f"projects/{project}/topics/{topic}"
+
+
+def publish_rpc(channel: Any) -> Any:
+    """The Publish method on a gRPC channel, sync or asyncio, with the plain protobufs."""
+    from google.pubsub_v1.types import PublishRequest, PublishResponse
+
+    return channel.unary_unary(
+        PUBLISH_METHOD,
+        request_serializer=PublishRequest.pb().SerializeToString,
+        response_deserializer=PublishResponse.pb().FromString,
+    )
+
+
+def rpc_status(error: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(error, "code", None)
+    return code() if callable(code) else None  # type: ignore[no-any-return]
+
+
+def rpc_failure(error: grpc.RpcError, code: grpc.StatusCode | None) -> str:
+    """Why the RPC failed, for the callers: the status and the server's words (never data)."""
+    name = code.name if code is not None else error.__class__.__name__
     details = getattr(error, "details", None)
     text = details() if callable(details) else ""
-    return (text or "")[:200]
+    return f"{name}: {(text or '')[:200]}"
+
+
+def backoff_pause(delay: float, remaining: float) -> float:
+    """A jittered pause of up to ``delay``, never past the deadline ``remaining`` away."""
+    return min(delay * random.uniform(0.5, 1.0), max(0.0, remaining))
+
+
+def next_backoff(delay: float) -> float:
+    return min(delay * 2, _BACKOFF_MAX)
+
+
+def id_count_mismatch(ids: Sequence[str], batch: Sequence[Any]) -> str:
+    return f"{len(ids)} message ids for {len(batch)} messages"
 
 
 class PubSubPublisher:
@@ -223,24 +261,19 @@ class PubSubPublisher:
         client: Any | None = None,
     ) -> None:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-        from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
 
         self._project = project
         self._timeout = timeout_seconds
         self._linger = batch_max_latency_seconds
         # the library's client for its channel (endpoint, credentials, emulator) and admin calls
         self._client = client or pubsub_v1.PublisherClient()
-        self._rpc = self._client.transport.grpc_channel.unary_unary(
-            PUBLISH_METHOD,
-            request_serializer=PublishRequest.pb().SerializeToString,
-            response_deserializer=PublishResponse.pb().FromString,
-        )
-        self._pb = _ProtobufTypes(PublishRequest.pb(), PubsubMessage.pb())
+        self._rpc = publish_rpc(self._client.transport.grpc_channel)
+        self._pb = ProtobufTypes.load()
         self._senders: dict[str, _TopicSender] = {}
         self._lock = threading.Lock()
 
     def topic_path(self, topic: str) -> str:
-        return f"projects/{self._project}/topics/{topic}"
+        return topic_path(self._project, topic)
 
     def _sender(self, topic: str) -> _TopicSender:
         sender = self._senders.get(topic)
@@ -271,6 +304,18 @@ class PubSubPublisher:
 
 
 @dataclass(frozen=True)
-class _ProtobufTypes:
+class ProtobufTypes:
     PublishRequest: Any
     PubsubMessage: Any
+
+    @classmethod
+    def load(cls) -> ProtobufTypes:
+        from google.pubsub_v1.types import PublishRequest, PubsubMessage
+
+        return cls(PublishRequest.pb(), PubsubMessage.pb())
+
+    def request(self, topic_path: str, batch: Iterable[PublishedMessage]) -> Any:
+        return self.PublishRequest(
+            topic=topic_path,
+            messages=[self.PubsubMessage(data=m.data, attributes=m.attributes) for m in batch],
+        )

@@ -33,8 +33,6 @@ Retries, the split of a batch refused with INVALID_ARGUMENT and the error messag
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -45,14 +43,18 @@ import grpc
 
 from callpipe.publishing import (
     _BACKOFF_INITIAL,
-    _BACKOFF_MAX,
     MAX_BYTES_PER_RPC,
     MAX_MESSAGES_PER_RPC,
-    PUBLISH_METHOD,
     RETRYABLE,
+    ProtobufTypes,
     PublishFailed,
-    _details,
-    _ProtobufTypes,
+    backoff_pause,
+    id_count_mismatch,
+    next_backoff,
+    publish_rpc,
+    rpc_failure,
+    rpc_status,
+    topic_path,
 )
 
 # gRPC enforces the RPC's timeout itself; this bounds an RPC that somehow outlives it, so
@@ -93,7 +95,7 @@ class _TopicSender:
         rpc: AsyncPublishRpc,
         topic: str,
         topic_path: str,
-        pb: _ProtobufTypes,
+        pb: ProtobufTypes,
         linger: float = 0.0,
     ) -> None:
         self._loop = loop
@@ -184,15 +186,8 @@ class _TopicSender:
                 self._fail(pending, "the publisher's sender task stopped")
             self._waiting.clear()
 
-    def _request(self, batch: list[_Pending]) -> Any:
-        pb = self._pb
-        return pb.PublishRequest(
-            topic=self._topic_path,
-            messages=[pb.PubsubMessage(data=p.data, attributes=p.attributes) for p in batch],
-        )
-
     async def _send(self, batch: list[_Pending]) -> None:
-        request = self._request(batch)
+        request = self._pb.request(self._topic_path, batch)
         deadline = min(p.deadline for p in batch)
         delay = _BACKOFF_INITIAL
         while True:
@@ -206,7 +201,7 @@ class _TopicSender:
                 batch = [p for p in batch if not p.future.done()]
                 if not batch:
                     return
-                request = self._request(batch)
+                request = self._pb.request(self._topic_path, batch)
                 deadline = min(p.deadline for p in batch)
                 continue
             try:
@@ -217,11 +212,10 @@ class _TopicSender:
                     self._fail(pending, "no answer before the deadline")
                 return
             except grpc.RpcError as error:
-                code = error.code() if callable(getattr(error, "code", None)) else None
+                code = rpc_status(error)
                 if code in RETRYABLE:
-                    left = max(0.0, deadline - self._loop.time())
-                    await asyncio.sleep(min(delay * random.uniform(0.5, 1.0), left))
-                    delay = min(delay * 2, _BACKOFF_MAX)
+                    await asyncio.sleep(backoff_pause(delay, deadline - self._loop.time()))
+                    delay = next_backoff(delay)
                     continue
                 if code is grpc.StatusCode.INVALID_ARGUMENT and len(batch) > 1:
                     # refused as a whole: one bad message must not fail the others with it
@@ -229,14 +223,13 @@ class _TopicSender:
                         if not pending.future.done():  # its caller may have gone meanwhile
                             await self._send([pending])
                     return
-                name = code.name if code is not None else error.__class__.__name__
                 for pending in batch:
-                    self._fail(pending, f"{name}: {_details(error)}")
+                    self._fail(pending, rpc_failure(error, code))
                 return
             ids = list(response.message_ids)
             if len(ids) != len(batch):
                 for pending in batch:
-                    self._fail(pending, f"{len(ids)} message ids for {len(batch)} messages")
+                    self._fail(pending, id_count_mismatch(ids, batch))
                 return
             for pending, message_id in zip(batch, ids, strict=True):
                 if not pending.future.done():
@@ -257,24 +250,24 @@ class AsyncPubSubPublisher:
         timeout_seconds: float = 10.0,
         rpc_factory: Callable[[], AsyncPublishRpc] | None = None,
         batch_max_latency_seconds: float = 0.0,
+        emulator_host: str | None = None,
     ) -> None:
-        from google.pubsub_v1.types import PublishRequest, PubsubMessage
-
+        """``emulator_host`` (PUBSUB_EMULATOR_HOST) points it at the emulator; without it,
+        at pubsub.googleapis.com with Application Default Credentials."""
         self._project = project
         self._timeout = timeout_seconds
         self._linger = batch_max_latency_seconds
         self._rpc_factory = rpc_factory
-        # read once, as the library's clients do: a publisher keeps its target for its life
-        self._emulator_host = os.environ.get("PUBSUB_EMULATOR_HOST") or None
+        self._emulator_host = emulator_host
         self._credentials: Any | None = None
         self._credentials_lock = threading.Lock()
-        self._pb = _ProtobufTypes(PublishRequest.pb(), PubsubMessage.pb())
+        self._pb = ProtobufTypes.load()
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         # loops of other threads (a test client's) may start at the same time as ours
         self._loops_lock = threading.Lock()
 
     def topic_path(self, topic: str) -> str:
-        return f"projects/{self._project}/topics/{topic}"
+        return topic_path(self._project, topic)
 
     async def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
         loop = asyncio.get_running_loop()
@@ -304,7 +297,7 @@ class AsyncPubSubPublisher:
 
         host = self._emulator_host
         if host is not None:
-            return lambda: _publish_rpc(grpc.aio.insecure_channel(host, options=_CHANNEL_OPTIONS))
+            return lambda: publish_rpc(grpc.aio.insecure_channel(host, options=_CHANNEL_OPTIONS))
         if self._credentials is None:
             try:
                 await asyncio.to_thread(self._load_credentials)
@@ -315,7 +308,7 @@ class AsyncPubSubPublisher:
                     f"({error.__class__.__name__})"
                 ) from error
         credentials = self._credentials
-        return lambda: _publish_rpc(_pubsub_channel(credentials))
+        return lambda: publish_rpc(_pubsub_channel(credentials))
 
     def _load_credentials(self) -> None:
         """Application Default Credentials, looked up once (in a worker thread: it may query
@@ -348,14 +341,3 @@ def _pubsub_channel(credentials: Any) -> Any:
         credentials=credentials,
         options=_CHANNEL_OPTIONS,
     )
-
-
-def _publish_rpc(channel: Any) -> AsyncPublishRpc:
-    from google.pubsub_v1.types import PublishRequest, PublishResponse
-
-    rpc: AsyncPublishRpc = channel.unary_unary(
-        PUBLISH_METHOD,
-        request_serializer=PublishRequest.pb().SerializeToString,
-        response_deserializer=PublishResponse.pb().FromString,
-    )
-    return rpc

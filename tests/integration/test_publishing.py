@@ -18,15 +18,32 @@ from tests.conftest import Tap
 
 TOPIC = "calls.completed"  # only hold subscriptions consume it: nothing reacts to a test message
 
+PublishOne = Callable[[str, bytes, dict[str, str]], str]
+
+
+def async_publisher(stack: LocalStack, timeout_seconds: float = 10.0) -> AsyncPubSubPublisher:
+    return AsyncPubSubPublisher(
+        stack.config.project,
+        timeout_seconds=timeout_seconds,
+        emulator_host=stack.env()["PUBSUB_EMULATOR_HOST"],
+    )
+
+
+@pytest.fixture(params=["threads", "asyncio"])
+def publish_one(request: pytest.FixtureRequest, stack: LocalStack) -> PublishOne:
+    """One publish, and its message id, through either publisher."""
+    if request.param == "threads":
+        return PubSubPublisher(stack.config.project, timeout_seconds=5).publish
+    publisher = async_publisher(stack, timeout_seconds=5)
+    return lambda topic, data, attributes: asyncio.run(publisher.publish(topic, data, attributes))
+
 
 def test_publish_returns_the_server_message_id_with_data_and_attributes(
-    stack: LocalStack, tap: Callable[[str], Tap]
+    publish_one: PublishOne, tap: Callable[[str], Tap]
 ) -> None:
     seen = tap(TOPIC)
     marker = uuid.uuid4().hex
-    message_id = PubSubPublisher(stack.config.project).publish(
-        TOPIC, b'{"call":1}', {"tenant_id": "acme", "test_marker": marker}
-    )
+    message_id = publish_one(TOPIC, b'{"call":1}', {"tenant_id": "acme", "test_marker": marker})
     (message,) = [m for m in seen.drain(expect=1) if m.attributes.get("test_marker") == marker]
     assert message.message_id == message_id
     assert message.data == b'{"call":1}'
@@ -57,9 +74,9 @@ def test_concurrent_publishes_each_get_their_own_message(
     }
 
 
-def test_an_unknown_topic_is_a_publish_failure(stack: LocalStack) -> None:
+def test_an_unknown_topic_is_a_publish_failure(publish_one: PublishOne) -> None:
     with pytest.raises(PublishFailed, match="NOT_FOUND"):
-        PubSubPublisher(stack.config.project, timeout_seconds=5).publish("no.such.topic", b"x", {})
+        publish_one("no.such.topic", b"x", {})
 
 
 def test_topic_exists(stack: LocalStack) -> None:
@@ -71,27 +88,12 @@ def test_topic_exists(stack: LocalStack) -> None:
 # -- AsyncPubSubPublisher ------------------------------------------------------------------
 
 
-def test_async_publish_returns_the_server_message_id_with_data_and_attributes(
-    stack: LocalStack, tap: Callable[[str], Tap]
-) -> None:
-    seen = tap(TOPIC)
-    marker = uuid.uuid4().hex
-    publisher = AsyncPubSubPublisher(stack.config.project)
-    message_id = asyncio.run(
-        publisher.publish(TOPIC, b'{"call":1}', {"tenant_id": "acme", "test_marker": marker})
-    )
-    (message,) = [m for m in seen.drain(expect=1) if m.attributes.get("test_marker") == marker]
-    assert message.message_id == message_id
-    assert message.data == b'{"call":1}'
-    assert dict(message.attributes) == {"tenant_id": "acme", "test_marker": marker}
-
-
 def test_async_concurrent_publishes_each_get_their_own_message(
     stack: LocalStack, tap: Callable[[str], Tap]
 ) -> None:
     seen = tap(TOPIC)
     marker = uuid.uuid4().hex
-    publisher = AsyncPubSubPublisher(stack.config.project)
+    publisher = async_publisher(stack)
 
     async def publish_all() -> list[str]:
         return await asyncio.gather(
@@ -116,7 +118,7 @@ def test_async_publisher_works_from_one_event_loop_after_another(
 ) -> None:
     seen = tap(TOPIC)
     marker = uuid.uuid4().hex
-    publisher = AsyncPubSubPublisher(stack.config.project)
+    publisher = async_publisher(stack)
     ids = [
         asyncio.run(publisher.publish(TOPIC, b"loop-%d" % i, {"test_marker": marker}))
         for i in range(2)
@@ -125,9 +127,3 @@ def test_async_publisher_works_from_one_event_loop_after_another(
     assert sorted((m.data, m.message_id) for m in messages) == sorted(
         zip([b"loop-0", b"loop-1"], ids, strict=True)
     )
-
-
-def test_async_publish_to_an_unknown_topic_is_a_publish_failure(stack: LocalStack) -> None:
-    publisher = AsyncPubSubPublisher(stack.config.project, timeout_seconds=5)
-    with pytest.raises(PublishFailed, match="NOT_FOUND"):
-        asyncio.run(publisher.publish("no.such.topic", b"x", {}))

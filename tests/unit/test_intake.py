@@ -13,9 +13,13 @@ from typing import Any
 import pytest
 
 from callpipe.callrail.webhook import EventType
-from callpipe.intake.service import correlation_id_from, event_key, log_outcome
+from callpipe.intake.service import (
+    client_disconnected,
+    correlation_id_from,
+    event_key,
+    log_outcome,
+)
 from callpipe.messages import CallReceived, QuarantinedWebhook
-from callpipe.publishing import PublishFailed
 from callpipe.secrets import signing_token_secret_name
 from tests.unit.conftest import (
     ACCOUNT_ID,
@@ -33,6 +37,7 @@ from tests.unit.conftest import (
     InMemoryCompanies,
     IntakeHarness,
     LogCapture,
+    RecordingPublisher,
     company_mapping,
     event_body,
     load_event,
@@ -649,40 +654,37 @@ def test_log_outcome_is_one_json_line_with_severity_and_no_pii(
 # -- on an event loop (the served function) -------------------------------------------------------
 
 
-class AsyncRecordingPublisher:
-    """An asynchronous publisher that keeps every message, or refuses them all."""
+class OnTheLoop:
+    """One of the thread-based publisher doubles, awaited as the served function awaits its
+    asynchronous publisher."""
 
-    def __init__(self, refuse: bool = False) -> None:
-        self.messages: list[tuple[str, bytes, dict[str, str]]] = []
-        self.refuse = refuse
+    def __init__(self, publisher: RecordingPublisher | FailingPublisher) -> None:
+        self.publisher = publisher
 
     async def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
         await asyncio.sleep(0)  # a real publish yields to the loop while Pub/Sub answers
-        if self.refuse:
-            raise PublishFailed(f"Pub/Sub did not accept the message on {topic}: UNAVAILABLE")
-        self.messages.append((topic, data, dict(attributes)))
-        return f"async-{len(self.messages)}"
+        return self.publisher.publish(topic, data, attributes)
 
 
 def test_handle_async_publishes_with_the_loops_publisher(harness: IntakeHarness) -> None:
-    publisher = AsyncRecordingPublisher()
+    publisher = RecordingPublisher()
     body = event_body("post_call")
-    outcome = asyncio.run(harness.intake.handle_async(harness.request(body), publisher))
+    outcome = asyncio.run(harness.intake.handle_async(harness.request(body), OnTheLoop(publisher)))
 
     assert outcome.status == 202
-    assert outcome.fields["message_id"] == "async-1"
-    assert harness.publisher.messages == []  # the thread-based publisher is not used
-    (topic, data, attributes) = publisher.messages[0]
-    assert topic == CALLS_TOPIC
-    message = CallReceived.from_data(data)
+    assert outcome.fields["message_id"] == "msg-1"
+    assert harness.publisher.messages == []  # the intake's own publisher is not used
+    (published,) = publisher.messages
+    assert published.topic == CALLS_TOPIC
+    message = CallReceived.from_data(published.data)
     assert message.call_id == POST_CALL_ID and message.webhook.body == body
-    assert attributes["correlation_id"] == outcome.correlation_id
+    assert published.attributes["correlation_id"] == outcome.correlation_id
 
 
 def test_handle_async_loads_an_uncached_company_off_the_loop(
     harness: IntakeHarness, companies: InMemoryCompanies
 ) -> None:
-    publisher = AsyncRecordingPublisher()
+    publisher = OnTheLoop(RecordingPublisher())
 
     async def twice() -> tuple[int, list[Any]]:
         loop_thread = threading.get_ident()
@@ -703,25 +705,31 @@ def test_handle_async_loads_an_uncached_company_off_the_loop(
 def test_handle_async_answers_503_when_pubsub_refuses(harness: IntakeHarness) -> None:
     outcome = asyncio.run(
         harness.intake.handle_async(
-            harness.request(event_body("post_call")), AsyncRecordingPublisher(refuse=True)
+            harness.request(event_body("post_call")), OnTheLoop(FailingPublisher())
         )
     )
     assert (outcome.status, outcome.outcome) == (503, "queue_unavailable")
-    assert "UNAVAILABLE" in outcome.fields["detail"]
+    assert "DeadlineExceeded" in outcome.fields["detail"]
     assert outcome.fields["call_id"] == POST_CALL_ID
 
 
 def test_handle_async_quarantines_an_unknown_company(harness: IntakeHarness) -> None:
-    publisher = AsyncRecordingPublisher()
+    publisher = RecordingPublisher()
     body = event_body("post_call", company_resource_id=UNKNOWN_COMPANY, company_id=None)
-    outcome = asyncio.run(harness.intake.handle_async(harness.request(body), publisher))
+    outcome = asyncio.run(harness.intake.handle_async(harness.request(body), OnTheLoop(publisher)))
     assert (outcome.status, outcome.outcome) == (404, "unknown_company")
     assert outcome.fields["quarantined"] is True
-    assert [m[0] for m in publisher.messages] == [QUARANTINE_TOPIC]
-    assert QuarantinedWebhook.from_data(publisher.messages[0][1]).webhook.body == body
+    assert [m.topic for m in publisher.messages] == [QUARANTINE_TOPIC]
+    assert QuarantinedWebhook.from_data(publisher.messages[0].data).webhook.body == body
 
     refused = asyncio.run(
-        harness.intake.handle_async(harness.request(body), AsyncRecordingPublisher(refuse=True))
+        harness.intake.handle_async(harness.request(body), OnTheLoop(FailingPublisher()))
     )
     assert refused.status == 404 and refused.fields["quarantined"] is False
     assert "not kept" in refused.body["message"]
+
+
+def test_a_client_gone_mid_upload_is_a_logged_refusal_with_the_trace_id() -> None:
+    outcome = client_disconnected({"Traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+    assert (outcome.status, outcome.outcome) == (400, "client_disconnected")
+    assert outcome.body["correlation_id"] == outcome.correlation_id == TRACE_ID

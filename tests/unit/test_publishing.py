@@ -14,13 +14,13 @@ from typing import Any
 
 import grpc
 import pytest
-from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
+from google.pubsub_v1.types import PublishResponse
 
 from callpipe.publishing import (
+    ProtobufTypes,
     PublishFailed,
     PubSubPublisher,
     _Pending,
-    _ProtobufTypes,
     _TopicSender,
 )
 from tests.fakes.pubsub_publish import PubSubPublishFake
@@ -199,8 +199,7 @@ class ScriptedRpc:
 
 
 def scripted_sender(rpc: ScriptedRpc) -> _TopicSender:
-    pb = _ProtobufTypes(PublishRequest.pb(), PubsubMessage.pb())
-    return _TopicSender(rpc, f"projects/{PROJECT}/topics/{TOPIC}", 0.0, pb)
+    return _TopicSender(rpc, f"projects/{PROJECT}/topics/{TOPIC}", 0.0, ProtobufTypes.load())
 
 
 def pending(data: bytes, seconds: float = 10.0) -> _Pending:

@@ -85,6 +85,27 @@ class AsyncPublisher(Protocol):
     def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> Awaitable[str]: ...
 
 
+def refusal(
+    status: int, code: str, message: str, correlation_id: str, **fields: Any
+) -> IntakeOutcome:
+    """A request intake does not accept: ``code`` and ``message`` in the JSON answer."""
+    return IntakeOutcome(
+        status=status,
+        outcome=code,
+        body={"error": code, "message": message, "correlation_id": correlation_id},
+        correlation_id=correlation_id,
+        fields=fields,
+    )
+
+
+def client_disconnected(headers: Mapping[str, str]) -> IntakeOutcome:
+    """The client hung up before its body arrived: nobody reads the answer, it is logged."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return refusal(
+        400, "client_disconnected", "the body did not arrive", correlation_id_from(lowered)
+    )
+
+
 def correlation_id_from(headers: Mapping[str, str]) -> str:
     """Reuse the platform's trace id when there is one, so logs join the request trace."""
     traceparent = headers.get("traceparent", "")
@@ -185,13 +206,7 @@ class WebhookIntake:
         received = received_at or self._clock()
 
         def fail(status: int, code: str, message: str, **fields: Any) -> IntakeOutcome:
-            return IntakeOutcome(
-                status=status,
-                outcome=code,
-                body={"error": code, "message": message, "correlation_id": correlation_id},
-                correlation_id=correlation_id,
-                fields=fields,
-            )
+            return refusal(status, code, message, correlation_id, **fields)
 
         if request.method.upper() != "POST":
             return fail(405, "method_not_allowed", "use POST for CallRail webhooks")

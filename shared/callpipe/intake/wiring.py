@@ -92,5 +92,6 @@ def build_intake_runtime(settings: Settings) -> IntakeRuntime:
             settings.google_cloud_project,
             timeout_seconds=settings.publish_timeout_seconds,
             batch_max_latency_seconds=settings.publish_batch_max_latency_ms / 1000.0,
+            emulator_host=settings.pubsub_emulator_host,
         ),
     )
