@@ -426,6 +426,59 @@ def test_unparseable_typed_field_is_400_invalid_payload(harness: IntakeHarness) 
     assert_only_quarantined(harness, "invalid_payload")
 
 
+HUGE = "1" + "0" * 5000  # past Python's 4,300-digit limit on reading an integer
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        # numbers no id or count can be: refused, and kept once the signature holds
+        ('"duration": "1e400"', 400, "invalid_payload"),
+        ('"duration": 1e400', 400, "invalid_payload"),
+        ('"duration": NaN', 400, "invalid_payload"),
+        ('"resource_id": null, "id": Infinity', 400, "invalid_payload"),
+        ('"resource_id": null, "id": NaN', 400, "invalid_payload"),
+        ('"resource_id": null, "id": 1' + "0" * 400, 400, "invalid_call_id"),
+        # JSON that Python cannot read: refused before any lookup
+        ('"duration": ' + HUGE, 400, "malformed_json"),
+        ('"extra": ' + "[" * 30_000 + "]" * 30_000, 400, "malformed_json"),
+    ],
+)
+def test_numbers_and_nesting_out_of_range_are_refused(
+    harness: IntakeHarness, fields: str, status: int, error: str
+) -> None:
+    body = f'{{"company_resource_id": "{COMPANY_ID}", "resource_id": "{POST_CALL_ID}", {fields}}}'
+    outcome = harness.post(body.encode())
+    assert (outcome.status, outcome.body["error"]) == (status, error)
+    if error == "malformed_json":
+        assert harness.publisher.messages == []
+    else:
+        assert_only_quarantined(harness, error)
+
+
+@pytest.mark.parametrize(
+    ("company_id", "status", "error"),
+    [
+        ("Infinity", 400, "missing_company_id"),
+        ("NaN", 400, "missing_company_id"),
+        ("1e400", 400, "missing_company_id"),
+        ("1" + "0" * 400, 404, "unknown_company"),
+        (HUGE, 400, "malformed_json"),
+    ],
+)
+def test_company_id_that_is_no_number_is_refused(
+    harness: IntakeHarness, company_id: str, status: int, error: str
+) -> None:
+    body = f'{{"company_id": {company_id}, "resource_id": "{POST_CALL_ID}"}}'.encode()
+    outcome = harness.post(body)
+    assert (outcome.status, outcome.body["error"]) == (status, error)
+
+
+def test_legacy_company_id_as_whole_float_finds_the_company(harness: IntakeHarness) -> None:
+    body = event_body("post_call", company_resource_id=None, company_id=float(LEGACY_COMPANY_ID))
+    assert harness.post(body).status == 202
+
+
 @pytest.mark.parametrize(
     ("offset", "status"),
     [

@@ -7,6 +7,7 @@ time: unknown fields are kept (``extra="allow"``) and the raw body is archived a
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -69,16 +70,31 @@ def _to_int(value: Any) -> Any:
             return None
         try:
             return int(float(stripped))
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "1e400", "nan"
             return value  # let pydantic report it
     return value
 
 
-def _to_str(value: Any) -> Any:
+def id_text(value: Any) -> Any:
+    """A numeric id as text, as CallRail's legacy ids are numbers; anything else unchanged.
+
+    Integers of any size stay exact (no trip through float); a float only when it is a
+    whole number. An infinite or NaN float, or a bool, is no id and is left for the
+    caller to refuse.
+    """
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return str(int(value)) if value.is_integer() else str(value)
+        return value
+    return value
+
+
+def _to_str(value: Any) -> Any:
+    value = id_text(value)
     if isinstance(value, str):
         return value.strip() or None
     return value

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from callpipe.callrail.signature import verify_signature
-from callpipe.callrail.webhook import CallRailWebhook, EventType
+from callpipe.callrail.webhook import CallRailWebhook, EventType, id_text
 from callpipe.ids import InvalidIdentifier, check_resource_id
 from callpipe.intake.ratelimit import TokenBucket
 from callpipe.logs import log_event
@@ -231,14 +231,31 @@ class WebhookIntake:
                     404, "unknown_event_path", f"no webhook route for {request.event_hint!r}"
                 )
 
+        # A body that fits the model is parsed once, straight from its bytes; the model is
+        # used for nothing but the company id until the signature holds. Any other body is
+        # parsed as plain JSON to tell malformed JSON from an unusable payload (the latter
+        # is answered, and quarantined, only once the signature holds).
+        webhook: CallRailWebhook | None
         try:
-            document = json.loads(request.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return fail(400, "malformed_json", f"the body is not valid JSON: {error}")
-        if not isinstance(document, dict):
-            return fail(400, "malformed_json", "the body must be a JSON object")
-
-        company_keys = _company_keys(document)
+            webhook = CallRailWebhook.model_validate_json(request.body)
+        except ValidationError:
+            webhook = None
+        if webhook is not None:
+            company_keys = _company_keys(webhook.company_resource_id, webhook.company_id)
+        else:
+            try:
+                document = json.loads(request.body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                return fail(400, "malformed_json", f"the body is not valid JSON: {error}")
+            except ValueError:  # valid JSON that Python will not read
+                return fail(400, "malformed_json", "the body holds a number of over 4,300 digits")
+            except RecursionError:
+                return fail(400, "malformed_json", "the body is nested too deeply")
+            if not isinstance(document, dict):
+                return fail(400, "malformed_json", "the body must be a JSON object")
+            company_keys = _company_keys(
+                document.get("company_resource_id"), document.get("company_id")
+            )
         if not company_keys:
             return fail(
                 400, "missing_company_id", "company_resource_id (or company_id) is required"
@@ -315,10 +332,11 @@ class WebhookIntake:
                 keep_unknown, raw, mapping.company_id, code, correlation_id, answer
             )
 
-        try:
-            webhook = CallRailWebhook.model_validate(document)
-        except ValidationError as error:
-            return unusable("invalid_payload", f"unusable webhook payload: {_summarize(error)}")
+        if webhook is None:
+            try:
+                webhook = CallRailWebhook.model_validate(document)
+            except ValidationError as error:
+                return unusable("invalid_payload", f"unusable webhook payload: {_summarize(error)}")
         call_id = webhook.call_id
         if not call_id:
             return unusable("missing_call_id", "resource_id (or id) is required")
@@ -417,16 +435,14 @@ class WebhookIntake:
         )
 
 
-def _company_keys(document: Mapping[str, Any]) -> list[str]:
+def _company_keys(*values: Any) -> list[str]:
+    """The ids to look the company up by (resource id first), read as the webhook model
+    reads them: from the model or, for a body it refuses, from the plain JSON."""
     keys = []
-    for name in ("company_resource_id", "company_id"):
-        value = document.get(name)
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, int | float):
-            value = str(int(value))
-        if isinstance(value, str) and value.strip():
-            keys.append(value.strip()[:64])
+    for value in values:
+        text = id_text(value)
+        if isinstance(text, str) and text.strip():
+            keys.append(text.strip()[:64])
     return keys
 
 
