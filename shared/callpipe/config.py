@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     unknown_company_cache_ttl_seconds: float = Field(
         default=10.0, ge=0, alias="UNKNOWN_COMPANY_CACHE_TTL_SECONDS"
     )
+    tenant_cache_stale_seconds: float = Field(
+        default=900.0, ge=0, alias="TENANT_CACHE_STALE_SECONDS"
+    )
     quarantine_max_per_minute: int = Field(default=120, ge=0, alias="QUARANTINE_MAX_PER_MINUTE")
     publish_timeout_seconds: float = Field(default=10.0, gt=0, alias="PUBLISH_TIMEOUT_SECONDS")
     publish_batch_max_latency_ms: float = Field(

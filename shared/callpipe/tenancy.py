@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets as pysecrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -388,17 +389,41 @@ class ResolvedCompany:
 # A webhook waits on this lookup, and CallRail gives up on a slow answer and never sends it
 # again; past this, intake answers 503 and keeps the webhook in quarantine for a replay.
 LOOKUP_TIMEOUT_SECONDS = 5.0
+# While the directory is down, a company answered from its last known mapping is asked for
+# again after this long; the requests in between do not wait on the failing backend.
+STALE_RETRY_SECONDS = 5.0
+# How long a request waits for another request's load of the same company (a Spanner query
+# and a secret read or two, each bounded by LOOKUP_TIMEOUT_SECONDS).
+_FLIGHT_WAIT_SECONDS = 3 * LOOKUP_TIMEOUT_SECONDS
 
 
 class NotCached(LookupError):
     """The directory would have to load this company (asked with ``cached_only``)."""
 
 
+class _Flight:
+    """One load of one company, which the requests that need it meanwhile wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: ResolvedCompany | None = None
+        self.error: DirectoryUnavailable | None = None
+        self.waiters = 0
+
+
 class CompanyDirectory:
     """Company → tenant, office and active signing tokens, cached with a short TTL.
 
     Unknown companies are cached too (for a shorter time) so that a flood of webhooks for
-    an unknown company does not turn into a flood of Spanner queries.
+    an unknown company does not turn into a flood of Spanner queries. Requests that miss
+    the cache for the same company at the same time share one load, so a hot company's
+    expiry costs one Spanner query and one secret read, not one per waiting request.
+
+    With ``stale_seconds``, a company loaded before stays usable that much longer than its
+    TTL while Spanner or the secret store fail: its webhooks are queued as usual instead of
+    being refused with 503 and quarantined. The price is that a token deactivated (or a
+    company removed) during an outage is honoured until the outage ends or the window
+    closes.
     """
 
     def __init__(
@@ -408,11 +433,20 @@ class CompanyDirectory:
         ttl_seconds: float,
         negative_ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        stale_seconds: float = 0.0,
     ) -> None:
         self._lookup = lookup
         self._secrets = secrets
         self._negative_ttl = negative_ttl_seconds
+        self._clock = clock
         self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds, clock=clock)
+        # the last successful load of each company and when it happened, for an outage
+        self._stale_seconds = stale_seconds
+        self._known: TTLCache[str, tuple[float, ResolvedCompany]] = TTLCache(
+            ttl_seconds + stale_seconds if stale_seconds > 0 else 0, clock=clock
+        )
+        self._flights: dict[str, _Flight] = {}
+        self._flights_lock = threading.Lock()
 
     def resolve(self, keys: Sequence[str], cached_only: bool = False) -> ResolvedCompany | None:
         """The first key's company, from the cache or loaded (and cached).
@@ -428,14 +462,72 @@ class CompanyDirectory:
                 continue
             if cached_only:
                 raise NotCached(key)
-            resolved = self._load(key)
-            self._cache.put(key, resolved, None if resolved else self._negative_ttl)
+            resolved = self._load_once(key)
             if resolved is not None:
                 return resolved
         return None
 
     def invalidate(self) -> None:
         self._cache.invalidate()
+        self._known.invalidate()
+
+    def _load_once(self, key: str) -> ResolvedCompany | None:
+        """Load and cache ``key``, or wait for the load another request started."""
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+            else:
+                flight.waiters += 1
+        if not leading:
+            if not flight.done.wait(_FLIGHT_WAIT_SECONDS):
+                raise DirectoryUnavailable(
+                    "company directory unavailable: an earlier lookup of this company "
+                    "is still running"
+                )
+            if flight.error is not None:
+                raise DirectoryUnavailable(str(flight.error)) from flight.error
+            return flight.result
+        try:
+            # a load that ended between this request's miss and its flight filled the cache
+            hit, value = self._cache.get(key)
+            flight.result = value if hit else self._load_and_cache(key)
+        except DirectoryUnavailable as error:
+            flight.error = error
+            raise
+        finally:
+            with self._flights_lock:
+                del self._flights[key]
+            flight.done.set()
+        return flight.result
+
+    def _load_and_cache(self, key: str) -> ResolvedCompany | None:
+        try:
+            resolved = self._load(key)
+        except DirectoryUnavailable as error:
+            hit, known = self._known.get(key)
+            if not hit or known is None:
+                raise
+            loaded_at, resolved = known
+            log_event(
+                logger,
+                logging.WARNING,
+                "company directory unavailable: using the company's last known mapping",
+                tenant_id=resolved.mapping.tenant_id,
+                company_id=resolved.mapping.company_id,
+                loaded_seconds_ago=round(self._clock() - loaded_at),
+                error=str(error),
+            )
+            self._cache.put(key, resolved, STALE_RETRY_SECONDS)
+            return resolved
+        if resolved is None:
+            self._cache.put(key, None, self._negative_ttl)
+            self._known.invalidate(key)  # removed: no longer a company to fall back on
+        else:
+            self._cache.put(key, resolved)
+            self._known.put(key, (self._clock(), resolved))
+        return resolved
 
     def _load(self, key: str) -> ResolvedCompany | None:
         try:

@@ -287,12 +287,18 @@ def make_intake(
         publisher: Any | None = None,
         quarantine_per_minute: int = 60,
         now: datetime = NOW,
+        stale_seconds: float = 0.0,
     ) -> IntakeHarness:
         publisher = publisher if publisher is not None else RecordingPublisher()
         limiter_clock = FakeMonotonic()
         wall = WallClock(now)
         directory = CompanyDirectory(
-            companies, secret_store, ttl_seconds=60, negative_ttl_seconds=10, clock=limiter_clock
+            companies,
+            secret_store,
+            ttl_seconds=60,
+            negative_ttl_seconds=10,
+            clock=limiter_clock,
+            stale_seconds=stale_seconds,
         )
         intake = WebhookIntake(
             IntakeConfig(

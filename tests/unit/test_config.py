@@ -136,3 +136,9 @@ def test_get_settings_is_built_once_per_process(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "changed-later")
     assert get_settings() is first
     assert get_settings().google_cloud_project == "callpipe-local"
+
+
+def test_every_environment_variable_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    undocumented = [alias for alias in ALIASES if f"`{alias}`" not in readme]
+    assert undocumented == []

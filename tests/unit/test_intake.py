@@ -363,6 +363,21 @@ def test_directory_failure_is_503_and_the_webhook_is_quarantined(harness: Intake
     assert QuarantinedWebhook.from_data(published.data).webhook.body == body
 
 
+def test_directory_failure_for_a_company_known_before_queues_the_webhook(
+    make_intake: Callable[..., IntakeHarness],
+) -> None:
+    harness = make_intake(stale_seconds=900)
+    assert harness.post(event_body("post_call")).status == 202
+    harness.limiter_clock.advance(61)  # the company's cache entry has expired
+    harness.companies.error = ConnectionError("spanner: deadline exceeded")
+
+    outcome = harness.post(event_body("post_call", resource_id=OTHER_CALL_ID))
+
+    assert (outcome.status, outcome.fields["call_id"]) == (202, OTHER_CALL_ID)
+    assert len(harness.publisher.on(CALLS_TOPIC)) == 2
+    assert harness.publisher.on(QUARANTINE_TOPIC) == []
+
+
 # -- authenticity -----------------------------------------------------------------------------
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
 from callpipe.callrail.signature import SigningToken
 from callpipe.secrets import signing_token_secret_name
-from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable, NotCached, OnboardingRequest
+from callpipe.tenancy import (
+    CompanyDirectory,
+    CompanyMapping,
+    DirectoryUnavailable,
+    NotCached,
+    OnboardingRequest,
+)
 from tests.unit.conftest import (
     COMPANY_ID,
     LEGACY_COMPANY_ID,
@@ -210,3 +218,174 @@ def test_onboarding_request_repr_hides_tokens_and_api_key() -> None:
     text = repr(request) + str(request)
     assert "super-secret" not in text
     assert COMPANY_ID in text
+
+
+# -- a directory outage, and many requests missing the cache at once -------------------------
+
+
+@pytest.fixture
+def forgiving(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> CompanyDirectory:
+    """A directory that keeps using a company's last known mapping for 15 min of outage."""
+    return CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic, stale_seconds=900)
+
+
+def test_an_outage_is_answered_from_the_last_known_mapping(
+    forgiving: CompanyDirectory,
+    companies: InMemoryCompanies,
+    monotonic: FakeMonotonic,
+    capture_logs: Callable[[str], LogCapture],
+) -> None:
+    logs = capture_logs("callpipe.tenancy")
+    loaded = forgiving.resolve([COMPANY_ID])
+    monotonic.advance(61)  # past the TTL
+    companies.error = ConnectionResetError("spanner went away")
+
+    assert forgiving.resolve([COMPANY_ID]) == loaded
+    (entry,) = logs.records()
+    assert entry["severity"] == "WARNING"
+    assert (entry["company_id"], entry["loaded_seconds_ago"]) == (COMPANY_ID, 61)
+    assert "ConnectionResetError" in entry["error"]
+
+    # the failing backend is asked again only every few seconds, not per request
+    monotonic.advance(1)
+    assert forgiving.resolve([COMPANY_ID], cached_only=True) == loaded
+    assert companies.calls == [COMPANY_ID, COMPANY_ID]
+    monotonic.advance(5)
+    assert forgiving.resolve([COMPANY_ID]) == loaded
+    assert companies.calls == [COMPANY_ID, COMPANY_ID, COMPANY_ID]
+
+    # once it answers again, fresh loads are back
+    companies.error = None
+    monotonic.advance(5)
+    forgiving.resolve([COMPANY_ID])
+    assert len(companies.calls) == 4
+
+
+def test_the_last_known_mapping_is_not_used_past_the_window(
+    forgiving: CompanyDirectory, companies: InMemoryCompanies, monotonic: FakeMonotonic
+) -> None:
+    forgiving.resolve([COMPANY_ID])
+    monotonic.advance(60 + 900 + 1)
+    companies.error = ConnectionResetError("spanner went away")
+    with pytest.raises(DirectoryUnavailable):
+        forgiving.resolve([COMPANY_ID])
+
+
+def test_a_secret_store_outage_is_answered_from_the_last_known_tokens(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    directory = CompanyDirectory(
+        companies, secret_store, 60, 10, clock=monotonic, stale_seconds=900
+    )
+    loaded = directory.resolve([COMPANY_ID])
+    assert loaded is not None and loaded.tokens
+    monotonic.advance(61)
+    secret_store.unavailable = True
+    assert directory.resolve([COMPANY_ID]) == loaded
+
+
+def test_without_a_window_or_a_mapping_an_outage_is_refused(
+    directory: CompanyDirectory,
+    forgiving: CompanyDirectory,
+    companies: InMemoryCompanies,
+    monotonic: FakeMonotonic,
+) -> None:
+    directory.resolve([COMPANY_ID])  # stale_seconds=0
+    monotonic.advance(61)
+    companies.error = ConnectionResetError("spanner went away")
+    with pytest.raises(DirectoryUnavailable):
+        directory.resolve([COMPANY_ID])
+    with pytest.raises(DirectoryUnavailable):  # never loaded
+        forgiving.resolve([COMPANY_ID])
+
+
+def test_a_company_found_unknown_is_no_longer_a_fallback(
+    forgiving: CompanyDirectory, companies: InMemoryCompanies, monotonic: FakeMonotonic
+) -> None:
+    forgiving.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    removed = companies.mappings.pop()
+    assert forgiving.resolve([COMPANY_ID]) is None  # offboarded
+    monotonic.advance(11)  # past the negative TTL
+    companies.mappings.append(removed)
+    companies.error = ConnectionResetError("spanner went away")
+    with pytest.raises(DirectoryUnavailable):
+        forgiving.resolve([COMPANY_ID])
+
+
+def test_requests_missing_the_cache_together_share_one_load(
+    secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    companies = InMemoryCompanies(company_mapping())
+
+    def slow_lookup(key: str) -> CompanyMapping | None:
+        started.set()
+        release.wait(10)
+        return companies(key)
+
+    directory = CompanyDirectory(slow_lookup, secret_store, 60, 10, clock=monotonic)
+    answers: list[object] = []
+    workers = [
+        threading.Thread(target=lambda: answers.append(directory.resolve([COMPANY_ID])))
+        for _ in range(5)
+    ]
+    for worker in workers:
+        worker.start()
+    assert started.wait(10)
+    wait_until(lambda: _waiting(directory, COMPANY_ID) == 4)
+    release.set()
+    for worker in workers:
+        worker.join(10)
+
+    assert len(answers) == 5 and all(a is not None and a == answers[0] for a in answers)
+    assert companies.calls == [COMPANY_ID]
+    assert secret_store.reads == [signing_token_secret_name(COMPANY_ID, TOKEN_ID)]
+
+
+def test_requests_waiting_on_a_failed_load_get_its_error(
+    secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def failing_lookup(key: str) -> CompanyMapping | None:
+        calls.append(key)
+        release.wait(10)
+        raise ConnectionResetError("spanner went away")
+
+    directory = CompanyDirectory(failing_lookup, secret_store, 60, 10, clock=monotonic)
+    errors: list[BaseException] = []
+
+    def resolve() -> None:
+        try:
+            directory.resolve([COMPANY_ID])
+        except DirectoryUnavailable as error:
+            errors.append(error)
+
+    workers = [threading.Thread(target=resolve) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    wait_until(lambda: _waiting(directory, COMPANY_ID) == 2)
+    release.set()
+    for worker in workers:
+        worker.join(10)
+
+    assert len(errors) == 3 and all("ConnectionResetError" in str(e) for e in errors)
+    assert calls == [COMPANY_ID]  # and a failure is not cached: the next request tries again
+    assert COMPANY_ID not in directory._flights
+
+
+def _waiting(directory: CompanyDirectory, key: str) -> int:
+    flight = directory._flights.get(key)
+    return flight.waiters if flight is not None else -1
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.005)

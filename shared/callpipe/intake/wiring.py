@@ -73,6 +73,7 @@ def build_intake_runtime(settings: Settings) -> IntakeRuntime:
         build_secret_store(settings),
         ttl_seconds=settings.tenant_cache_ttl_seconds,
         negative_ttl_seconds=settings.unknown_company_cache_ttl_seconds,
+        stale_seconds=settings.tenant_cache_stale_seconds,
     )
     intake = WebhookIntake(
         IntakeConfig(
