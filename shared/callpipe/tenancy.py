@@ -407,7 +407,10 @@ class _Flight:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: ResolvedCompany | None = None
-        self.error: DirectoryUnavailable | None = None
+        # cleared once the load succeeds: a load that fails in any way fails its waiters too
+        self.error: DirectoryUnavailable | None = DirectoryUnavailable(
+            "company directory unavailable: the lookup did not finish"
+        )
         self.waiters = 0
 
 
@@ -493,6 +496,7 @@ class CompanyDirectory:
             # a load that ended between this request's miss and its flight filled the cache
             hit, value = self._cache.get(key)
             flight.result = value if hit else self._load_and_cache(key)
+            flight.error = None
         except DirectoryUnavailable as error:
             flight.error = error
             raise
@@ -555,4 +559,8 @@ class CompanyDirectory:
                 )
             except SecretStoreUnavailable as error:
                 raise DirectoryUnavailable(str(error)) from error
+            except Exception as error:  # e.g. credentials that cannot be refreshed
+                raise DirectoryUnavailable(
+                    f"secret store unavailable: {error.__class__.__name__}"
+                ) from error
         return ResolvedCompany(mapping=mapping, tokens=tuple(tokens))

@@ -197,6 +197,18 @@ def test_secret_store_outage_becomes_directory_unavailable(
         directory.resolve([COMPANY_ID])
 
 
+def test_a_secret_read_failing_in_any_other_way_is_directory_unavailable(
+    companies: InMemoryCompanies, monotonic: FakeMonotonic
+) -> None:
+    class BrokenStore(DictSecretStore):
+        def get(self, name: str) -> str:
+            raise RuntimeError("credentials could not be refreshed")
+
+    directory = CompanyDirectory(companies, BrokenStore(), 60, 10, clock=monotonic)
+    with pytest.raises(DirectoryUnavailable, match="RuntimeError"):
+        directory.resolve([COMPANY_ID])
+
+
 def test_zero_ttl_disables_caching(
     companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
 ) -> None:
