@@ -67,10 +67,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# the raw (lower-case) names of the headers intake reads, with the body's declared length
+_WANTED = {name.encode("latin-1") for name in (*READ_HEADERS, "content-length")}
+
+
+def _read_headers(request: Request) -> dict[str, str]:
+    """The headers intake reads, in one pass over the raw list (the first of a repeated
+    one, as Starlette's ``headers.get`` gives)."""
+    found: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        if name in _WANTED:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
 @functions_framework.aio.http
 async def intake(request: Request) -> Response:
     started = time.perf_counter()
-    path = request.url.path.rstrip("/") or "/"
+    path = request.scope["path"].rstrip("/") or "/"
     if path == "/health":
         if request.method not in ("GET", "HEAD"):
             return _json(405, {"error": "method_not_allowed", "message": "use GET"})
@@ -83,12 +97,13 @@ async def intake(request: Request) -> Response:
     hint = path[len(WEBHOOK_PATH) + 1 :] or None
 
     limit = _settings.webhook_max_body_bytes
-    declared = request.headers.get("content-length", "")
+    headers = _read_headers(request)
+    declared = headers.pop("content-length", "")
     oversized = declared.isascii() and declared.isdigit() and int(declared) > limit
     try:
         body = b"" if oversized else await _read_body(request, limit)
     except ClientDisconnect:
-        gone = client_disconnected(request.headers)
+        gone = client_disconnected(headers)
         log_outcome(gone, (time.perf_counter() - started) * 1000.0)
         return _json(gone.status, gone.body)
     runtime = await _runtime_ready()
@@ -96,7 +111,7 @@ async def intake(request: Request) -> Response:
         IntakeRequest(
             method=request.method,
             path=path,
-            headers={name: value for name in READ_HEADERS if (value := request.headers.get(name))},
+            headers={name: value for name, value in headers.items() if value},
             body=body,
             event_hint=hint,
             oversized=oversized,

@@ -27,6 +27,10 @@ def check_tenant_id(value: str) -> str:
     return value
 
 
+def is_resource_id(value: str) -> bool:
+    return _RESOURCE_ID.fullmatch(value) is not None
+
+
 def check_resource_id(value: str) -> str:
     if not _RESOURCE_ID.fullmatch(value):
         raise InvalidIdentifier(f"invalid id {value[:80]!r}: use 1-64 letters, digits, '_' or '-'")

@@ -392,9 +392,9 @@ LOOKUP_TIMEOUT_SECONDS = 5.0
 # While the directory is down, a company answered from its last known mapping is asked for
 # again after this long; the requests in between do not wait on the failing backend.
 STALE_RETRY_SECONDS = 5.0
-# How long a request waits for another request's load of the same company (a Spanner query
-# and a secret read or two, each bounded by LOOKUP_TIMEOUT_SECONDS).
-_FLIGHT_WAIT_SECONDS = 3 * LOOKUP_TIMEOUT_SECONDS
+# How long a request waits for another request's load of the same company: what it would
+# have waited for a load of its own.
+_FLIGHT_WAIT_SECONDS = LOOKUP_TIMEOUT_SECONDS
 
 
 class NotCached(LookupError):
@@ -414,6 +414,14 @@ class _Flight:
         self.waiters = 0
 
 
+class _TokensUnavailable(DirectoryUnavailable):
+    """Spanner answered, but a token's secret could not be read: carries the fresh mapping."""
+
+    def __init__(self, message: str, mapping: CompanyMapping) -> None:
+        super().__init__(message)
+        self.mapping = mapping
+
+
 class CompanyDirectory:
     """Company → tenant, office and active signing tokens, cached with a short TTL.
 
@@ -424,9 +432,11 @@ class CompanyDirectory:
 
     With ``stale_seconds``, a company loaded before stays usable that much longer than its
     TTL while Spanner or the secret store fail: its webhooks are queued as usual instead of
-    being refused with 503 and quarantined. The price is that a token deactivated (or a
-    company removed) during an outage is honoured until the outage ends or the window
-    closes.
+    being refused with 503 and quarantined. When only the secret store fails, the mapping
+    Spanner just returned is used, with those of the known tokens it still lists as active.
+    The price is that a token deactivated (or a company removed) while Spanner is down is
+    honoured until the outage ends or the window closes. Requests that find the company
+    being loaded meanwhile are answered from its last known mapping rather than wait.
     """
 
     def __init__(
@@ -484,6 +494,9 @@ class CompanyDirectory:
             else:
                 flight.waiters += 1
         if not leading:
+            hit, known = self._known.get(key)
+            if hit and known is not None:
+                return known[1]  # the load under way refreshes it
             if not flight.done.wait(_FLIGHT_WAIT_SECONDS):
                 raise DirectoryUnavailable(
                     "company directory unavailable: an earlier lookup of this company "
@@ -514,6 +527,13 @@ class CompanyDirectory:
             if not hit or known is None:
                 raise
             loaded_at, resolved = known
+            if isinstance(error, _TokensUnavailable):
+                # Spanner answered: its mapping is current, and a token it no longer lists
+                # as active is dropped even though the new ones cannot be read
+                active = {ref.token_id for ref in error.mapping.tokens if ref.active}
+                resolved = ResolvedCompany(
+                    error.mapping, tuple(t for t in resolved.tokens if t.token_id in active)
+                )
             log_event(
                 logger,
                 logging.WARNING,
@@ -558,9 +578,9 @@ class CompanyDirectory:
                     token_id=ref.token_id,
                 )
             except SecretStoreUnavailable as error:
-                raise DirectoryUnavailable(str(error)) from error
+                raise _TokensUnavailable(str(error), mapping) from error
             except Exception as error:  # e.g. credentials that cannot be refreshed
-                raise DirectoryUnavailable(
-                    f"secret store unavailable: {error.__class__.__name__}"
+                raise _TokensUnavailable(
+                    f"secret store unavailable: {error.__class__.__name__}", mapping
                 ) from error
         return ResolvedCompany(mapping=mapping, tokens=tuple(tokens))

@@ -477,16 +477,22 @@ def test_numbers_and_nesting_out_of_range_are_refused(
         ("Infinity", 400, "missing_company_id"),
         ("NaN", 400, "missing_company_id"),
         ("1e400", 400, "missing_company_id"),
-        ("1" + "0" * 400, 404, "unknown_company"),
+        ("1" + "0" * 400, 400, "invalid_company_id"),
+        ("381234567.5", 400, "invalid_company_id"),
+        ('"COM\\ud800x"', 400, "invalid_company_id"),
+        ('"COM/../other"', 400, "invalid_company_id"),
+        ('"' + "C" * 65 + '"', 400, "invalid_company_id"),
         (HUGE, 400, "malformed_json"),
     ],
 )
-def test_company_id_that_is_no_number_is_refused(
+def test_company_id_that_is_no_callrail_id_is_refused_before_any_lookup(
     harness: IntakeHarness, company_id: str, status: int, error: str
 ) -> None:
     body = f'{{"company_id": {company_id}, "resource_id": "{POST_CALL_ID}"}}'.encode()
     outcome = harness.post(body)
     assert (outcome.status, outcome.body["error"]) == (status, error)
+    assert harness.companies.calls == []
+    assert harness.publisher.messages == []
 
 
 def test_legacy_company_id_as_whole_float_finds_the_company(harness: IntakeHarness) -> None:

@@ -298,6 +298,53 @@ def test_a_secret_store_outage_is_answered_from_the_last_known_tokens(
     assert directory.resolve([COMPANY_ID]) == loaded
 
 
+def test_when_only_the_secret_store_fails_spanners_fresh_mapping_decides(
+    forgiving: CompanyDirectory,
+    companies: InMemoryCompanies,
+    secret_store: DictSecretStore,
+    monotonic: FakeMonotonic,
+) -> None:
+    forgiving.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    # meanwhile the company moved office, its token was revoked and another one added
+    companies.mappings[0] = company_mapping(
+        tokens=(token_ref(TOKEN_ID, active=False), token_ref("toknew")), office_id="uptown"
+    )
+    secret_store.unavailable = True
+
+    resolved = forgiving.resolve([COMPANY_ID])
+
+    assert resolved is not None
+    assert resolved.mapping.office_id == "uptown"
+    assert resolved.tokens == ()  # the revoked token is not honoured; the new one is unread
+
+
+def test_requests_arriving_during_a_load_get_the_last_known_mapping_at_once(
+    secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    release = threading.Event()
+    companies = InMemoryCompanies(company_mapping())
+    blocked: list[str] = []
+
+    def lookup(key: str) -> CompanyMapping | None:
+        if companies.calls:  # the second load blocks
+            blocked.append(key)
+            release.wait(10)
+        return companies(key)
+
+    directory = CompanyDirectory(lookup, secret_store, 60, 10, clock=monotonic, stale_seconds=900)
+    known = directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    leader = threading.Thread(target=directory.resolve, args=([COMPANY_ID],))
+    leader.start()
+    wait_until(lambda: blocked == [COMPANY_ID])
+
+    assert directory.resolve([COMPANY_ID]) == known  # not waiting on the blocked load
+    release.set()
+    leader.join(10)
+    assert len(companies.calls) == 2
+
+
 def test_without_a_window_or_a_mapping_an_outage_is_refused(
     directory: CompanyDirectory,
     forgiving: CompanyDirectory,

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from callpipe.callrail.signature import verify_signature
 from callpipe.callrail.webhook import CallRailWebhook, EventType, id_text
-from callpipe.ids import InvalidIdentifier, check_resource_id
+from callpipe.ids import InvalidIdentifier, check_resource_id, is_resource_id
 from callpipe.intake.ratelimit import TokenBucket
 from callpipe.logs import log_event
 from callpipe.messages import CallReceived, QuarantinedWebhook, RawWebhook
@@ -260,6 +260,16 @@ class WebhookIntake:
             return fail(
                 400, "missing_company_id", "company_resource_id (or company_id) is required"
             )
+        # Only a CallRail id can be onboarded (and it is safe to log, query and keep):
+        # anything else is refused before any lookup.
+        company_keys = [key for key in company_keys if is_resource_id(key)]
+        if not company_keys:
+            return fail(
+                400,
+                "invalid_company_id",
+                "company_resource_id (or company_id) is not a CallRail id: "
+                "1-64 letters, digits, '_' or '-'",
+            )
 
         raw = RawWebhook.capture(
             request.body,
@@ -436,13 +446,13 @@ class WebhookIntake:
 
 
 def _company_keys(*values: Any) -> list[str]:
-    """The ids to look the company up by (resource id first), read as the webhook model
-    reads them: from the model or, for a body it refuses, from the plain JSON."""
+    """The ids given for the company (resource id first), read as the webhook model reads
+    them: from the model or, for a body it refuses, from the plain JSON."""
     keys = []
     for value in values:
         text = id_text(value)
         if isinstance(text, str) and text.strip():
-            keys.append(text.strip()[:64])
+            keys.append(text.strip())
     return keys
 
 
