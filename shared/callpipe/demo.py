@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def sample_post_call(
         "direction": "inbound",
         "duration": "184",
         "first_call": "true",
-        "id": 2_000_000_000 + int(call[-6:], 16) % 100_000_000,
+        "id": 2_000_000_000 + zlib.crc32(call.encode()) % 100_000_000,  # legacy number
         "keywords": None,
         "lead_status": None,
         "milestones": {
@@ -78,9 +79,11 @@ def webhook_from_call(
     call: dict[str, Any],
     legacy_company_id: str = DEMO_LEGACY_COMPANY_ID,
     now: datetime | None = None,
+    company_id: str | None = None,
 ) -> dict[str, Any]:
     """The Post-Call webhook CallRail would send for an API call object (the simulator's
-    data), with CallRail's string booleans and durations."""
+    data), with CallRail's string booleans and durations; ``company_id`` replaces the
+    call's company."""
     sent = now or datetime.now(UTC)
     call_id = str(call["id"])
     account_id = str(call.get("account_id") or DEMO_ACCOUNT_ID)
@@ -93,7 +96,7 @@ def webhook_from_call(
         return value
 
     payload = sample_post_call(
-        company_id=str(call.get("company_id") or DEMO_COMPANY_ID),
+        company_id=company_id or str(call.get("company_id") or DEMO_COMPANY_ID),
         legacy_company_id=legacy_company_id,
         account_id=account_id,
         call_id=call_id,
@@ -148,7 +151,10 @@ def clone_demo_call(
         raise LookupError(f"{data_dir} has no calls to copy")
     call = dict(random.choice(candidates))
     started = (now or datetime.now(UTC)) - timedelta(minutes=4)
-    call["id"] = new_call_id()
+    template, call["id"] = str(call.get("id")), new_call_id()
+    for link in ("recording", "recording_player"):  # they name the call
+        if isinstance(call.get(link), str):
+            call[link] = call[link].replace(template, call["id"])
     call["start_time"] = started.isoformat(timespec="milliseconds")
     call["created_at"] = call["start_time"]
     target = data_dir / "calls" / f"{call['id']}.json"

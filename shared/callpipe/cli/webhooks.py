@@ -11,7 +11,14 @@ import typer
 
 from callpipe.callrail.signature import compute_signature
 from callpipe.cli.common import fail, print_json, settings
-from callpipe.demo import DEMO_ACCOUNT_ID, DEMO_COMPANY_ID, DEMO_LEGACY_COMPANY_ID, sample_post_call
+from callpipe.demo import (
+    DEMO_ACCOUNT_ID,
+    DEMO_COMPANY_ID,
+    DEMO_LEGACY_COMPANY_ID,
+    clone_demo_call,
+    sample_post_call,
+    webhook_from_call,
+)
 
 app = typer.Typer(
     help="Make, sign and send CallRail-shaped webhooks to an intake.", no_args_is_help=True
@@ -32,9 +39,30 @@ def sample(
     call_id: Annotated[
         str | None, typer.Option(help="resource_id of the call (random when omitted).")
     ] = None,
+    simulator_data: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CALLRAIL_SIM_DATA_DIR",
+            help="The CallRail simulator's data folder (a running `make run` sets it): the "
+            "new call is added there, copied from one of its calls with the recording, so "
+            "the pipeline can fetch it. The call's account is then the copied call's.",
+        ),
+    ] = None,
 ) -> None:
-    """Print a Post-Call webhook body with a fresh timestamp and a new call id."""
-    print_json(sample_post_call(company_id, legacy_company_id, account_id, call_id))
+    """Print a Post-Call webhook body with a fresh timestamp and a new call id.
+
+    With the simulator's data folder (from a running local stack, or --simulator-data) and
+    no --call-id, the call also exists in the simulator, so every step can process it.
+    """
+    if simulator_data is None or call_id is not None:
+        print_json(sample_post_call(company_id, legacy_company_id, account_id, call_id))
+        return
+    try:
+        call = clone_demo_call(simulator_data)
+    except (LookupError, OSError, ValueError) as error:
+        fail(f"cannot add a call to the simulator's data in {simulator_data}: {error}")
+    typer.echo(f"added call {call['id']} to the CallRail simulator ({simulator_data})", err=True)
+    print_json(webhook_from_call(call, legacy_company_id, company_id=company_id))
 
 
 def _read_body(file: Path) -> bytes:
