@@ -45,11 +45,14 @@ app.add_typer(deploy.app, name="deploy")
 app.add_typer(sim.app, name="sim")
 
 
-def load_stack_env(path: Path = Path(".local/stack.env")) -> None:
-    """Point the CLI at a running local stack (``make run`` writes this file).
+def load_stack_env(path: Path | None = None) -> None:
+    """Point the CLI at a running local stack (``make run`` writes ``stack.env`` in its
+    state folder: ``CALLPIPE_STATE_DIR``, or ``.local``).
 
     Variables already set in the environment win, and production never reads it.
     """
+    if path is None:
+        path = Path(os.environ.get("CALLPIPE_STATE_DIR") or ".local") / "stack.env"
     if os.environ.get("ENVIRONMENT") == "production" or not path.is_file():
         return
     for line in path.read_text(encoding="utf-8").splitlines():
