@@ -116,6 +116,8 @@ locals {
       step.env,
       # functions-framework reads it to serve the function as ASGI
       step.asgi ? { FUNCTION_USE_ASGI = "true" } : {},
+      # the subscription's dead-letter policy: the step records its last attempt's failure
+      step.trigger_type == "pubsub" ? { MAX_DELIVERY_ATTEMPTS = tostring(step.max_delivery_attempts) } : {},
       lookup(var.step_environment_variables, name, {}),
     )
   }

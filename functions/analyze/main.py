@@ -34,5 +34,6 @@ def analyze(cloud_event: CloudEvent) -> None:
         runtime.handler,
         runtime.publisher,
         _settings.dead_letter_topic or "calls.transcribed.dlq",
+        max_delivery_attempts=_settings.max_delivery_attempts,
         on_dead_letter=runtime.dead_letter_recorder(Stage.ANALYZE),
     )

@@ -32,5 +32,6 @@ def fetch_call(cloud_event: CloudEvent) -> None:
         runtime.handler,
         runtime.publisher,
         _settings.dead_letter_topic or "calls.registered.dlq",
+        max_delivery_attempts=_settings.max_delivery_attempts,
         on_dead_letter=runtime.dead_letter_recorder(Stage.FETCH),
     )

@@ -30,5 +30,6 @@ def persist(cloud_event: CloudEvent) -> None:
         runtime.handler,
         runtime.publisher,
         _settings.dead_letter_topic or "calls.analyzed.dlq",
+        max_delivery_attempts=_settings.max_delivery_attempts,
         on_dead_letter=runtime.dead_letter_recorder(Stage.PERSIST),
     )

@@ -32,4 +32,5 @@ def register_call(cloud_event: CloudEvent) -> None:
         runtime.handler,
         runtime.publisher,
         _settings.dead_letter_topic or f"{_settings.calls_received_topic}.dlq",
+        max_delivery_attempts=_settings.max_delivery_attempts,
     )

@@ -34,5 +34,6 @@ def transcribe(cloud_event: CloudEvent) -> None:
         runtime.handler,
         runtime.publisher,
         _settings.dead_letter_topic or "recordings.stored.dlq",
+        max_delivery_attempts=_settings.max_delivery_attempts,
         on_dead_letter=runtime.dead_letter_recorder(Stage.TRANSCRIBE),
     )

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     calls_analyzed_topic: str = Field(default="calls.analyzed", alias="CALLS_ANALYZED_TOPIC")
     calls_completed_topic: str = Field(default="calls.completed", alias="CALLS_COMPLETED_TOPIC")
     dead_letter_topic: str | None = Field(default=None, alias="DEAD_LETTER_TOPIC")
+    max_delivery_attempts: int = Field(default=5, ge=1, alias="MAX_DELIVERY_ATTEMPTS")
 
     callrail_api_base_url: str = Field(
         default="https://api.callrail.com/v3", alias="CALLRAIL_API_BASE_URL"

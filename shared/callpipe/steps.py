@@ -2,7 +2,9 @@
 
 - Transient failure (network, 5xx, 429, emulator abort): the handler raises, the function
   answers non-2xx, Pub/Sub redelivers with backoff and dead-letters after the configured
-  number of attempts.
+  number of attempts. On what Pub/Sub says is the last attempt, the failure is recorded
+  where operators look (``retries_exhausted``) before it is raised, since Pub/Sub moves the
+  message to the dead-letter topic without running any of our code.
 - Permanent failure (undecodable or invalid message, unknown tenant, a 404 upstream): the
   original message is published to the step's dead-letter topic with the reason in its
   attributes, then acknowledged. Retrying it could never succeed.
@@ -66,11 +68,14 @@ def run_step(
     publisher: Publisher,
     dlq_topic: str,
     on_dead_letter: Callable[[dict[str, str], PermanentError], None] | None = None,
+    max_delivery_attempts: int | None = None,
 ) -> dict[str, Any]:
     """Decode, run, and map errors to the contract; returns the outcome's log fields.
 
     ``on_dead_letter`` (given the message attributes) records the failure where operators
-    look, e.g. the call's stage in Spanner, before the message goes to the DLQ.
+    look, e.g. the call's stage in Spanner, before the message goes to the DLQ: for a
+    permanent failure, and for a transient one on attempt ``max_delivery_attempts`` (the
+    subscription's dead-letter policy).
     """
     started = time.perf_counter()
     try:
@@ -118,12 +123,44 @@ def run_step(
         )
         return {"outcome": "dead_lettered", "reason": error.reason}
     except Exception as error:
+        described = f"{error.__class__.__name__}: {_short(error)}"
+        attempt = envelope.delivery_attempt
+        if max_delivery_attempts is None or attempt is None or attempt < max_delivery_attempts:
+            log_event(
+                logger,
+                logging.WARNING,
+                f"{step}: transient failure, will be retried",
+                outcome="retry",
+                error=described,
+                latency_ms=_ms(started),
+                **context,
+            )
+            raise
+        # Pub/Sub dead-letters the message after this answer (its count is best effort: a
+        # later delivery that succeeds records its stage again)
+        if on_dead_letter is not None:
+            try:
+                on_dead_letter(
+                    envelope.attributes,
+                    PermanentError(
+                        "retries_exhausted",
+                        f"attempt {attempt} of {max_delivery_attempts}: {described}",
+                    ),
+                )
+            except Exception as record_error:  # noqa: BLE001 - the failure itself is what counts
+                log_event(
+                    logger,
+                    logging.WARNING,
+                    f"{step}: could not record the exhausted retries",
+                    error=f"{record_error.__class__.__name__}: {_short(record_error)}",
+                    **context,
+                )
         log_event(
             logger,
-            logging.WARNING,
-            f"{step}: transient failure, will be retried",
-            outcome="retry",
-            error=f"{error.__class__.__name__}: {_short(error)}",
+            logging.ERROR,
+            f"{step}: transient failure on the last attempt: Pub/Sub dead-letters it",
+            outcome="retries_exhausted",
+            error=described,
             latency_ms=_ms(started),
             **context,
         )

@@ -237,3 +237,66 @@ def test_undecodable_delivery_is_dropped_without_calling_the_handler() -> None:
     assert result == {"outcome": "bad_envelope"}
     assert handler.received == []
     assert publisher.messages == []
+
+
+# -- the last attempt ----------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.calls: list[tuple[dict[str, str], PermanentError]] = []
+        self.error = error
+
+    def __call__(self, attributes: dict[str, str], error: PermanentError) -> None:
+        self.calls.append((attributes, error))
+        if self.error is not None:
+            raise self.error
+
+
+def run_attempt(
+    message: CallReceived, attempt: int | None, recorder: Recorder, max_attempts: int | None = 5
+) -> None:
+    body = push_body(message.to_data(), message.attributes())
+    if attempt is not None:
+        body["deliveryAttempt"] = attempt
+    run_step(
+        STEP,
+        body,
+        CallReceived,
+        Handler(error=ConnectionError("spanner: deadline exceeded")),
+        RecordingPublisher(),
+        DLQ,
+        on_dead_letter=recorder,
+        max_delivery_attempts=max_attempts,
+    )
+
+
+def test_a_transient_failure_on_the_last_attempt_is_recorded_then_raised(
+    message: CallReceived,
+) -> None:
+    recorder = Recorder()
+    with pytest.raises(ConnectionError):
+        run_attempt(message, 5, recorder)
+    ((attributes, error),) = recorder.calls
+    assert attributes["call_id"] == message.call_id
+    assert error.reason == "retries_exhausted"
+    assert error.detail == "attempt 5 of 5: ConnectionError: spanner: deadline exceeded"
+
+
+@pytest.mark.parametrize(("attempt", "max_attempts"), [(4, 5), (None, 5), (9, None)])
+def test_earlier_or_uncounted_attempts_are_only_retried(
+    message: CallReceived, attempt: int | None, max_attempts: int | None
+) -> None:
+    recorder = Recorder()
+    with pytest.raises(ConnectionError):
+        run_attempt(message, attempt, recorder, max_attempts)
+    assert recorder.calls == []
+
+
+def test_a_record_that_fails_on_the_last_attempt_leaves_the_failure_to_pubsub(
+    message: CallReceived,
+) -> None:
+    recorder = Recorder(error=RuntimeError("spanner is down too"))
+    with pytest.raises(ConnectionError):  # the step's own failure, not the recorder's
+        run_attempt(message, 6, recorder)
+    assert len(recorder.calls) == 1

@@ -227,6 +227,24 @@ def test_functions_get_the_settings_env_vars(root: dict[str, list[Any]]) -> None
     assert environment["ENVIRONMENT"] == "production"
 
 
+def test_pubsub_steps_know_their_subscriptions_delivery_limit(root: dict[str, list[Any]]) -> None:
+    """A step records its last attempt's failure; it learns which one is last from the env."""
+    environment = str(_locals(root)["function_environment"])
+    assert "'MAX_DELIVERY_ATTEMPTS': '${tostring(step.max_delivery_attempts)}'" in environment
+    assert 'step.trigger_type == "pubsub"' in environment
+
+
+def test_the_local_stack_gives_the_same_limit_to_pubsub_steps_only(topology: Topology) -> None:
+    from callpipe.devstack.stack import LocalStack, config_from_env
+
+    stack = LocalStack(config_from_env({}), topology)
+    for sub in topology.subscriptions():
+        if sub.step is not None:
+            expected = {"MAX_DELIVERY_ATTEMPTS": str(sub.max_delivery_attempts)}
+            assert stack._dead_letter_env(sub.step) == expected
+    assert stack._dead_letter_env("intake") == {}
+
+
 # Set by Cloud Run itself; a function that sets them does not deploy or misbehaves.
 _RESERVED_ENV = {
     "PORT",

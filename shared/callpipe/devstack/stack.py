@@ -223,6 +223,13 @@ class LocalStack:
         )
         provision_buckets(c.project, [c.webhook_bucket, c.audio_bucket])
 
+    def _dead_letter_env(self, step: str) -> dict[str, str]:
+        """The attempts after which the step's subscription dead-letters a message."""
+        for sub in self.topology.subscriptions():
+            if sub.step == step and sub.max_delivery_attempts is not None:
+                return {"MAX_DELIVERY_ATTEMPTS": str(sub.max_delivery_attempts)}
+        return {}
+
     def start_functions(self, steps: list[str] | None = None) -> None:
         bin_dir = Path(sys.executable).parent
         framework = bin_dir / "functions-framework"
@@ -237,6 +244,7 @@ class LocalStack:
                 **step.env,
                 **self.config.function_env,
                 **({"FUNCTION_USE_ASGI": "true"} if step.asgi else {}),
+                **self._dead_letter_env(name),
                 "WORKERS": str(self.config.function_workers),
                 "THREADS": str(self.config.function_threads),
                 "PORT": str(port),
