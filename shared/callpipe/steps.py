@@ -125,28 +125,17 @@ def run_step(
     except Exception as error:
         described = f"{error.__class__.__name__}: {_short(error)}"
         attempt = envelope.delivery_attempt
-        if max_delivery_attempts is None or attempt is None or attempt < max_delivery_attempts:
-            log_event(
-                logger,
-                logging.WARNING,
-                f"{step}: transient failure, will be retried",
-                outcome="retry",
-                error=described,
-                latency_ms=_ms(started),
-                **context,
-            )
-            raise
-        # Pub/Sub dead-letters the message after this answer (its count is best effort: a
-        # later delivery that succeeds records its stage again)
-        if on_dead_letter is not None:
+        last = (
+            max_delivery_attempts is not None
+            and attempt is not None
+            and attempt >= max_delivery_attempts
+        )
+        if last and on_dead_letter is not None:
+            # Pub/Sub dead-letters the message after this answer (its count is best effort:
+            # a later delivery that succeeds records its stage again)
+            exhausted = f"attempt {attempt} of {max_delivery_attempts}: {described}"
             try:
-                on_dead_letter(
-                    envelope.attributes,
-                    PermanentError(
-                        "retries_exhausted",
-                        f"attempt {attempt} of {max_delivery_attempts}: {described}",
-                    ),
-                )
+                on_dead_letter(envelope.attributes, PermanentError("retries_exhausted", exhausted))
             except Exception as record_error:  # noqa: BLE001 - the failure itself is what counts
                 log_event(
                     logger,
@@ -157,9 +146,11 @@ def run_step(
                 )
         log_event(
             logger,
-            logging.ERROR,
-            f"{step}: transient failure on the last attempt: Pub/Sub dead-letters it",
-            outcome="retries_exhausted",
+            logging.ERROR if last else logging.WARNING,
+            f"{step}: transient failure on the last attempt: Pub/Sub dead-letters it"
+            if last
+            else f"{step}: transient failure, will be retried",
+            outcome="retries_exhausted" if last else "retry",
             error=described,
             latency_ms=_ms(started),
             **context,
