@@ -134,21 +134,28 @@ def webhook_from_call(
 def clone_demo_call(
     data_dir: Path, template_id: str | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Add a new call to a simulator data folder, copied from one of its calls (a random
-    one with a recording by default), with a new id and a recent start time."""
+    """Add a new call to a simulator data folder, copied from one of its calls with a
+    recording (or ``template_id``), with a new id, a recent start time and no faults."""
     import json
+    import os
     import random
 
-    files = sorted((data_dir / "calls").glob("*.json"))
-    calls = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    calls = []
+    for path in sorted((data_dir / "calls").glob("*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # the simulator skips such files too
+            continue
+        if isinstance(document, dict):
+            calls.append(document)
     if template_id:
         candidates = [c for c in calls if c.get("id") == template_id]
         if not candidates:
             raise LookupError(f"no call {template_id} in {data_dir}")
     else:
-        candidates = [c for c in calls if (c.get("_simulator") or {}).get("audio")] or calls
-    if not candidates:
-        raise LookupError(f"{data_dir} has no calls to copy")
+        candidates = [c for c in calls if (c.get("_simulator") or {}).get("audio")]
+        if not candidates:
+            raise LookupError(f"{data_dir} has no call with a recording to copy")
     call = dict(random.choice(candidates))
     started = (now or datetime.now(UTC)) - timedelta(minutes=4)
     template, call["id"] = str(call.get("id")), new_call_id()
@@ -157,6 +164,11 @@ def clone_demo_call(
             call[link] = call[link].replace(template, call["id"])
     call["start_time"] = started.isoformat(timespec="milliseconds")
     call["created_at"] = call["start_time"]
+    if isinstance(call.get("_simulator"), dict):  # the copy is served plainly
+        call["_simulator"] = {k: v for k, v in call["_simulator"].items() if k != "faults"}
     target = data_dir / "calls" / f"{call['id']}.json"
-    target.write_text(json.dumps(call, indent=2), encoding="utf-8")
+    # the simulator reads *.json files whenever they change: it must never see half of one
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(call, indent=2), encoding="utf-8")
+    os.replace(partial, target)
     return call

@@ -90,17 +90,30 @@ class SpannerProgress:
         correlation_id: str | None = None,
         call_columns: dict[str, Any] | None = None,
     ) -> None:
-        """Blind writes: the stage row (attempts kept when known) and the call's summary."""
+        """Write the stage row (attempts kept when known) and the call's summary.
+
+        A dead letter is not written over its stage when that stage already completed for
+        the same event (correlation id): it is a redelivery of a message whose work was
+        done (its acknowledgement was lost), and the call has moved on.
+        """
         from google.cloud import spanner
 
         def work(txn: Any) -> None:
             rows = list(
                 txn.read(
                     "CallStages",
-                    ["Attempts"],
+                    ["Attempts", "Status", "CorrelationId"],
                     spanner.KeySet(keys=[[tenant_id, call_id, stage.value]]),
                 )
             )
+            if (
+                status is StageStatus.DEAD_LETTERED
+                and rows
+                and rows[0][1] in (StageStatus.OK, StageStatus.SKIPPED)
+                and correlation_id is not None
+                and rows[0][2] == correlation_id
+            ):
+                return
             attempts = int(rows[0][0]) if rows else 1
             txn.insert_or_update(
                 "CallStages",

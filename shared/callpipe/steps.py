@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from callpipe.envelopes import EnvelopeError, PubSubMessage, decode_pubsub_envelope
+from callpipe.envelopes import (
+    EnvelopeError,
+    PubSubMessage,
+    decode_pubsub_envelope,
+    push_delivery_attempt,
+)
 from callpipe.logs import log_event
 from callpipe.messages import Message
 from callpipe.publishing import Publisher
@@ -90,13 +95,14 @@ def run_step(
             error=str(error),
         )
         return {"outcome": "bad_envelope"}
+    attempt = envelope.delivery_attempt or push_delivery_attempt()
     context = {
         "step": step,
         "tenant_id": envelope.attributes.get("tenant_id"),
         "call_id": envelope.attributes.get("call_id"),
         "correlation_id": envelope.attributes.get("correlation_id"),
         "message_id": envelope.message_id,
-        "delivery_attempt": envelope.delivery_attempt,
+        "delivery_attempt": attempt,
     }
     try:
         try:
@@ -124,7 +130,6 @@ def run_step(
         return {"outcome": "dead_lettered", "reason": error.reason}
     except Exception as error:
         described = f"{error.__class__.__name__}: {_short(error)}"
-        attempt = envelope.delivery_attempt
         last = (
             max_delivery_attempts is not None
             and attempt is not None

@@ -174,3 +174,44 @@ def test_transient_failure_answers_non_2xx_for_redelivery(
     monkeypatch.setattr(archive, "_bucket", archive._client.bucket("bucket-that-does-not-exist"))
     response = push(client, message.to_data(), message.attributes())
     assert response.status_code >= 500
+
+
+def test_the_pushs_delivery_attempt_reaches_the_step(
+    loaded: tuple[Any, Any], make_tenant: Callable[..., Tenant], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """functions-framework drops ``deliveryAttempt`` from the CloudEvent it makes of a push;
+    the step reads it from the request, and knows the subscription's last attempt."""
+    import callpipe.steps
+
+    client, module = loaded
+    logged: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        callpipe.steps,
+        "log_event",
+        lambda _logger, _level, message, **fields: logged.append({"message": message, **fields}),
+    )
+    tenant = make_tenant()
+    message = received(tenant, post_call_body(tenant))
+
+    def post(attempt: int) -> int:
+        envelope = {
+            "message": {
+                "data": base64.b64encode(message.to_data()).decode(),
+                "attributes": message.attributes(),
+                "messageId": str(uuid.uuid4().int)[:16],
+                "publishTime": datetime.now(UTC).isoformat(),
+            },
+            "subscription": "projects/callpipe-test/subscriptions/calls.received.register-call",
+            "deliveryAttempt": attempt,
+        }
+        return int(client.post(PATH, json=envelope).status_code)
+
+    def unavailable(_message: CallReceived) -> dict[str, Any]:
+        raise ConnectionError("spanner: deadline exceeded")
+
+    monkeypatch.setattr(module._runtime.get(), "handler", unavailable)
+    assert post(2) >= 500 and post(5) >= 500  # transient: Pub/Sub redelivers, then gives up
+    assert [(e["delivery_attempt"], e["outcome"]) for e in logged] == [
+        (2, "retry"),
+        (5, "retries_exhausted"),
+    ]

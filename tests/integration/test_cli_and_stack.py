@@ -265,3 +265,55 @@ def test_calls_show_and_status_find_a_dead_lettered_call(
     assert message.call_id in [v["call_id"] for v in report["stuck"]]
     text = run_cli("status")
     assert "stuck or failing" in text.stdout and message.call_id in text.stdout
+
+
+def test_a_dead_letter_of_a_stage_done_for_the_same_event_is_not_recorded(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    """A redelivery whose work was done (its acknowledgement lost) may still fail on every
+    attempt; the call has moved on, and its record must not move back."""
+    from callpipe.progress import SpannerProgress, Stage, StageStatus
+    from callpipe.registration import SpannerEventLedger
+    from tests.conftest import post_call_body
+    from tests.functional.test_register_call_function import received
+
+    tenant = make_tenant()
+    body = post_call_body(tenant)
+    message = received(tenant, body)
+    SpannerEventLedger(database).start_call(message, json.loads(body))
+    progress = SpannerProgress(database)
+    progress.record(
+        tenant.tenant_id,
+        message.call_id,
+        Stage.FETCH,
+        StageStatus.OK,
+        correlation_id=message.correlation_id,
+    )
+    progress.record(
+        tenant.tenant_id,
+        message.call_id,
+        Stage.DOWNLOAD,
+        StageStatus.OK,
+        correlation_id=message.correlation_id,
+    )
+
+    def dead_letter(correlation_id: str) -> None:
+        progress.record(
+            tenant.tenant_id,
+            message.call_id,
+            Stage.FETCH,
+            StageStatus.DEAD_LETTERED,
+            detail="retries_exhausted: attempt 5 of 5: ConnectionError",
+            correlation_id=correlation_id,
+        )
+
+    def stages() -> list[tuple[str, str]]:
+        shown = run_cli("calls", "show", message.call_id, "--json")
+        assert shown.returncode == 0, shown.stderr
+        view = json.loads(shown.stdout)[0]
+        return [(s["stage"], s["status"]) for s in view["stages"]]
+
+    dead_letter(message.correlation_id)  # the same event: done already
+    assert ("fetch", "ok") in stages()
+    dead_letter("f" * 32)  # another event of the call (a modification) did fail
+    assert ("fetch", "dead_lettered") in stages()

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from callpipe.callrail.webhook import CallRailWebhook, EventType
 from callpipe.cli import webhooks
 from callpipe.demo import DEMO_COMPANY_ID
+from callpipe.simulator.faults import NO_FAULTS
 from callpipe.simulator.store import CallStore
 
 DEMO_CALLS = Path(webhooks.__file__).resolve().parents[1] / "simulator" / "demo_calls" / "calls"
@@ -79,3 +80,34 @@ def test_an_empty_simulator_folder_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(webhooks.app, ["sample", "--simulator-data", str(tmp_path)])
     assert result.exit_code == 1
     assert "cannot add a call to the simulator's data" in result.stderr
+
+
+def test_the_copy_is_served_without_the_templates_faults_and_unreadable_files_are_skipped(
+    simulator_data: Path,
+) -> None:
+    template = simulator_data / "calls" / f"{TEMPLATE}.json"
+    document = json.loads(template.read_text())
+    document["_simulator"]["faults"] = {"api_status_sequence": [500, 500], "recording": "missing"}
+    template.write_text(json.dumps(document))
+    (simulator_data / "calls" / "broken.json").write_text("{ half a fi")
+
+    result = CliRunner().invoke(webhooks.app, ["sample", "--simulator-data", str(simulator_data)])
+
+    assert result.exit_code == 0, result.output
+    copy = CallStore(simulator_data).get(json.loads(result.stdout)["resource_id"])
+    original = CallStore(simulator_data).get(TEMPLATE)
+    assert original is not None and original.meta.faults.recording == "missing"
+    assert copy is not None and copy.meta.faults == NO_FAULTS
+    assert not list((simulator_data / "calls").glob("*.partial"))
+
+
+def test_a_folder_without_recordings_is_a_clear_error(simulator_data: Path) -> None:
+    template = simulator_data / "calls" / f"{TEMPLATE}.json"
+    document = json.loads(template.read_text())
+    del document["_simulator"]["audio"]
+    template.write_text(json.dumps(document))
+
+    result = CliRunner().invoke(webhooks.app, ["sample", "--simulator-data", str(simulator_data)])
+
+    assert result.exit_code == 1
+    assert "no call with a recording" in result.stderr
