@@ -32,7 +32,7 @@ def is_resource_id(value: str) -> bool:
 
 
 def check_resource_id(value: str) -> str:
-    if not _RESOURCE_ID.fullmatch(value):
+    if not is_resource_id(value):
         raise InvalidIdentifier(f"invalid id {value[:80]!r}: use 1-64 letters, digits, '_' or '-'")
     return value
 

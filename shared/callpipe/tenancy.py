@@ -411,7 +411,7 @@ class _Flight:
         self.error: DirectoryUnavailable | None = DirectoryUnavailable(
             "company directory unavailable: the lookup did not finish"
         )
-        self.waiters = 0
+        self.waiters = 0  # requests waiting on it (what a test watches for)
 
 
 class _TokensUnavailable(DirectoryUnavailable):
@@ -454,7 +454,6 @@ class CompanyDirectory:
         self._clock = clock
         self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds, clock=clock)
         # the last successful load of each company and when it happened, for an outage
-        self._stale_seconds = stale_seconds
         self._known: TTLCache[str, tuple[float, ResolvedCompany]] = TTLCache(
             ttl_seconds + stale_seconds if stale_seconds > 0 else 0, clock=clock
         )

@@ -8,6 +8,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,20 @@ def async_publisher(stack: LocalStack, timeout_seconds: float = 10.0) -> AsyncPu
     )
 
 
+def marked(seen: Tap, marker: str, expect: int) -> list[Any]:
+    """What the tap received from this test (the topic is shared with other tests)."""
+    return [m for m in seen.drain(expect=expect) if m.attributes.get("test_marker") == marker]
+
+
+def assert_each_got_its_own_message(seen: Tap, marker: str, ids: dict[int, str]) -> None:
+    """Message i was published with data b"m<i>" and attribute i=<i>, and got ids[i]."""
+    messages = marked(seen, marker, len(ids))
+    assert sorted(m.data for m in messages) == sorted(b"m%d" % i for i in ids)
+    assert {m.attributes["i"]: m.message_id for m in messages} == {
+        str(i): message_id for i, message_id in ids.items()
+    }
+
+
 @pytest.fixture(params=["threads", "asyncio"])
 def publish_one(request: pytest.FixtureRequest, stack: LocalStack) -> PublishOne:
     """One publish, and its message id, through either publisher."""
@@ -44,7 +59,7 @@ def test_publish_returns_the_server_message_id_with_data_and_attributes(
     seen = tap(TOPIC)
     marker = uuid.uuid4().hex
     message_id = publish_one(TOPIC, b'{"call":1}', {"tenant_id": "acme", "test_marker": marker})
-    (message,) = [m for m in seen.drain(expect=1) if m.attributes.get("test_marker") == marker]
+    (message,) = marked(seen, marker, 1)
     assert message.message_id == message_id
     assert message.data == b'{"call":1}'
     assert dict(message.attributes) == {"tenant_id": "acme", "test_marker": marker}
@@ -67,11 +82,7 @@ def test_concurrent_publishes_each_get_their_own_message(
     for thread in threads:
         thread.join(30)
 
-    messages = [m for m in seen.drain(expect=20) if m.attributes.get("test_marker") == marker]
-    assert sorted(m.data for m in messages) == sorted(b"m%d" % i for i in range(20))
-    assert {m.attributes["i"]: m.message_id for m in messages} == {
-        str(i): message_id for i, message_id in ids.items()
-    }
+    assert_each_got_its_own_message(seen, marker, ids)
 
 
 def test_an_unknown_topic_is_a_publish_failure(publish_one: PublishOne) -> None:
@@ -105,12 +116,7 @@ def test_async_concurrent_publishes_each_get_their_own_message(
 
     ids = asyncio.run(publish_all())
     assert len(set(ids)) == 50
-
-    messages = [m for m in seen.drain(expect=50) if m.attributes.get("test_marker") == marker]
-    assert sorted(m.data for m in messages) == sorted(b"m%d" % i for i in range(50))
-    assert {m.attributes["i"]: m.message_id for m in messages} == {
-        str(i): message_id for i, message_id in enumerate(ids)
-    }
+    assert_each_got_its_own_message(seen, marker, dict(enumerate(ids)))
 
 
 def test_async_publisher_works_from_one_event_loop_after_another(
@@ -123,7 +129,7 @@ def test_async_publisher_works_from_one_event_loop_after_another(
         asyncio.run(publisher.publish(TOPIC, b"loop-%d" % i, {"test_marker": marker}))
         for i in range(2)
     ]
-    messages = [m for m in seen.drain(expect=2) if m.attributes.get("test_marker") == marker]
+    messages = marked(seen, marker, 2)
     assert sorted((m.data, m.message_id) for m in messages) == sorted(
         zip([b"loop-0", b"loop-1"], ids, strict=True)
     )

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -187,6 +188,14 @@ def company_mapping(
         callrail_account_id=account_id,
         tokens=tokens if tokens is not None else (token_ref(TOKEN_ID, company_id),),
     )
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll until ``condition`` holds (for threads a test started); fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.005)
 
 
 class FakeMonotonic:

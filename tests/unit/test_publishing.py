@@ -24,6 +24,7 @@ from callpipe.publishing import (
     _TopicSender,
 )
 from tests.fakes.pubsub_publish import PubSubPublishFake
+from tests.unit.conftest import wait_until
 
 PROJECT = "callpipe-unit"
 TOPIC = "calls.received"
@@ -55,13 +56,6 @@ def in_threads(calls: list[Callable[[], object]]) -> list[object]:
     for thread in threads:
         thread.join(30)
     return results
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 def one_rpc_in_flight(pub: PubSubPublisher, fake: PubSubPublishFake) -> threading.Thread:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -30,6 +29,7 @@ from tests.unit.conftest import (
     LogCapture,
     company_mapping,
     token_ref,
+    wait_until,
 )
 
 UNKNOWN = "COM00000000000000000000000000000000"
@@ -441,10 +441,3 @@ def test_requests_waiting_on_a_failed_load_get_its_error(
 def _waiting(directory: CompanyDirectory, key: str) -> int:
     flight = directory._flights.get(key)
     return flight.waiters if flight is not None else -1
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.005)

@@ -434,7 +434,7 @@ class WebhookIntake:
         if not keep or not self._quarantine_limiter.take():
             return answer(False)
         message = QuarantinedWebhook(
-            company_key=company_key[:64], reason=reason, correlation_id=correlation_id, webhook=raw
+            company_key=company_key, reason=reason, correlation_id=correlation_id, webhook=raw
         )
         return PendingPublish(
             self._config.quarantine_topic,
