@@ -12,6 +12,7 @@ import secrets as pysecrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -437,6 +438,13 @@ class CompanyDirectory:
     The price is that a token deactivated (or a company removed) while Spanner is down is
     honoured until the outage ends or the window closes. Requests that find the company
     being loaded meanwhile are answered from its last known mapping rather than wait.
+
+    An event loop asks with ``cached_only``: it must not wait on Spanner. For a company
+    whose entry expired less than a TTL ago, it gets the last known mapping at once and the
+    company is reloaded in a background thread (one reload per company at a time), so a
+    busy company's expiry never holds a webhook up or sends it through a worker thread.
+    Past that, or if the reload fails with no outage window to fall back on, the request
+    loads the company itself.
     """
 
     def __init__(
@@ -447,24 +455,34 @@ class CompanyDirectory:
         negative_ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         stale_seconds: float = 0.0,
+        background: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
+        """``background`` runs a reload off the caller's thread (default: a small pool)."""
         self._lookup = lookup
         self._secrets = secrets
         self._negative_ttl = negative_ttl_seconds
         self._clock = clock
+        self._ttl = ttl_seconds
+        self._stale = stale_seconds
         self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds, clock=clock)
-        # the last successful load of each company and when it happened, for an outage
+        # the last successful load of each company and when it happened: for requests that
+        # come while it reloads, and for an outage
         self._known: TTLCache[str, tuple[float, ResolvedCompany]] = TTLCache(
-            ttl_seconds + stale_seconds if stale_seconds > 0 else 0, clock=clock
+            ttl_seconds + max(stale_seconds, ttl_seconds), clock=clock
         )
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
+        self._background = background
+        self._pool: ThreadPoolExecutor | None = None
+        self._reloading: set[str] = set()  # guarded by _flights_lock
 
     def resolve(self, keys: Sequence[str], cached_only: bool = False) -> ResolvedCompany | None:
         """The first key's company, from the cache or loaded (and cached).
 
-        With ``cached_only``, a key that would need loading raises ``NotCached`` instead:
-        an event loop must not wait on Spanner or Secret Manager, so it asks a thread.
+        With ``cached_only``, a key that would need loading raises ``NotCached`` instead
+        (an event loop must not wait on Spanner or Secret Manager, so it asks a thread),
+        unless the company expired less than a TTL ago: then its last known mapping is the
+        answer and it reloads in the background.
         """
         for key in keys:
             hit, value = self._cache.get(key)
@@ -473,7 +491,11 @@ class CompanyDirectory:
                     return value
                 continue
             if cached_only:
-                raise NotCached(key)
+                known = self._last_known(key, self._ttl)
+                if known is None:
+                    raise NotCached(key)
+                self._reload_in_background(key)
+                return known
             resolved = self._load_once(key)
             if resolved is not None:
                 return resolved
@@ -482,6 +504,57 @@ class CompanyDirectory:
     def invalidate(self) -> None:
         self._cache.invalidate()
         self._known.invalidate()
+
+    def _last_known(self, key: str, past_ttl: float) -> ResolvedCompany | None:
+        """The company's last loaded mapping, if loaded at most ``past_ttl`` beyond its TTL."""
+        hit, known = self._known.get(key)
+        if not hit or known is None:
+            return None
+        loaded_at, resolved = known
+        return resolved if self._clock() - loaded_at <= self._ttl + past_ttl else None
+
+    def _reload_in_background(self, key: str) -> None:
+        with self._flights_lock:
+            if key in self._reloading or key in self._flights:
+                return  # already under way
+            self._reloading.add(key)
+        try:
+            self._run_in_background(lambda: self._reload(key))
+        except BaseException:
+            with self._flights_lock:
+                self._reloading.discard(key)
+            raise
+
+    def _run_in_background(self, job: Callable[[], None]) -> None:
+        if self._background is not None:
+            self._background(job)
+            return
+        with self._flights_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(2, thread_name_prefix="company-reload")
+            pool = self._pool
+        pool.submit(job)
+
+    def _reload(self, key: str) -> None:
+        try:
+            self._load_once(key)
+        except DirectoryUnavailable as error:
+            # nothing to fall back on (no outage window): the next request loads it itself
+            # and gets the outage's answer, rather than a mapping that cannot be checked
+            self._known.invalidate(key)
+            log_event(
+                logger,
+                logging.WARNING,
+                "company directory unavailable: could not reload a company",
+                company_id=key,
+                error=str(error),
+            )
+        except Exception:
+            self._known.invalidate(key)
+            logger.exception("reloading a company failed")
+        finally:
+            with self._flights_lock:
+                self._reloading.discard(key)
 
     def _load_once(self, key: str) -> ResolvedCompany | None:
         """Load and cache ``key``, or wait for the load another request started."""
@@ -493,9 +566,9 @@ class CompanyDirectory:
             else:
                 flight.waiters += 1
         if not leading:
-            hit, known = self._known.get(key)
-            if hit and known is not None:
-                return known[1]  # the load under way refreshes it
+            known = self._last_known(key, max(self._stale, self._ttl))
+            if known is not None:
+                return known  # the load under way refreshes it
             if not flight.done.wait(_FLIGHT_WAIT_SECONDS):
                 raise DirectoryUnavailable(
                     "company directory unavailable: an earlier lookup of this company "
@@ -523,7 +596,7 @@ class CompanyDirectory:
             resolved = self._load(key)
         except DirectoryUnavailable as error:
             hit, known = self._known.get(key)
-            if not hit or known is None:
+            if not hit or known is None or self._clock() - known[0] > self._ttl + self._stale:
                 raise
             loaded_at, resolved = known
             if isinstance(error, _TokensUnavailable):

@@ -14,6 +14,7 @@ import pytest
 
 from callpipe.callrail.webhook import EventType
 from callpipe.intake.service import (
+    IntakeOutcome,
     client_disconnected,
     correlation_id_from,
     event_key,
@@ -21,6 +22,7 @@ from callpipe.intake.service import (
 )
 from callpipe.messages import CallReceived, QuarantinedWebhook
 from callpipe.secrets import signing_token_secret_name
+from callpipe.tenancy import CompanyMapping
 from tests.unit.conftest import (
     ACCOUNT_ID,
     CALLS_TOPIC,
@@ -43,6 +45,7 @@ from tests.unit.conftest import (
     load_event,
     sign,
     token_ref,
+    wait_until,
 )
 
 OTHER_CALL_ID = "CAL0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
@@ -774,6 +777,35 @@ def test_handle_async_loads_an_uncached_company_off_the_loop(
     assert [o.status for o in outcomes] == [202, 202]
     assert companies.calls == [COMPANY_ID]  # the second request found it cached
     assert companies.threads and loop_thread not in companies.threads
+
+
+def test_handle_async_answers_an_expired_company_at_once_and_reloads_it_off_the_loop(
+    harness: IntakeHarness, companies: InMemoryCompanies
+) -> None:
+    publisher = OnTheLoop(RecordingPublisher())
+    harness.post(event_body("post_call"))  # loaded
+    harness.limiter_clock.advance(61)  # the directory's clock: past the TTL
+    release = threading.Event()
+
+    def slow_lookup(key: str) -> CompanyMapping | None:
+        release.wait(10)  # a reload that takes its time
+        return companies(key)
+
+    harness.intake._directory._lookup = slow_lookup
+
+    async def on_the_loop() -> tuple[int, IntakeOutcome]:
+        request = harness.request(event_body("post_call", resource_id=OTHER_CALL_ID))
+        # answered while the reload still waits, not after it
+        outcome = await asyncio.wait_for(harness.intake.handle_async(request, publisher), 5)
+        return threading.get_ident(), outcome
+
+    try:
+        loop_thread, outcome = asyncio.run(on_the_loop())
+    finally:
+        release.set()
+    assert outcome.status == 202
+    wait_until(lambda: len(companies.calls) == 2)  # reloaded, in the background
+    assert loop_thread not in companies.threads[1:]
 
 
 def test_handle_async_answers_503_when_pubsub_refuses(harness: IntakeHarness) -> None:

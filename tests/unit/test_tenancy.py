@@ -78,7 +78,10 @@ def test_cached_only_answers_from_the_cache_and_never_loads(
     assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
     directory.resolve([UNKNOWN])
     assert directory.resolve([UNKNOWN], cached_only=True) is None  # a cached "unknown"
-    monotonic.advance(60)
+    monotonic.advance(10)
+    with pytest.raises(NotCached):  # an unknown company is never answered from the past
+        directory.resolve([UNKNOWN], cached_only=True)
+    monotonic.advance(111)  # expired more than a TTL ago: too old to answer with
     with pytest.raises(NotCached):
         directory.resolve([COMPANY_ID], cached_only=True)
     assert companies.calls == [COMPANY_ID, UNKNOWN]
@@ -441,3 +444,109 @@ def test_requests_waiting_on_a_failed_load_get_its_error(
 def _waiting(directory: CompanyDirectory, key: str) -> int:
     flight = directory._flights.get(key)
     return flight.waiters if flight is not None else -1
+
+
+class Deferred:
+    """A directory's ``background``: keeps the jobs until the test runs them."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], None]] = []
+
+    def __call__(self, job: Callable[[], None]) -> None:
+        self.jobs.append(job)
+
+    def run(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            job()
+
+
+def test_an_expired_company_is_answered_at_once_and_reloaded_in_the_background(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    later = Deferred()
+    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic, background=later)
+    loaded = directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    assert companies.calls == [COMPANY_ID]  # nothing loaded on the caller's thread
+    assert len(later.jobs) == 1  # one reload, however many requests came
+
+    # the token was rotated meanwhile: the reload brings the new one
+    secret_store.put(signing_token_secret_name(COMPANY_ID, "tok-new"), "rotated-secret")
+    companies.mappings = [company_mapping(tokens=(token_ref("tok-new"),))]
+    later.run()
+    assert companies.calls == [COMPANY_ID, COMPANY_ID]
+    reloaded = directory.resolve([COMPANY_ID], cached_only=True)
+    assert reloaded is not None and reloaded.tokens == (SigningToken("tok-new", "rotated-secret"),)
+    assert later.jobs == []  # fresh again: no reload
+
+
+def test_a_company_removed_meanwhile_is_unknown_after_its_reload(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    later = Deferred()
+    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic, background=later)
+    directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    companies.mappings = []
+    assert directory.resolve([COMPANY_ID], cached_only=True) is not None
+    later.run()
+    assert directory.resolve([COMPANY_ID], cached_only=True) is None
+
+
+def test_a_failed_reload_without_an_outage_window_leaves_the_load_to_the_next_request(
+    companies: InMemoryCompanies,
+    secret_store: DictSecretStore,
+    monotonic: FakeMonotonic,
+    capture_logs: Callable[[str], LogCapture],
+) -> None:
+    logs = capture_logs("callpipe.tenancy")
+    later = Deferred()
+    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic, background=later)
+    loaded = directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    companies.error = ConnectionResetError("spanner went away")
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    later.run()
+
+    (entry,) = logs.records()
+    assert entry["severity"] == "WARNING" and entry["company_id"] == COMPANY_ID
+    assert "ConnectionResetError" in entry["error"]
+    with pytest.raises(NotCached):  # the request loads it, and gets the outage's answer
+        directory.resolve([COMPANY_ID], cached_only=True)
+    with pytest.raises(DirectoryUnavailable):
+        directory.resolve([COMPANY_ID])
+
+
+def test_a_failed_reload_within_the_outage_window_keeps_the_last_known_mapping(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    later = Deferred()
+    directory = CompanyDirectory(
+        companies, secret_store, 60, 10, clock=monotonic, stale_seconds=900, background=later
+    )
+    loaded = directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    companies.error = ConnectionResetError("spanner went away")
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    later.run()
+    # answered from it, and the failing backend is asked again in a few seconds only
+    assert directory.resolve([COMPANY_ID], cached_only=True) == loaded
+    assert later.jobs == [] and companies.calls == [COMPANY_ID, COMPANY_ID]
+    monotonic.advance(600)  # long past the TTL, still within the window
+    assert directory.resolve([COMPANY_ID]) == loaded
+
+
+def test_the_default_reload_runs_on_a_thread_of_its_own(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic)
+    loaded = directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    wait_until(lambda: len(companies.calls) == 2)
+    assert companies.threads[1] != threading.get_ident()
+    wait_until(lambda: directory.resolve([COMPANY_ID], cached_only=True) is not loaded)
