@@ -32,6 +32,7 @@ bench/results/intake-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -617,7 +618,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         asgi = stack.topology.steps["intake"].asgi
-        serving = "ASGI, gunicorn + uvicorn" if asgi else "WSGI, gunicorn gthread"
+        # uvicorn parses HTTP with httptools when it is installed, else with h11
+        parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+        serving = f"ASGI, gunicorn + uvicorn/{parser}" if asgi else "WSGI, gunicorn gthread"
         args.serving = serving
         say(
             f"starting intake and the no-op under functions-framework ({serving}, "
