@@ -12,7 +12,6 @@ import secrets as pysecrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -396,6 +395,10 @@ STALE_RETRY_SECONDS = 5.0
 # How long a request waits for another request's load of the same company: what it would
 # have waited for a load of its own.
 _FLIGHT_WAIT_SECONDS = LOOKUP_TIMEOUT_SECONDS
+# How long an event loop answers an expired company from its last known mapping while a
+# background reload runs; a reload that takes longer is a slow or failing directory, and
+# requests then load the company themselves (and get the outage's answer).
+RELOAD_GRACE_SECONDS = LOOKUP_TIMEOUT_SECONDS
 
 
 class NotCached(LookupError):
@@ -423,6 +426,10 @@ class _TokensUnavailable(DirectoryUnavailable):
         self.mapping = mapping
 
 
+def _daemon_thread(job: Callable[[], None]) -> None:
+    threading.Thread(target=job, name="company-reload", daemon=True).start()
+
+
 class CompanyDirectory:
     """Company → tenant, office and active signing tokens, cached with a short TTL.
 
@@ -443,8 +450,8 @@ class CompanyDirectory:
     whose entry expired less than a TTL ago, it gets the last known mapping at once and the
     company is reloaded in a background thread (one reload per company at a time), so a
     busy company's expiry never holds a webhook up or sends it through a worker thread.
-    Past that, or if the reload fails with no outage window to fall back on, the request
-    loads the company itself.
+    Once the reload has taken ``RELOAD_GRACE_SECONDS``, or failed with no outage window to
+    fall back on, requests load the company themselves, and so get the outage's answer.
     """
 
     def __init__(
@@ -457,7 +464,8 @@ class CompanyDirectory:
         stale_seconds: float = 0.0,
         background: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
-        """``background`` runs a reload off the caller's thread (default: a small pool)."""
+        """``background`` runs a reload off the caller's thread (default: a daemon thread
+        per reload, which never holds the process up at exit)."""
         self._lookup = lookup
         self._secrets = secrets
         self._negative_ttl = negative_ttl_seconds
@@ -472,9 +480,9 @@ class CompanyDirectory:
         )
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
-        self._background = background
-        self._pool: ThreadPoolExecutor | None = None
-        self._reloading: set[str] = set()  # guarded by _flights_lock
+        self._background = background or _daemon_thread
+        # background reloads under way, and when each was asked for; guarded by _flights_lock
+        self._reloading: dict[str, float] = {}
 
     def resolve(self, keys: Sequence[str], cached_only: bool = False) -> ResolvedCompany | None:
         """The first key's company, from the cache or loaded (and cached).
@@ -482,7 +490,7 @@ class CompanyDirectory:
         With ``cached_only``, a key that would need loading raises ``NotCached`` instead
         (an event loop must not wait on Spanner or Secret Manager, so it asks a thread),
         unless the company expired less than a TTL ago: then its last known mapping is the
-        answer and it reloads in the background.
+        answer while it reloads in the background, for at most ``RELOAD_GRACE_SECONDS``.
         """
         for key in keys:
             hit, value = self._cache.get(key)
@@ -492,9 +500,8 @@ class CompanyDirectory:
                 continue
             if cached_only:
                 known = self._last_known(key, self._ttl)
-                if known is None:
+                if known is None or not self._reload_in_background(key):
                     raise NotCached(key)
-                self._reload_in_background(key)
                 return known
             resolved = self._load_once(key)
             if resolved is not None:
@@ -513,35 +520,30 @@ class CompanyDirectory:
         loaded_at, resolved = known
         return resolved if self._clock() - loaded_at <= self._ttl + past_ttl else None
 
-    def _reload_in_background(self, key: str) -> None:
+    def _reload_in_background(self, key: str) -> bool:
+        """Start a reload of ``key`` unless one runs; False if it has run too long."""
+        now = self._clock()
         with self._flights_lock:
-            if key in self._reloading or key in self._flights:
-                return  # already under way
-            self._reloading.add(key)
+            asked = self._reloading.get(key)
+            if asked is not None:
+                return now - asked <= RELOAD_GRACE_SECONDS
+            self._reloading[key] = now
+        started = False
         try:
-            self._run_in_background(lambda: self._reload(key))
-        except BaseException:
-            with self._flights_lock:
-                self._reloading.discard(key)
-            raise
-
-    def _run_in_background(self, job: Callable[[], None]) -> None:
-        if self._background is not None:
-            self._background(job)
-            return
-        with self._flights_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(2, thread_name_prefix="company-reload")
-            pool = self._pool
-        pool.submit(job)
+            self._background(lambda: self._reload(key))
+            started = True
+        except Exception:  # e.g. no thread can start: the caller loads it itself
+            logger.exception("could not start reloading a company")
+        finally:
+            if not started:
+                with self._flights_lock:
+                    self._reloading.pop(key, None)
+        return started
 
     def _reload(self, key: str) -> None:
         try:
             self._load_once(key)
         except DirectoryUnavailable as error:
-            # nothing to fall back on (no outage window): the next request loads it itself
-            # and gets the outage's answer, rather than a mapping that cannot be checked
-            self._known.invalidate(key)
             log_event(
                 logger,
                 logging.WARNING,
@@ -549,12 +551,12 @@ class CompanyDirectory:
                 company_id=key,
                 error=str(error),
             )
-        except Exception:
+        except Exception:  # a background thread has nobody to raise to
             self._known.invalidate(key)
             logger.exception("reloading a company failed")
         finally:
             with self._flights_lock:
-                self._reloading.discard(key)
+                self._reloading.pop(key, None)
 
     def _load_once(self, key: str) -> ResolvedCompany | None:
         """Load and cache ``key``, or wait for the load another request started."""
@@ -566,7 +568,7 @@ class CompanyDirectory:
             else:
                 flight.waiters += 1
         if not leading:
-            known = self._last_known(key, max(self._stale, self._ttl))
+            known = self._last_known(key, self._stale)
             if known is not None:
                 return known  # the load under way refreshes it
             if not flight.done.wait(_FLIGHT_WAIT_SECONDS):
@@ -597,6 +599,8 @@ class CompanyDirectory:
         except DirectoryUnavailable as error:
             hit, known = self._known.get(key)
             if not hit or known is None or self._clock() - known[0] > self._ttl + self._stale:
+                # no fallback: nor is it one for an event loop while the company reloads
+                self._known.invalidate(key)
                 raise
             loaded_at, resolved = known
             if isinstance(error, _TokensUnavailable):
@@ -606,6 +610,7 @@ class CompanyDirectory:
                 resolved = ResolvedCompany(
                     error.mapping, tuple(t for t in resolved.tokens if t.token_id in active)
                 )
+                self._known.put(key, (loaded_at, resolved))  # the dropped tokens stay dropped
             log_event(
                 logger,
                 logging.WARNING,

@@ -10,6 +10,7 @@ import pytest
 from callpipe.callrail.signature import SigningToken
 from callpipe.secrets import signing_token_secret_name
 from callpipe.tenancy import (
+    RELOAD_GRACE_SECONDS,
     CompanyDirectory,
     CompanyMapping,
     DirectoryUnavailable,
@@ -547,6 +548,119 @@ def test_the_default_reload_runs_on_a_thread_of_its_own(
     loaded = directory.resolve([COMPANY_ID])
     monotonic.advance(61)
     assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
-    wait_until(lambda: len(companies.calls) == 2)
+    wait_until(lambda: len(companies.threads) == 2)
     assert companies.threads[1] != threading.get_ident()
     wait_until(lambda: directory.resolve([COMPANY_ID], cached_only=True) is not loaded)
+
+
+def test_a_reload_that_cannot_start_leaves_the_load_to_the_request(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    attempts: list[Callable[[], None]] = []
+
+    def refusing(job: Callable[[], None]) -> None:
+        attempts.append(job)
+        raise RuntimeError("can't start new thread")
+
+    directory = CompanyDirectory(
+        companies, secret_store, 60, 10, clock=monotonic, background=refusing
+    )
+    directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    for _ in range(2):
+        with pytest.raises(NotCached):
+            directory.resolve([COMPANY_ID], cached_only=True)
+    assert len(attempts) == 2  # not left marked as under way
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupted(job: Callable[[], None]) -> None:
+        raise Interrupted
+
+    directory = CompanyDirectory(
+        companies, secret_store, 60, 10, clock=monotonic, background=interrupted
+    )
+    directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    with pytest.raises(Interrupted):
+        directory.resolve([COMPANY_ID], cached_only=True)
+    assert directory._reloading == {}
+
+
+def test_a_reload_taking_longer_than_its_grace_leaves_the_load_to_the_requests(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    later = Deferred()  # the reload never gets to run: a hung directory
+    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic, background=later)
+    loaded = directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    monotonic.advance(RELOAD_GRACE_SECONDS)
+    assert directory.resolve([COMPANY_ID], cached_only=True) is loaded
+    monotonic.advance(0.5)
+    with pytest.raises(NotCached):
+        directory.resolve([COMPANY_ID], cached_only=True)
+    assert len(later.jobs) == 1
+
+
+def test_without_an_outage_window_a_request_waiting_on_a_failing_load_is_refused(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def failing_lookup(key: str) -> CompanyMapping | None:
+        calls.append(key)
+        if len(calls) > 1:
+            release.wait(10)
+            raise ConnectionResetError("spanner went away")
+        return companies(key)
+
+    directory = CompanyDirectory(failing_lookup, secret_store, 60, 10, clock=monotonic)
+    directory.resolve([COMPANY_ID])
+    monotonic.advance(61)
+    errors: list[BaseException] = []
+
+    def resolve() -> None:
+        try:
+            directory.resolve([COMPANY_ID])
+        except DirectoryUnavailable as error:
+            errors.append(error)
+
+    leader = threading.Thread(target=resolve)
+    leader.start()
+    wait_until(lambda: len(calls) == 2)
+    follower = threading.Thread(target=resolve)
+    follower.start()
+    wait_until(lambda: _waiting(directory, COMPANY_ID) == 1)
+    release.set()
+    for thread in (leader, follower):
+        thread.join(10)
+    assert len(errors) == 2  # the waiter too: no stale answer without the window
+    with pytest.raises(NotCached):  # nor on the loop: the failed load dropped it
+        directory.resolve([COMPANY_ID], cached_only=True)
+
+
+def test_tokens_dropped_during_a_secret_store_outage_stay_dropped_on_the_loop(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    secret_store.put(signing_token_secret_name(COMPANY_ID, "tok-old"), "old-secret")
+    companies.mappings = [company_mapping(tokens=(token_ref(TOKEN_ID), token_ref("tok-old")))]
+    later = Deferred()
+    directory = CompanyDirectory(
+        companies, secret_store, 60, 10, clock=monotonic, stale_seconds=900, background=later
+    )
+    loaded = directory.resolve([COMPANY_ID])
+    assert loaded is not None and len(loaded.tokens) == 2
+    monotonic.advance(61)
+    companies.mappings = [
+        company_mapping(tokens=(token_ref(TOKEN_ID), token_ref("tok-old", active=False)))
+    ]
+    secret_store.unavailable = True
+    directory.resolve([COMPANY_ID], cached_only=True)
+    later.run()  # Spanner answers, the secret store does not: "tok-old" is dropped
+    monotonic.advance(6)  # past the retry entry: the last known mapping answers again
+    answer = directory.resolve([COMPANY_ID], cached_only=True)
+    assert answer is not None
+    assert [t.token_id for t in answer.tokens] == [TOKEN_ID]
