@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from callpipe.analysis import AnalysisResult
 from callpipe.callrail.webhook import EventType, LooseBool, LooseInt, LooseTime
@@ -377,3 +377,13 @@ MESSAGE_MODELS: tuple[type[Message], ...] = (
     CallAnalyzed,
     CallCompleted,
 )
+
+
+def summarize_validation_error(error: ValidationError) -> str:
+    """Where and why a document did not fit its model, without the offending values (they
+    may hold a caller's data)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False)[:3]:
+        location = ".".join(str(p) for p in item["loc"]) or "(document)"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)

@@ -21,6 +21,7 @@ from callpipe.recordings.policy import FetchPolicy
 from callpipe.registration import RegisterCall, SpannerEventLedger
 from callpipe.spanner_db import open_database
 from callpipe.steps import PermanentError
+from callpipe.transcription import message_call
 from callpipe.wiring import Lazy, build_publisher, build_secret_store
 
 logger = logging.getLogger("callpipe.steps")
@@ -36,7 +37,7 @@ class StepRuntime:
         self, stage: Stage
     ) -> Callable[[dict[str, str], PermanentError], None]:
         def record(attributes: dict[str, str], error: PermanentError) -> None:
-            tenant_id, call_id = attributes.get("tenant_id"), attributes.get("call_id")
+            tenant_id, call_id = message_call(attributes)
             if self.progress is None or not tenant_id or not call_id:
                 return
             from google.api_core import exceptions

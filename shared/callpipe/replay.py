@@ -3,20 +3,25 @@ back through intake once their company is onboarded.
 
 Messages are acknowledged only after the replay published them (or after intake gave a
 final answer), so an interrupted replay loses nothing: what was not handled stays put.
+Results are yielded one by one, so the CLI shows progress as the replay goes.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from callpipe.intake.service import WEBHOOK_PATH, IntakeRequest, WebhookIntake
-from callpipe.messages import QuarantinedWebhook
+from callpipe.messages import QuarantinedWebhook, summarize_validation_error
 from callpipe.publishing import Publisher
 from callpipe.steps import DLQ_ATTRIBUTES
+from callpipe.transcription import message_call
 
 
 @dataclass
@@ -36,6 +41,17 @@ class ReplayResult:
     attributes: dict[str, str]
 
 
+# Quarantine replay outcomes after which a webhook leaves the quarantine: queued, or one
+# that can never pass (forged, or outside the timestamp window when it arrived). Anything
+# else, an unusable payload included (kept for a fixed release to accept), stays.
+FINAL_QUARANTINE_OUTCOMES = frozenset({"accepted", "invalid_signature", "stale_webhook"})
+# Leases of the messages a pull holds are renewed this often, well within the holds' ack
+# deadline (60 s), so that none comes back, or is acknowledged too late, mid-run.
+_LEASE_RENEWAL_SECONDS = 20.0
+_LEASE_SECONDS = 60
+_ACK_IDS_PER_REQUEST = 1000
+
+
 class PullSubscription:
     """Synchronous pulls from one subscription (the operator side of a hold)."""
 
@@ -44,150 +60,221 @@ class PullSubscription:
 
         self._subscriber = subscriber or pubsub_v1.SubscriberClient()
         self.path = self._subscriber.subscription_path(project, subscription)
+        # leased by the running pull and given back when it ends: message id -> ack id
+        self._held: dict[str, str] = {}
+        self._pulling = False
 
-    def pull(self, limit: int, wait_seconds: float = 2.0) -> Iterator[Pulled]:
+    def pull(
+        self,
+        limit: int,
+        wait_seconds: float = 2.0,
+        wanted: Callable[[Pulled], bool] | None = None,
+    ) -> Iterator[Pulled]:
+        """Up to ``limit`` messages (only ``wanted`` ones), each once.
+
+        The messages passed over, and those released meanwhile, stay leased until the pull
+        ends, so that it goes on to the messages behind them; it ends when the subscription
+        has nothing more to give. Then they are made available again at once.
+        """
         from google.api_core import exceptions
 
         remaining = limit
         seen: set[str] = set()
-        while remaining > 0:
-            try:
-                response = self._subscriber.pull(
-                    request={"subscription": self.path, "max_messages": min(remaining, 100)},
-                    timeout=wait_seconds,
-                )
-            except exceptions.DeadlineExceeded:
-                return
-            if not response.received_messages:
-                return
-            for received in response.received_messages:
-                message = received.message
-                if message.message_id in seen:
-                    # A message we released came back: everything has been looked at once.
-                    self._subscriber.modify_ack_deadline(
-                        request={
-                            "subscription": self.path,
-                            "ack_ids": [received.ack_id],
-                            "ack_deadline_seconds": 0,
-                        }
+        self._pulling = True
+        renewed = time.monotonic()
+        try:
+            while remaining > 0:
+                try:
+                    response = self._subscriber.pull(
+                        request={"subscription": self.path, "max_messages": 100},
+                        timeout=wait_seconds,
                     )
+                except exceptions.DeadlineExceeded:
                     return
-                seen.add(message.message_id)
-                remaining -= 1
-                yield Pulled(
-                    ack_id=received.ack_id,
-                    message_id=message.message_id,
-                    data=bytes(message.data),
-                    attributes=dict(message.attributes),
-                    publish_time=message.publish_time,
-                )
+                batch = list(response.received_messages)
+                if not batch:
+                    return
+                waiting = {r.message.message_id: r.ack_id for r in batch}
+                fresh = 0
+                for received in batch:
+                    message = received.message
+                    waiting.pop(message.message_id, None)
+                    if message.message_id in seen:  # its lease ran out: hold it again
+                        self._held[message.message_id] = received.ack_id
+                        continue
+                    seen.add(message.message_id)
+                    fresh += 1
+                    item = Pulled(
+                        ack_id=received.ack_id,
+                        message_id=message.message_id,
+                        data=bytes(message.data),
+                        attributes=dict(message.attributes),
+                        publish_time=message.publish_time,
+                    )
+                    if remaining <= 0 or (wanted is not None and not wanted(item)):
+                        self._held[item.message_id] = item.ack_id
+                        continue
+                    if time.monotonic() - renewed > _LEASE_RENEWAL_SECONDS:
+                        self._renew([*self._held.values(), *waiting.values()])
+                        renewed = time.monotonic()
+                    remaining -= 1
+                    yield item
+                if not fresh:
+                    return  # everything there is has been looked at
+        finally:
+            self._pulling = False
+            held, self._held = list(self._held.values()), {}
+            self._set_deadline(held, 0)
 
     def ack(self, pulled: Pulled) -> None:
+        self._held.pop(pulled.message_id, None)
         self._subscriber.acknowledge(
             request={"subscription": self.path, "ack_ids": [pulled.ack_id]}
         )
 
     def release(self, pulled: Pulled) -> None:
-        """Make the message available again at once (leave it in the hold)."""
-        self._subscriber.modify_ack_deadline(
-            request={
-                "subscription": self.path,
-                "ack_ids": [pulled.ack_id],
-                "ack_deadline_seconds": 0,
-            }
-        )
+        """Leave the message in the hold: available again once the running pull ends (at
+        once outside a pull)."""
+        if self._pulling:
+            self._held[pulled.message_id] = pulled.ack_id
+        else:
+            self._set_deadline([pulled.ack_id], 0)
+
+    def _renew(self, ack_ids: list[str]) -> None:
+        self._set_deadline(ack_ids, _LEASE_SECONDS)
+
+    def _set_deadline(self, ack_ids: list[str], seconds: int) -> None:
+        for start in range(0, len(ack_ids), _ACK_IDS_PER_REQUEST):
+            self._subscriber.modify_ack_deadline(
+                request={
+                    "subscription": self.path,
+                    "ack_ids": ack_ids[start : start + _ACK_IDS_PER_REQUEST],
+                    "ack_deadline_seconds": seconds,
+                }
+            )
+
+
+class Hold(Protocol):
+    def pull(
+        self, limit: int, wait_seconds: float = 2.0, wanted: Callable[[Pulled], bool] | None = None
+    ) -> Iterator[Pulled]: ...
+
+    def ack(self, pulled: Pulled) -> None: ...
+
+    def release(self, pulled: Pulled) -> None: ...
 
 
 def replay_dead_letters(
-    hold: PullSubscription,
+    hold: Hold,
     publisher: Publisher,
     topic: str,
     limit: int,
     match: dict[str, str] | None = None,
-) -> list[ReplayResult]:
+) -> Iterator[ReplayResult]:
     """Republish dead letters to ``topic``; with ``match`` only those whose attributes
-    have these values (e.g. ``{"tenant_id": "acme"}``), the others stay in the hold."""
-    results = []
-    for pulled in hold.pull(limit):
-        if match and any(pulled.attributes.get(k) != v for k, v in match.items()):
-            hold.release(pulled)
-            continue
+    have these values (e.g. ``{"tenant_id": "acme"}``), the others stay in the hold.
+
+    A message Pub/Sub does not take stays in the hold, and the error ends the replay.
+    """
+
+    def wanted(pulled: Pulled) -> bool:
+        return not match or all(described(pulled).get(k) == v for k, v in match.items())
+
+    for pulled in hold.pull(limit, wanted=wanted):
         attributes = {k: v for k, v in pulled.attributes.items() if k not in DLQ_ATTRIBUTES}
         replays = int(attributes.get("replay_count", "0") or 0) + 1
         attributes["replay_count"] = str(replays)
         attributes["replayed_at"] = datetime.now(UTC).isoformat()
-        new_id = publisher.publish(topic, pulled.data, attributes)
+        try:
+            new_id = publisher.publish(topic, pulled.data, attributes)
+        except BaseException:
+            hold.release(pulled)
+            raise
         hold.ack(pulled)
-        results.append(
-            ReplayResult(
-                pulled.message_id,
-                "replayed",
-                f"republished to {topic} as {new_id}",
-                pulled.attributes,
-            )
+        yield ReplayResult(
+            pulled.message_id,
+            "replayed",
+            f"republished to {topic} as {new_id}",
+            pulled.attributes,
         )
-    return results
 
 
-def peek(hold: PullSubscription, limit: int) -> list[Pulled]:
-    pulled = list(hold.pull(limit))
-    for item in pulled:
+def described(pulled: Pulled) -> dict[str, str]:
+    """A held message's attributes, with its tenant and call filled in when only its
+    recording's object name tells them (a Cloud Storage notification)."""
+    tenant_id, call_id = message_call(pulled.attributes)
+    found = {"tenant_id": tenant_id, "call_id": call_id}
+    return {**pulled.attributes, **{k: v for k, v in found.items() if v}}
+
+
+def peek(hold: Hold, limit: int) -> list[Pulled]:
+    pulled = []
+    for item in hold.pull(limit):
+        pulled.append(item)
         hold.release(item)
     return pulled
 
 
+def read_quarantined(pulled: Pulled) -> QuarantinedWebhook | str:
+    """The quarantined webhook, or why it cannot be read (no body content in the reason)."""
+    try:
+        return QuarantinedWebhook.model_validate_json(pulled.data)
+    except ValidationError as error:
+        return f"undecodable: {summarize_validation_error(error)}"
+
+
 def replay_quarantine(
-    hold: PullSubscription, intake: WebhookIntake, limit: int, company: str | None = None
-) -> list[ReplayResult]:
+    hold: Hold, intake: WebhookIntake, limit: int, company: str | None = None
+) -> Iterator[ReplayResult]:
     """Run quarantined webhooks through intake again, judged at their original receipt time.
 
-    Accepted ones and ones that can never pass (bad signature, malformed) leave the
-    quarantine; ones whose company is still unknown, or that met a transient failure, stay.
+    Accepted ones and ones that can never pass (forged, stale when received) leave the
+    quarantine. The others stay: a company still unknown, a transient failure, a payload
+    intake cannot use yet, a message this version cannot read.
     """
-    results = []
-    for pulled in hold.pull(limit):
-        try:
-            quarantined = QuarantinedWebhook.model_validate_json(pulled.data)
-        except ValueError as error:
-            hold.ack(pulled)
-            results.append(
-                ReplayResult(
-                    pulled.message_id, "dropped", f"undecodable: {error}", pulled.attributes
-                )
-            )
-            continue
-        if company and quarantined.company_key != company:
+
+    def wanted(pulled: Pulled) -> bool:
+        if company is None:
+            return True
+        quarantined = read_quarantined(pulled)
+        return isinstance(quarantined, QuarantinedWebhook) and quarantined.company_key == company
+
+    for pulled in hold.pull(limit, wanted=wanted):
+        quarantined = read_quarantined(pulled)
+        if isinstance(quarantined, str):
             hold.release(pulled)
+            yield ReplayResult(pulled.message_id, "kept (undecodable)", quarantined, {})
             continue
         raw = quarantined.webhook
         # The route it arrived on (.../webhook/<event-type>) names its event type: keep it.
         route = WEBHOOK_PATH + "/"
         hint = raw.path[len(route) :] if raw.path.startswith(route) else None
-        outcome = intake.handle(
-            IntakeRequest(
-                method="POST",
-                path=raw.path,
-                headers=raw.headers,
-                body=base64.b64decode(raw.body_base64),
-                event_hint=hint or None,
-            ),
-            received_at=raw.received_at,
-            keep_unknown=False,
-        )
-        final = outcome.status < 500 and outcome.outcome != "unknown_company"
+        try:
+            outcome = intake.handle(
+                IntakeRequest(
+                    method="POST",
+                    path=raw.path,
+                    headers=raw.headers,
+                    body=base64.b64decode(raw.body_base64),
+                    event_hint=hint or None,
+                ),
+                received_at=raw.received_at,
+                keep_unknown=False,
+            )
+        except BaseException:
+            hold.release(pulled)
+            raise
+        final = outcome.outcome in FINAL_QUARANTINE_OUTCOMES
         if final:
             hold.ack(pulled)
         else:
             hold.release(pulled)
-        results.append(
-            ReplayResult(
-                pulled.message_id,
-                outcome.outcome if final else f"kept ({outcome.outcome})",
-                str(outcome.body.get("message") or outcome.body.get("call_id") or ""),
-                {
-                    "company_key": quarantined.company_key,
-                    "correlation_id": quarantined.correlation_id,
-                },
-            )
+        yield ReplayResult(
+            pulled.message_id,
+            outcome.outcome if final else f"kept ({outcome.outcome})",
+            str(outcome.body.get("message") or outcome.body.get("call_id") or ""),
+            {
+                "company_key": quarantined.company_key,
+                "correlation_id": quarantined.correlation_id,
+            },
         )
-    return results

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,6 +70,17 @@ class GcsObjects:
         except exceptions.PreconditionFailed:
             return False
         return True
+
+
+def message_call(attributes: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The tenant and call a step's message is about: from its attributes, or, for a Cloud
+    Storage notification (which has none of ours), from its recording's object name."""
+    tenant_id, call_id = attributes.get("tenant_id"), attributes.get("call_id")
+    if not (tenant_id and call_id):
+        parsed = parse_recording_name(attributes.get("objectId", ""))
+        if parsed is not None:
+            return parsed
+    return tenant_id or None, call_id or None
 
 
 def parse_recording_name(name: str) -> tuple[str, str] | None:

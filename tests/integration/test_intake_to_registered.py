@@ -153,7 +153,7 @@ def test_quarantined_webhook_is_replayed_after_onboarding(
     out = mine(registered.drain(expect=1), tenant)
     assert [m.attributes["call_id"] for m in out] == [json.loads(body)["resource_id"]]
     # The quarantine no longer holds it: a second replay finds nothing for this company.
-    assert replay_quarantine(hold, intake, limit=100, company=future.company_id) == []
+    assert list(replay_quarantine(hold, intake, limit=100, company=future.company_id)) == []
 
 
 def test_dead_letter_replay_reaches_the_step_again(
@@ -175,8 +175,10 @@ def test_dead_letter_replay_reaches_the_step_again(
         {**message.attributes(), "dlq_reason": "outage", "dlq_step": "register-call"},
     )
     hold = PullSubscription(functions_running.config.project, "calls.received.dlq.hold")
-    results = replay_dead_letters(
-        hold, publisher, "calls.received", limit=1000, match={"tenant_id": tenant.tenant_id}
+    results = list(
+        replay_dead_letters(
+            hold, publisher, "calls.received", limit=1000, match={"tenant_id": tenant.tenant_id}
+        )
     )
     assert [r.attributes["call_id"] for r in results] == [message.call_id]
     out = mine(registered.drain(expect=1), tenant)

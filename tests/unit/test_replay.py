@@ -11,7 +11,7 @@ import pytest
 from callpipe.callrail.webhook import EventType
 from callpipe.messages import CallReceived
 from callpipe.publishing import PublishFailed
-from callpipe.replay import Pulled, peek, replay_dead_letters, replay_quarantine
+from callpipe.replay import Pulled, described, peek, replay_dead_letters, replay_quarantine
 from callpipe.secrets import signing_token_secret_name
 from tests.unit.conftest import (
     CALLS_TOPIC,
@@ -38,10 +38,21 @@ class InMemoryHold:
         self.acked: list[str] = []
         self.released: list[str] = []
 
-    def pull(self, limit: int, wait_seconds: float = 2.0) -> Iterator[Pulled]:
+    def pull(
+        self,
+        limit: int,
+        wait_seconds: float = 2.0,
+        wanted: Callable[[Pulled], bool] | None = None,
+    ) -> Iterator[Pulled]:
+        passed: list[Pulled] = []  # stay in the hold, as PullSubscription leaves them
         while self.waiting and limit > 0:
+            item = self.waiting.pop(0)
+            if wanted is not None and not wanted(item):
+                passed.append(item)
+                continue
             limit -= 1
-            yield self.waiting.pop(0)
+            yield item
+        self.waiting[:0] = passed
 
     def ack(self, pulled: Pulled) -> None:
         self.acked.append(pulled.message_id)
@@ -72,7 +83,7 @@ def test_dead_letters_are_republished_without_dlq_attributes() -> None:
     )
     publisher = RecordingPublisher()
 
-    results = replay_dead_letters(hold, publisher, "calls.received", limit=10)  # type: ignore[arg-type]
+    results = list(replay_dead_letters(hold, publisher, "calls.received", limit=10))  # type: ignore[arg-type]
 
     assert [r.outcome for r in results] == ["replayed", "replayed"]
     assert hold.acked == ["1", "2"]
@@ -88,7 +99,7 @@ def test_dead_letters_are_republished_without_dlq_attributes() -> None:
 
 def test_dead_letter_replay_respects_the_limit() -> None:
     hold = InMemoryHold([pulled(str(i), b"{}", {}) for i in range(5)])
-    results = replay_dead_letters(hold, RecordingPublisher(), "t", limit=2)  # type: ignore[arg-type]
+    results = list(replay_dead_letters(hold, RecordingPublisher(), "t", limit=2))  # type: ignore[arg-type]
     assert len(results) == 2
     assert len(hold.waiting) == 3
 
@@ -96,7 +107,7 @@ def test_dead_letter_replay_respects_the_limit() -> None:
 def test_interrupted_dead_letter_replay_leaves_the_message_in_the_hold() -> None:
     hold = InMemoryHold([pulled("1", b"{}", {})])
     with pytest.raises(PublishFailed):
-        replay_dead_letters(hold, FailingPublisher(), "t", limit=10)  # type: ignore[arg-type]
+        list(replay_dead_letters(hold, FailingPublisher(), "t", limit=10))  # type: ignore[arg-type]
     assert hold.acked == []
 
 
@@ -158,7 +169,7 @@ def test_quarantined_webhook_is_accepted_once_the_company_is_onboarded(
     assert live.outcome == "stale_webhook"  # the same request sent live now would be refused
     harness.publisher.messages.clear()
 
-    results = replay_quarantine(hold, harness.intake, limit=10)  # type: ignore[arg-type]
+    results = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
 
     assert [r.outcome for r in results] == ["accepted"]
     assert hold.acked == ["1"]
@@ -173,7 +184,7 @@ def test_still_unknown_company_stays_in_quarantine_and_is_not_requarantined(
     harness: IntakeHarness, quarantine: Callable[..., InMemoryHold]
 ) -> None:
     hold = quarantine(new_company_body())
-    results = replay_quarantine(hold, harness.intake, limit=10)  # type: ignore[arg-type]
+    results = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
     assert [r.outcome for r in results] == ["kept (unknown_company)"]
     assert hold.released == ["1"] and hold.acked == []
     assert harness.publisher.messages == []
@@ -184,7 +195,7 @@ def test_forged_quarantined_webhook_leaves_the_quarantine_as_invalid(
 ) -> None:
     hold = quarantine(new_company_body(), token="attackers-guess")
     onboard_new_company(harness)
-    results = replay_quarantine(hold, harness.intake, limit=10)  # type: ignore[arg-type]
+    results = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
     assert [r.outcome for r in results] == ["invalid_signature"]
     assert hold.acked == ["1"]
     assert harness.publisher.messages == []
@@ -196,7 +207,7 @@ def test_directory_outage_during_replay_keeps_the_webhook(
     hold = quarantine(new_company_body())
     harness.limiter_clock.advance(10)
     harness.companies.error = ConnectionError("spanner")
-    results = replay_quarantine(hold, harness.intake, limit=10)  # type: ignore[arg-type]
+    results = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
     assert [r.outcome for r in results] == ["kept (directory_unavailable)"]
     assert hold.released == ["1"]
     assert harness.publisher.messages == []
@@ -206,16 +217,75 @@ def test_company_filter_leaves_other_companies_alone(
     harness: IntakeHarness, quarantine: Callable[..., InMemoryHold]
 ) -> None:
     hold = quarantine(new_company_body())
-    results = replay_quarantine(hold, harness.intake, limit=10, company="COMsomeoneelse")  # type: ignore[arg-type]
+    results = list(replay_quarantine(hold, harness.intake, limit=10, company="COMsomeoneelse"))  # type: ignore[arg-type]
     assert results == []
-    assert hold.released == ["1"]
+    assert [p.message_id for p in hold.waiting] == ["1"] and hold.acked == []
 
 
-def test_undecodable_quarantine_message_is_dropped(harness: IntakeHarness) -> None:
-    hold = InMemoryHold([pulled("1", b"not a quarantined webhook", {})])
-    results = replay_quarantine(hold, harness.intake, limit=10)  # type: ignore[arg-type]
-    assert [r.outcome for r in results] == ["dropped"]
-    assert hold.acked == ["1"]
+def test_an_undecodable_quarantine_message_is_kept_and_reported_without_its_content(
+    harness: IntakeHarness,
+) -> None:
+    hold = InMemoryHold([pulled("1", b'{"company_key": "+15035550142 Jane Roe"}', {})])
+    (result,) = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
+    assert result.outcome == "kept (undecodable)"
+    assert "webhook" in result.detail and "Field required" in result.detail
+    assert "5550142" not in result.detail and "Jane" not in result.detail
+    assert hold.released == ["1"] and hold.acked == []
+
+
+def test_an_authentic_webhook_intake_cannot_use_yet_stays_in_quarantine(
+    harness: IntakeHarness,
+) -> None:
+    """Kept so that a release that can use it accepts it: a replay must not drop it."""
+    body = event_body("post_call", resource_id=None, id=None)
+    refused = harness.post(body)
+    assert (refused.outcome, refused.fields["quarantined"]) == ("missing_call_id", True)
+    (message,) = harness.publisher.on(QUARANTINE_TOPIC)
+    harness.publisher.messages.clear()
+    hold = InMemoryHold([pulled("1", message.data, message.attributes)])
+
+    results = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
+
+    assert [r.outcome for r in results] == ["kept (missing_call_id)"]
+    assert hold.released == ["1"] and hold.acked == []
+    assert harness.publisher.messages == []  # nor quarantined a second time
+
+
+def test_filters_and_limits_count_only_the_messages_asked_for() -> None:
+    others = [pulled(f"o{i}", b"{}", {"tenant_id": "someone-else"}) for i in range(5)]
+    mine = [pulled(f"m{i}", b"{}", {"tenant_id": "acme"}) for i in range(3)]
+    hold = InMemoryHold([*others[:3], mine[0], *others[3:], mine[1], mine[2]])
+    results = list(
+        replay_dead_letters(hold, RecordingPublisher(), "t", limit=2, match={"tenant_id": "acme"})  # type: ignore[arg-type]
+    )
+    assert [r.message_id for r in results] == ["m0", "m1"]
+    assert [p.message_id for p in hold.waiting] == [*(f"o{i}" for i in range(5)), "m2"]
+
+
+def test_recording_notifications_are_told_apart_by_their_object_name() -> None:
+    notification = {
+        "objectId": "tenants/acme-dental/calls/CAL123/recording.mp3",
+        "bucketId": "callpipe-recordings",
+        "dlq_reason": "retries_exhausted",
+    }
+    other = {"objectId": "tenants/someone-else/calls/CAL9/recording.mp3"}
+    hold = InMemoryHold([pulled("1", b"", other), pulled("2", b"", notification)])
+    assert described(hold.waiting[1])["tenant_id"] == "acme-dental"
+    assert described(hold.waiting[1])["call_id"] == "CAL123"
+    publisher = RecordingPublisher()
+    results = list(
+        replay_dead_letters(
+            hold,  # type: ignore[arg-type]
+            publisher,
+            "recordings.stored",
+            limit=10,
+            match={"tenant_id": "acme-dental", "call_id": "CAL123"},
+        )
+    )
+    assert [r.message_id for r in results] == ["2"]
+    (replayed,) = publisher.messages
+    assert replayed.attributes["objectId"] == notification["objectId"]
+    assert "tenant_id" not in replayed.attributes  # republished as it was, minus dlq_*
 
 
 def test_replay_keeps_the_event_type_of_the_route_it_arrived_on(
@@ -232,7 +302,7 @@ def test_replay_keeps_the_event_type_of_the_route_it_arrived_on(
     assert stored["webhook"]["path"].endswith("/call-routing-complete")
     onboard_new_company(harness)
 
-    results = replay_quarantine(hold, harness.intake, limit=10)  # type: ignore[arg-type]
+    results = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
 
     assert [r.outcome for r in results] == ["accepted"]
     (published,) = harness.publisher.on(CALLS_TOPIC)

@@ -13,8 +13,10 @@ from callpipe.analysis import AnalysisFailed, AnalysisResult, CallAnalysis, Call
 from callpipe.analyzing import AnalyzeCall
 from callpipe.callrail.webhook import EventType
 from callpipe.messages import CallAnalyzed, CallTranscribed, CallWithoutRecording, RecordingsEvent
+from callpipe.pipeline_wiring import StepRuntime
 from callpipe.progress import Stage, StageStatus
-from callpipe.transcription import TranscribeCall, parse_recording_name
+from callpipe.steps import PermanentError
+from callpipe.transcription import TranscribeCall, message_call, parse_recording_name
 from callpipe.transcripts import AudioInput, Transcript, TranscriptionFailed, TranscriptSegment
 from tests.unit.doubles import Progress, Publisher
 
@@ -188,6 +190,37 @@ def test_a_permanent_engine_failure_goes_on_at_once() -> None:
 def test_parse_recording_name() -> None:
     assert parse_recording_name("tenants/acme/calls/CAL1/recording.wav") == ("acme", "CAL1")
     assert parse_recording_name("tenants/Acme!/calls/CAL1/recording.wav") is None
+
+
+def test_message_call_reads_a_recording_notification_by_its_object_name() -> None:
+    assert message_call({"tenant_id": "acme", "call_id": "CAL1"}) == ("acme", "CAL1")
+    notification = {"objectId": "tenants/acme/calls/CAL1/recording.mp3", "bucketId": "b"}
+    assert message_call(notification) == ("acme", "CAL1")
+    assert message_call({"objectId": "elsewhere/recording.mp3"}) == (None, None)
+
+
+def test_a_dead_lettered_recording_notification_marks_its_calls_stage() -> None:
+    recorded: list[tuple[Any, ...]] = []
+
+    class Recorded:
+        def record(self, *args: Any, **kwargs: Any) -> None:
+            recorded.append((*args, kwargs.get("detail")))
+
+    runtime = StepRuntime(handler=lambda event: {}, publisher=None, progress=Recorded())  # type: ignore[arg-type]
+    record = runtime.dead_letter_recorder(Stage.TRANSCRIBE)
+    record(
+        {"objectId": "tenants/acme/calls/CAL1/recording.mp3"},
+        PermanentError("retries_exhausted", "speech timed out"),
+    )
+    assert recorded == [
+        (
+            "acme",
+            "CAL1",
+            Stage.TRANSCRIBE,
+            StageStatus.DEAD_LETTERED,
+            "retries_exhausted: speech timed out",
+        )
+    ]
 
 
 ANALYSIS = CallAnalysis(

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from callpipe.cli.common import fail, print_json, settings
-from callpipe.replay import PullSubscription, peek, replay_dead_letters, replay_quarantine
+from callpipe.publishing import PublishFailed
+from callpipe.replay import (
+    PullSubscription,
+    described,
+    peek,
+    read_quarantined,
+    replay_dead_letters,
+    replay_quarantine,
+)
 from callpipe.topology import load_topology
 
 quarantine_app = typer.Typer(
@@ -26,11 +37,12 @@ def quarantine_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show quarantined webhooks (company, reason, when) without removing them."""
-    from callpipe.messages import QuarantinedWebhook
-
-    items = []
+    items: list[dict[str, object]] = []
     for pulled in peek(PullSubscription(settings().google_cloud_project, QUARANTINE_HOLD), limit):
-        message = QuarantinedWebhook.model_validate_json(pulled.data)
+        message = read_quarantined(pulled)
+        if isinstance(message, str):  # listed as such: one bad message hides no other
+            items.append({"message_id": pulled.message_id, "reason": message})
+            continue
         items.append(
             {
                 "message_id": pulled.message_id,
@@ -48,7 +60,8 @@ def quarantine_list(
         typer.echo("quarantine is empty")
     for item in items:
         typer.echo(
-            f"{item['received_at']}  {item['company_key']:<40} {item['reason']:<22} {item['correlation_id']}"
+            f"{item.get('received_at', '-')}  {item.get('company_key', '-')!s:<40} "
+            f"{item['reason']!s:<22} {item.get('correlation_id', item['message_id'])}"
         )
 
 
@@ -66,15 +79,27 @@ def quarantine_replay(
 
     s = settings()
     intake = build_intake_runtime(s).intake
-    results = replay_quarantine(
-        PullSubscription(s.google_cloud_project, QUARANTINE_HOLD), intake, limit, company
-    )
-    for result in results:
-        typer.echo(
-            f"{result.attributes.get('company_key', '?'):<40} {result.outcome:<28} {result.detail}"
-        )
-    accepted = sum(1 for r in results if r.outcome == "accepted")
-    typer.echo(f"{accepted} accepted, {len(results) - accepted} other, of {len(results)} replayed")
+    hold = PullSubscription(s.google_cloud_project, QUARANTINE_HOLD)
+    counts: Counter[str] = Counter()
+    with _stops_cleanly(counts, "quarantine"):
+        for result in replay_quarantine(hold, intake, limit, company):
+            counts["accepted" if result.outcome == "accepted" else "other"] += 1
+            typer.echo(
+                f"{result.attributes.get('company_key', '?'):<40} {result.outcome:<28} "
+                f"{result.detail}"
+            )
+    total = counts["accepted"] + counts["other"]
+    typer.echo(f"{counts['accepted']} accepted, {counts['other']} other, of {total} replayed")
+
+
+@contextmanager
+def _stops_cleanly(counts: Counter[str], hold: str) -> Iterator[None]:
+    """A replay stopped by an error says how far it got and what stays in the hold."""
+    try:
+        yield
+    except PublishFailed as error:
+        done = sum(counts.values())
+        fail(f"stopped after {done} message(s): {error}; the rest stays in the {hold} hold")
 
 
 def _dlq_hold(topic: str) -> str:
@@ -94,7 +119,7 @@ def dlq_list(
 ) -> None:
     """Show dead-lettered messages with their reasons, without removing them."""
     items = [
-        {"message_id": p.message_id, **{k: v for k, v in p.attributes.items() if k != "event_key"}}
+        {"message_id": p.message_id, **{k: v for k, v in described(p).items() if k != "event_key"}}
         for p in peek(PullSubscription(settings().google_cloud_project, _dlq_hold(topic)), limit)
     ]
     if as_json:
@@ -121,13 +146,15 @@ def dlq_replay(
 
     s = settings()
     match = {k: v for k, v in (("tenant_id", tenant), ("call_id", call_id)) if v}
-    results = replay_dead_letters(
-        PullSubscription(s.google_cloud_project, _dlq_hold(topic)),
-        build_publisher(s),
-        topic,
-        limit,
-        match=match or None,
-    )
-    for result in results:
-        typer.echo(f"{result.message_id:<20} {result.detail}")
-    typer.echo(f"{len(results)} message(s) replayed into {topic}")
+    counts: Counter[str] = Counter()
+    with _stops_cleanly(counts, "dead-letter"):
+        for result in replay_dead_letters(
+            PullSubscription(s.google_cloud_project, _dlq_hold(topic)),
+            build_publisher(s),
+            topic,
+            limit,
+            match=match or None,
+        ):
+            counts["replayed"] += 1
+            typer.echo(f"{result.message_id:<20} {result.detail}")
+    typer.echo(f"{counts['replayed']} message(s) replayed into {topic}")

@@ -29,7 +29,12 @@ from callpipe.callrail.webhook import CallRailWebhook, EventType, id_text
 from callpipe.ids import InvalidIdentifier, check_resource_id, is_resource_id
 from callpipe.intake.ratelimit import TokenBucket
 from callpipe.logs import log_event
-from callpipe.messages import CallReceived, QuarantinedWebhook, RawWebhook
+from callpipe.messages import (
+    CallReceived,
+    QuarantinedWebhook,
+    RawWebhook,
+    summarize_validation_error,
+)
 from callpipe.publishing import Publisher, PublishFailed
 from callpipe.tenancy import CompanyDirectory, DirectoryUnavailable, NotCached
 
@@ -346,7 +351,10 @@ class WebhookIntake:
             try:
                 webhook = CallRailWebhook.model_validate(document)
             except ValidationError as error:
-                return unusable("invalid_payload", f"unusable webhook payload: {_summarize(error)}")
+                return unusable(
+                    "invalid_payload",
+                    f"unusable webhook payload: {summarize_validation_error(error)}",
+                )
         call_id = webhook.call_id
         if not call_id:
             return unusable("missing_call_id", "resource_id (or id) is required")
@@ -454,14 +462,6 @@ def _company_keys(*values: Any) -> list[str]:
         if isinstance(text, str) and text.strip():
             keys.append(text.strip())
     return keys
-
-
-def _summarize(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        location = ".".join(str(p) for p in item["loc"])
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def log_outcome(outcome: IntakeOutcome, latency_ms: float) -> None:
