@@ -30,6 +30,16 @@ def _no_route(error: Exception) -> flask.Response:
     )
 
 
+@functions_framework.errorhandler(500)
+def _internal_error(error: Exception) -> flask.Response:
+    # A bug, logged with its traceback by Flask: the caller still gets the API's JSON shape.
+    return flask.Response(
+        flask.json.dumps({"error": "internal", "message": "the request failed; retry later"}),
+        status=500,
+        mimetype="application/json",
+    )
+
+
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
     outcome = _api.get().handle(

@@ -337,6 +337,36 @@ def test_a_cursor_of_another_tenant_is_refused(
     assert status == 400 and body["error"] == "invalid_parameters"
 
 
+@pytest.mark.parametrize("call_id", ["\ud800", "CAL 1", "CAL1' OR '1'='1", ""])
+def test_a_tampered_cursor_is_a_400(
+    make_tenant: Callable[..., Tenant], api_as: Callable[..., Api], call_id: str
+) -> None:
+    import base64
+    import json
+
+    tenant = make_tenant()
+    raw = json.dumps({"t": tenant.tenant_id, "r": "2026-03-02T12:00:00Z", "c": call_id})
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    status, body = api_as(tenant).get("/api/v1/requests", cursor=cursor)
+    assert status == 400 and body["error"] == "invalid_parameters", body
+
+
+def test_an_unexpected_failure_is_still_a_json_answer(
+    client: Any, signing_key: str, make_tenant: Callable[..., Tenant], monkeypatch: Any
+) -> None:
+    from callpipe.api.app import TenantApi
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(TenantApi, "handle", broken)
+    token = token_for(signing_key, make_tenant().tenant_id)
+    response = client.get("/api/v1/requests", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 500 and response.mimetype == "application/json"
+    assert response.get_json()["error"] == "internal"
+    assert "a bug" not in response.get_data(as_text=True)
+
+
 def test_tokens_are_checked_over_http(client: Any, signing_key: str) -> None:
     def answer(headers: dict[str, str]) -> tuple[int, dict[str, Any], str | None]:
         response = client.get("/api/v1/requests", headers=headers)

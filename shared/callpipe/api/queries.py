@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from callpipe.analysis import Intent
-from callpipe.ids import TenantId
+from callpipe.ids import TenantId, is_resource_id
 from callpipe.progress import StageStatus
 
 MAX_PAGE_SIZE = 200
@@ -128,6 +128,8 @@ class Cursor:
             data = json.loads(base64.urlsafe_b64decode(padded.encode()))
             cursor = Cursor(str(data["t"]), str(data["r"]), str(data["c"]))
             _timestamp(cursor.received_at)
+            if not is_resource_id(cursor.call_id):  # it goes into the query
+                raise ValueError("not a call id")
         except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise InvalidParameters(
                 "invalid cursor",
