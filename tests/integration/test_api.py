@@ -317,8 +317,10 @@ def test_invalid_parameters_are_a_400_with_json(
     assert body["error"] == "invalid_parameters" and body["message"] and body["details"]
 
 
-def test_a_repeated_parameter_is_a_400(client: Any, signing_key: str) -> None:
-    token = token_for(signing_key, "acme")
+def test_a_repeated_parameter_is_a_400(
+    client: Any, signing_key: str, make_tenant: Callable[..., Tenant]
+) -> None:
+    token = token_for(signing_key, make_tenant().tenant_id)
     response = client.get(
         "/api/v1/requests?limit=1&limit=2", headers={"Authorization": f"Bearer {token}"}
     )

@@ -7,31 +7,33 @@ no answer is a 5xx and every answer matches its documented status, media type an
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import REPO
+from tests.conftest import REPO, Tenant
 
 schemathesis = pytest.importorskip("schemathesis")
 
 pytestmark = pytest.mark.emulators
 
 
-@pytest.fixture(scope="module")
-def api_token(stack: Any) -> str:
+@pytest.fixture
+def api_token(stack: Any, make_tenant: Callable[..., Tenant]) -> str:
     from callpipe.api.auth import issue_token, load_signing_key
     from callpipe.config import Settings
     from callpipe.wiring import build_secret_store
 
     key = load_signing_key(build_secret_store(Settings()), create_if_missing=True)
-    return issue_token(key, tenant_id="fuzz-tenant")
+    # an active tenant: any other tenant's token is refused before its parameters are read
+    return issue_token(key, tenant_id=make_tenant().tenant_id)
 
 
 @pytest.fixture(scope="module")
-def api_schema(stack: Any, api_token: str) -> Any:
+def api_schema(stack: Any) -> Any:
     from functions_framework import create_app
 
     raw = yaml.safe_load((REPO / "schemas/openapi.yaml").read_text())

@@ -29,8 +29,13 @@ class FakeQueries:
     def __init__(self) -> None:
         self.calls = {("acme", "CAL1"): {"request_id": "CAL1", "tenant_id": "acme"}}
         self.fail: Exception | None = None
+        self.status_reads: list[str] = []
 
     def tenant_exists(self, tenant_id: str) -> bool:
+        return tenant_id in {"acme", "other", "paused"}
+
+    def tenant_active(self, tenant_id: str) -> bool:
+        self.status_reads.append(tenant_id)
         return tenant_id in {"acme", "other"}
 
     def tenants_of_call(self, call_id: str) -> list[str]:
@@ -205,3 +210,20 @@ def test_production_urls_are_v4_signed_get_urls(monkeypatch: pytest.MonkeyPatch)
     assert query["X-Goog-Credential"][0].startswith("api@project.iam.gserviceaccount.com/")
     assert len(query["X-Goog-Signature"][0]) == 512  # hex RSA-2048 signature
     assert timedelta(minutes=9) < signed.expires_at - datetime.now(UTC) <= timedelta(minutes=10)
+
+
+def test_a_tenant_that_is_not_active_is_refused_whatever_its_tokens_say() -> None:
+    queries = FakeQueries()
+    api = make_api(queries=queries)
+    paused = get(api, "/api/v1/requests", issue_token(KEY, tenant_id="paused"))
+    assert paused.status == 401 and paused.body["error"] == "tenant_inactive"
+    removed = get(api, "/api/v1/tenants/gone/requests", issue_token(KEY, tenant_id="gone"))
+    assert removed.status == 401 and removed.body["error"] == "tenant_inactive"
+
+    token = issue_token(KEY, tenant_id="acme")
+    assert get(api, "/api/v1/requests", token).status == 200
+    assert get(api, "/api/v1/requests", token).status == 200
+    assert queries.status_reads == ["paused", "gone", "acme"]  # cached, not read per request
+
+    operator = issue_token(KEY, tenant_id=None, operator=True)
+    assert get(api, "/api/v1/tenants/paused/requests", operator).status == 200

@@ -33,6 +33,7 @@ from callpipe.api.queries import (
     parse_params,
 )
 from callpipe.api.signed_urls import RecordingNotAvailable, SignedUrl
+from callpipe.cache import TTLCache
 from callpipe.ids import InvalidIdentifier, check_resource_id, check_tenant_id
 from callpipe.secrets import SecretNotFound, SecretStoreUnavailable
 
@@ -76,6 +77,7 @@ class ApiResponse:
 
 class Queries(Protocol):
     def tenant_exists(self, tenant_id: str) -> bool: ...
+    def tenant_active(self, tenant_id: str) -> bool: ...
     def tenants_of_call(self, call_id: str) -> list[str]: ...
     def list_calls(self, tenant_id: str, params: ListParams) -> Page: ...
     def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
@@ -117,6 +119,7 @@ class TenantApi:
         health: Callable[[], dict[str, Any]],
         routes: Sequence[Route] = ROUTES,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tenant_status_ttl_seconds: float = 60.0,
     ) -> None:
         self._verifier = verifier
         self._queries = queries
@@ -125,6 +128,9 @@ class TenantApi:
         self._health_check = health
         self._routes = [(route, route.pattern) for route in routes]
         self._clock = clock
+        # whether each tenant may still read, for tenant tokens: a tenant suspended or
+        # removed is refused within this long, however long its tokens were issued for
+        self._active: TTLCache[str, bool] = TTLCache(tenant_status_ttl_seconds)
 
     def handle(
         self,
@@ -150,6 +156,8 @@ class TenantApi:
             if route.authenticated:
                 header = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
                 principal = self._verifier.verify_header(header)
+                if principal.tenant_id is not None and not principal.operator:
+                    self._check_active(principal.tenant_id)
             params = parse_params(route.params, _single_values(query))
             handler = getattr(self, f"_{route.name}")
             answer: ApiResponse = handler(principal, params, **match.groupdict())
@@ -174,6 +182,14 @@ class TenantApi:
             return error(503, "unavailable", "a backing service did not answer; retry later")
 
     # -- tenant resolution ---------------------------------------------------------------
+
+    def _check_active(self, tenant_id: str) -> None:
+        hit, active = self._active.get(tenant_id)
+        if not hit:
+            active = self._queries.tenant_active(tenant_id)
+            self._active.put(tenant_id, active)
+        if not active:
+            raise AuthError("tenant_inactive", "the token's tenant is not active")
 
     def _tenant_from_path(self, principal: Principal, tenant_id: str) -> str:
         if not principal.operator:

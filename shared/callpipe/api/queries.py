@@ -301,6 +301,17 @@ class CallQueries:
         )
         return bool(rows)
 
+    def tenant_active(self, tenant_id: str) -> bool:
+        """Whether the tenant exists and is active (as intake requires to queue its calls)."""
+        from google.cloud.spanner_v1 import param_types
+
+        rows = self._rows(
+            "SELECT TenantId FROM Tenants WHERE TenantId = @t AND Status = 'active'",
+            {"t": tenant_id},
+            {"t": param_types.STRING},
+        )
+        return bool(rows)
+
     def tenants_of_call(self, call_id: str) -> list[str]:
         """Operators only: which tenants hold a call id (a scan, acceptable for support use)."""
         from google.cloud.spanner_v1 import param_types
