@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +21,7 @@ from callpipe.api.signed_urls import (
     recording_object,
 )
 from callpipe.secrets import SecretNotFound
+from tests.unit.conftest import LogCapture
 
 KEY = "s" * 64
 BUCKET = "recordings"
@@ -115,15 +117,20 @@ def test_a_missing_signing_key_is_a_503_not_an_open_door() -> None:
     assert response.status == 503 and response.body["error"] == "unavailable"
 
 
-def test_a_backing_service_failure_is_a_503_without_details() -> None:
+def test_a_backing_service_failure_is_a_503_without_details(
+    capture_logs: Callable[[str], LogCapture],
+) -> None:
     from google.api_core.exceptions import ServiceUnavailable
 
+    logs = capture_logs("callpipe.api.app")
     queries = FakeQueries()
     queries.fail = ServiceUnavailable("spanner exploded with secret details")
     response = get(
         make_api(queries=queries), "/api/v1/requests", issue_token(KEY, tenant_id="acme")
     )
     assert response.status == 503 and "secret" not in str(response.body)
+    (entry,) = logs.records()
+    assert entry["severity"] == "ERROR" and entry["path"] == "/api/v1/requests"
 
 
 def test_a_bug_is_not_swallowed() -> None:

@@ -177,8 +177,8 @@ class TenantApi:
             return error(503, "unavailable", "the API cannot verify tokens right now")
         except GoogleAPIError:
             # Spanner or Storage did not answer: the client may retry; anything else is a
-            # bug and surfaces as the framework's 500 with its traceback logged.
-            log.exception("api dependency failed", extra={"path": path})
+            # bug: a 500 (still JSON, from the function's error handler), traceback logged.
+            log.exception("api dependency failed", extra={"fields": {"path": path}})
             return error(503, "unavailable", "a backing service did not answer; retry later")
 
     # -- tenant resolution ---------------------------------------------------------------
