@@ -9,6 +9,7 @@ Results are yielded one by one, so the CLI shows progress as the replay goes.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from callpipe.intake.service import WEBHOOK_PATH, IntakeRequest, WebhookIntake
 from callpipe.messages import QuarantinedWebhook, summarize_validation_error
-from callpipe.publishing import Publisher
+from callpipe.publishing import Publisher, PublishFailed
 from callpipe.steps import DLQ_ATTRIBUTES
 from callpipe.transcription import message_call
 
@@ -50,15 +51,28 @@ FINAL_QUARANTINE_OUTCOMES = frozenset({"accepted", "invalid_signature", "stale_w
 _LEASE_RENEWAL_SECONDS = 20.0
 _LEASE_SECONDS = 60
 _ACK_IDS_PER_REQUEST = 1000
+# A pull ends after this many batches in a row of nothing but messages it has seen.
+_STALE_BATCHES = 3
+
+logger = logging.getLogger(__name__)
 
 
 class PullSubscription:
     """Synchronous pulls from one subscription (the operator side of a hold)."""
 
-    def __init__(self, project: str, subscription: str, subscriber: Any | None = None) -> None:
-        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+    def __init__(
+        self,
+        project: str,
+        subscription: str,
+        subscriber: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if subscriber is None:
+            from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-        self._subscriber = subscriber or pubsub_v1.SubscriberClient()
+            subscriber = pubsub_v1.SubscriberClient()
+        self._subscriber = subscriber
+        self._clock = clock
         self.path = self._subscriber.subscription_path(project, subscription)
         # leased by the running pull and given back when it ends: message id -> ack id
         self._held: dict[str, str] = {}
@@ -74,16 +88,27 @@ class PullSubscription:
 
         The messages passed over, and those released meanwhile, stay leased until the pull
         ends, so that it goes on to the messages behind them; it ends when the subscription
-        has nothing more to give. Then they are made available again at once.
+        has nothing more to give. Then they, and whatever was pulled but not handed out
+        (the pull stopped early), are made available again at once.
         """
         from google.api_core import exceptions
 
         remaining = limit
         seen: set[str] = set()
+        waiting: dict[str, str] = {}  # pulled, not handed out yet: message id -> ack id
         self._pulling = True
-        renewed = time.monotonic()
+        renewed = self._clock()
+        stale_batches = 0
+
+        def renew_if_due() -> None:
+            nonlocal renewed
+            if self._clock() - renewed >= _LEASE_RENEWAL_SECONDS:
+                self._set_deadline([*self._held.values(), *waiting.values()], _LEASE_SECONDS)
+                renewed = self._clock()
+
         try:
             while remaining > 0:
+                renew_if_due()
                 try:
                     response = self._subscriber.pull(
                         request={"subscription": self.path, "max_messages": 100},
@@ -93,14 +118,13 @@ class PullSubscription:
                     return
                 batch = list(response.received_messages)
                 if not batch:
-                    return
+                    return  # everything there is has been looked at (or is leased by us)
                 waiting = {r.message.message_id: r.ack_id for r in batch}
                 fresh = 0
                 for received in batch:
                     message = received.message
-                    waiting.pop(message.message_id, None)
                     if message.message_id in seen:  # its lease ran out: hold it again
-                        self._held[message.message_id] = received.ack_id
+                        self._held[message.message_id] = waiting.pop(message.message_id)
                         continue
                     seen.add(message.message_id)
                     fresh += 1
@@ -112,19 +136,22 @@ class PullSubscription:
                         publish_time=message.publish_time,
                     )
                     if remaining <= 0 or (wanted is not None and not wanted(item)):
-                        self._held[item.message_id] = item.ack_id
+                        self._held[item.message_id] = waiting.pop(item.message_id)
                         continue
-                    if time.monotonic() - renewed > _LEASE_RENEWAL_SECONDS:
-                        self._renew([*self._held.values(), *waiting.values()])
-                        renewed = time.monotonic()
+                    renew_if_due()
+                    waiting.pop(item.message_id)
                     remaining -= 1
                     yield item
-                if not fresh:
-                    return  # everything there is has been looked at
+                # Only messages seen before, again and again, means leases keep running
+                # out: going on would only see them again.
+                stale_batches = 0 if fresh else stale_batches + 1
+                if stale_batches >= _STALE_BATCHES:
+                    return
         finally:
             self._pulling = False
-            held, self._held = list(self._held.values()), {}
-            self._set_deadline(held, 0)
+            given_back = [*self._held.values(), *waiting.values()]
+            self._held = {}
+            self._set_deadline(given_back, 0, raising=False)
 
     def ack(self, pulled: Pulled) -> None:
         self._held.pop(pulled.message_id, None)
@@ -140,18 +167,28 @@ class PullSubscription:
         else:
             self._set_deadline([pulled.ack_id], 0)
 
-    def _renew(self, ack_ids: list[str]) -> None:
-        self._set_deadline(ack_ids, _LEASE_SECONDS)
-
-    def _set_deadline(self, ack_ids: list[str], seconds: int) -> None:
+    def _set_deadline(self, ack_ids: list[str], seconds: int, raising: bool = True) -> None:
+        """Every chunk is tried: one that fails does not keep the others leased."""
+        failed: Exception | None = None
         for start in range(0, len(ack_ids), _ACK_IDS_PER_REQUEST):
-            self._subscriber.modify_ack_deadline(
-                request={
-                    "subscription": self.path,
-                    "ack_ids": ack_ids[start : start + _ACK_IDS_PER_REQUEST],
-                    "ack_deadline_seconds": seconds,
-                }
-            )
+            try:
+                self._subscriber.modify_ack_deadline(
+                    request={
+                        "subscription": self.path,
+                        "ack_ids": ack_ids[start : start + _ACK_IDS_PER_REQUEST],
+                        "ack_deadline_seconds": seconds,
+                    }
+                )
+            except Exception as error:  # noqa: BLE001 - the leases left run out by themselves
+                failed = error
+                logger.warning(
+                    "could not change the lease of %d held message(s) on %s: %s",
+                    len(ack_ids[start : start + _ACK_IDS_PER_REQUEST]),
+                    self.path,
+                    error.__class__.__name__,
+                )
+        if failed is not None and raising:
+            raise failed
 
 
 class Hold(Protocol):
@@ -269,6 +306,9 @@ def replay_quarantine(
             hold.ack(pulled)
         else:
             hold.release(pulled)
+        if outcome.outcome == "queue_unavailable":
+            # Pub/Sub is not taking messages: every other replay would fail the same way
+            raise PublishFailed(str(outcome.fields.get("detail") or outcome.outcome))
         yield ReplayResult(
             pulled.message_id,
             outcome.outcome if final else f"kept ({outcome.outcome})",

@@ -5,20 +5,30 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from callpipe.callrail.webhook import EventType
 from callpipe.messages import CallReceived
 from callpipe.publishing import PublishFailed
-from callpipe.replay import Pulled, described, peek, replay_dead_letters, replay_quarantine
+from callpipe.replay import (
+    Pulled,
+    PullSubscription,
+    described,
+    peek,
+    replay_dead_letters,
+    replay_quarantine,
+)
 from callpipe.secrets import signing_token_secret_name
 from tests.unit.conftest import (
     CALLS_TOPIC,
     NOW,
     QUARANTINE_TOPIC,
     FailingPublisher,
+    FakeMonotonic,
     IntakeHarness,
+    LogCapture,
     RecordingPublisher,
     company_mapping,
     event_body,
@@ -37,6 +47,7 @@ class InMemoryHold:
         self.waiting = list(messages)
         self.acked: list[str] = []
         self.released: list[str] = []
+        self._back: list[Pulled] = []
 
     def pull(
         self,
@@ -44,21 +55,26 @@ class InMemoryHold:
         wait_seconds: float = 2.0,
         wanted: Callable[[Pulled], bool] | None = None,
     ) -> Iterator[Pulled]:
-        passed: list[Pulled] = []  # stay in the hold, as PullSubscription leaves them
-        while self.waiting and limit > 0:
-            item = self.waiting.pop(0)
-            if wanted is not None and not wanted(item):
-                passed.append(item)
-                continue
-            limit -= 1
-            yield item
-        self.waiting[:0] = passed
+        # passed over or released: back in the hold when the pull ends, however it ends
+        self._back: list[Pulled] = []
+        try:
+            while self.waiting and limit > 0:
+                item = self.waiting.pop(0)
+                if wanted is not None and not wanted(item):
+                    self._back.append(item)
+                    continue
+                limit -= 1
+                yield item
+        finally:
+            self.waiting[:0] = self._back
+            self._back = []
 
     def ack(self, pulled: Pulled) -> None:
         self.acked.append(pulled.message_id)
 
     def release(self, pulled: Pulled) -> None:
         self.released.append(pulled.message_id)
+        self._back.append(pulled)
 
 
 def pulled(message_id: str, data: bytes, attributes: dict[str, str]) -> Pulled:
@@ -308,3 +324,133 @@ def test_replay_keeps_the_event_type_of_the_route_it_arrived_on(
     (published,) = harness.publisher.on(CALLS_TOPIC)
     event_type = CallReceived.from_data(published.data).event_type
     assert event_type is EventType.CALL_ROUTING_COMPLETE
+
+
+# -- PullSubscription over a subscriber with Pub/Sub's leases ----------------------------------
+
+
+class LeasingSubscriber:
+    """SubscriberClient's pull / acknowledge / modify_ack_deadline over in-memory messages,
+    with leases as Pub/Sub keeps them: a delivered message is not delivered again before
+    its ack deadline passes or is set to 0, and each delivery has a new ack id (an older
+    one no longer changes the lease). Each pull takes ``pull_seconds`` of the clock."""
+
+    def __init__(self, clock: FakeMonotonic, pull_seconds: float = 0.5) -> None:
+        self.clock = clock
+        self.pull_seconds = pull_seconds
+        self.order: list[str] = []
+        self.attributes: dict[str, dict[str, str]] = {}
+        self.leased_until: dict[str, float] = {}
+        self.latest_ack_id: dict[str, str] = {}
+        self.acked: set[str] = set()
+        self.deliveries = 0
+        self.modify_fails = False
+
+    def add(self, message_id: str, **attributes: str) -> None:
+        self.order.append(message_id)
+        self.attributes[message_id] = attributes
+
+    def available(self) -> list[str]:
+        now = self.clock()
+        return [m for m in self.order if m not in self.acked and self.leased_until.get(m, 0) <= now]
+
+    def subscription_path(self, project: str, subscription: str) -> str:
+        return f"projects/{project}/subscriptions/{subscription}"
+
+    def pull(self, request: dict[str, Any], timeout: float) -> Any:
+        from types import SimpleNamespace
+
+        batch = []
+        for message_id in self.available()[: request["max_messages"]]:
+            self.deliveries += 1
+            ack_id = f"{message_id}#{self.deliveries}"
+            self.latest_ack_id[message_id] = ack_id
+            self.leased_until[message_id] = self.clock() + 60
+            message = SimpleNamespace(
+                message_id=message_id,
+                data=b"{}",
+                attributes=self.attributes[message_id],
+                publish_time=None,
+            )
+            batch.append(SimpleNamespace(ack_id=ack_id, message=message))
+        self.clock.advance(self.pull_seconds)
+        return SimpleNamespace(received_messages=batch)
+
+    def _current(self, ack_ids: list[str]) -> list[str]:
+        return [a.split("#")[0] for a in ack_ids if self.latest_ack_id[a.split("#")[0]] == a]
+
+    def acknowledge(self, request: dict[str, Any]) -> None:
+        self.acked.update(self._current(request["ack_ids"]))
+
+    def modify_ack_deadline(self, request: dict[str, Any]) -> None:
+        if self.modify_fails:
+            raise ConnectionError("pubsub went away")
+        for message_id in self._current(request["ack_ids"]):
+            self.leased_until[message_id] = self.clock() + request["ack_deadline_seconds"]
+
+
+def leasing_hold(subscriber: LeasingSubscriber) -> PullSubscription:
+    return PullSubscription("p", "calls.received.dlq.hold", subscriber, clock=subscriber.clock)
+
+
+def test_a_scan_longer_than_a_lease_still_reaches_every_match() -> None:
+    clock = FakeMonotonic()
+    subscriber = LeasingSubscriber(clock, pull_seconds=5.0)  # 16 pulls: past the 60 s lease
+    for i in range(1500):
+        subscriber.add(f"other{i}", tenant_id="someone-else")
+    for i in range(3):
+        subscriber.add(f"mine{i}", tenant_id="acme")
+    publisher = RecordingPublisher()
+
+    results = list(
+        replay_dead_letters(
+            leasing_hold(subscriber), publisher, "t", limit=10, match={"tenant_id": "acme"}
+        )
+    )
+
+    assert [r.message_id for r in results] == ["mine0", "mine1", "mine2"]
+    assert subscriber.acked == {"mine0", "mine1", "mine2"}
+    assert len(subscriber.available()) == 1500  # all given back the moment it ended
+    assert subscriber.deliveries == 1503  # and none was delivered twice meanwhile
+
+
+def test_a_replay_stopped_mid_batch_gives_back_everything_it_had_pulled() -> None:
+    clock = FakeMonotonic()
+    subscriber = LeasingSubscriber(clock)
+    for i in range(10):
+        subscriber.add(f"m{i}")
+    with pytest.raises(PublishFailed):
+        list(replay_dead_letters(leasing_hold(subscriber), FailingPublisher(), "t", limit=10))  # type: ignore[arg-type]
+    assert subscriber.acked == set()
+    assert len(subscriber.available()) == 10
+
+
+def test_a_failure_to_give_leases_back_is_logged_not_raised(
+    capture_logs: Callable[[str], LogCapture],
+) -> None:
+    logs = capture_logs("callpipe.replay")
+    clock = FakeMonotonic()
+    subscriber = LeasingSubscriber(clock)
+    for i in range(3):
+        subscriber.add(f"m{i}", tenant_id="someone-else")
+    subscriber.modify_fails = True
+    hold = leasing_hold(subscriber)
+    assert list(replay_dead_letters(hold, RecordingPublisher(), "t", 10, {"tenant_id": "x"})) == []
+    (entry,) = logs.records()
+    assert entry["severity"] == "WARNING" and "3 held message(s)" in entry["message"]
+
+
+def test_a_quarantine_replay_stops_when_pubsub_takes_nothing(
+    harness: IntakeHarness,
+    quarantine: Callable[..., InMemoryHold],
+    make_intake: Callable[..., IntakeHarness],
+) -> None:
+    hold = quarantine(new_company_body(), new_company_body())
+    onboard_new_company(harness)
+    pubsub_down = make_intake(publisher=FailingPublisher())
+
+    with pytest.raises(PublishFailed):
+        list(replay_quarantine(hold, pubsub_down.intake, limit=10))  # type: ignore[arg-type]
+
+    assert hold.acked == []
+    assert [p.message_id for p in hold.waiting] == ["1", "2"]  # the second was not tried
