@@ -61,6 +61,10 @@ class RecordingStore(Protocol):
     ) -> StoredObject: ...
 
 
+class RecordingNotReady(Exception):
+    """CallRail lists a recording it does not serve yet: a transient failure (redelivery)."""
+
+
 class GcsRecordingStore:
     def __init__(self, bucket_name: str, client: Any | None = None) -> None:
         from google.cloud import storage  # type: ignore[attr-defined]
@@ -121,7 +125,8 @@ class DownloadRecording:
         existing = self._store.find(prefix)
         if existing is not None:
             return {"outcome": "already_stored", "object": existing}
-        if not message.details.recording_available:
+        details = message.details
+        if not (details.recording_available or details.recording_announced):
             return self._go_on_without(
                 message, "no_recording", "CallRail has no recording for this call"
             )
@@ -132,9 +137,17 @@ class DownloadRecording:
         except (CallRailNotFound, CallRailAuthError, CallRailRequestError) as error:
             raise permanent_from_callrail(error) or error from None
         if url is None:
-            return self._go_on_without(
-                message, "no_recording", "CallRail returned no recording URL"
+            # Listed (or announced by the webhook) but not served: CallRail makes recordings
+            # available some time after the call, so it is asked again, within limits.
+            detail = "CallRail lists a recording for this call but does not serve it yet"
+            attempts = self._progress.count_attempt(
+                message.tenant_id, message.call_id, Stage.DOWNLOAD, detail
             )
+            if attempts >= self._max_attempts:
+                return self._go_on_without(
+                    message, "no_recording", f"{detail} (gave up after {attempts} attempts)"
+                )
+            raise RecordingNotReady(detail)
 
         try:
             with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as sink:

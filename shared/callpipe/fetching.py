@@ -98,7 +98,9 @@ class FetchCall:
             raise permanent_from_callrail(error) or error from None
 
         merged = {**message.webhook, **api_call}
-        details = CallDetails.from_callrail(merged)
+        details = CallDetails.from_callrail(
+            merged, announced=bool(message.webhook.get("recording"))
+        )
         fetched_at = self._clock()
         self._progress.record(
             message.tenant_id,

@@ -163,6 +163,8 @@ class CallDetails(BaseModel):
     )
     start_time: LooseTime = None
     recording_available: bool = False
+    # the webhook named a recording: CallRail's API may not list or serve it yet
+    recording_announced: bool = False
     recording_duration_seconds: LooseInt = Field(
         default=None,
         validation_alias=AliasChoices("recording_duration_seconds", "recording_duration"),
@@ -182,13 +184,15 @@ class CallDetails(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
     @classmethod
-    def from_callrail(cls, call: dict[str, Any]) -> CallDetails:
+    def from_callrail(cls, call: dict[str, Any], announced: bool = False) -> CallDetails:
+        """From CallRail's call object; ``announced``: the webhook named a recording."""
         tags = [(t.get("name") if isinstance(t, dict) else t) for t in (call.get("tags") or [])]
         return cls.model_validate(
             {
                 **call,
                 "call_id": call.get("id") or call.get("resource_id"),
                 "recording_available": bool(call.get("recording")),
+                "recording_announced": announced,
                 "tags": [str(t) for t in tags if t],
             }
         )

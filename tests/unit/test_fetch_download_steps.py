@@ -13,7 +13,12 @@ import pytest
 from callpipe.apikeys import MissingApiKey
 from callpipe.callrail.client import CallRailAuthError, CallRailNotFound, CallRailUnavailable
 from callpipe.callrail.webhook import EventType
-from callpipe.downloading import DownloadRecording, StoredObject, recording_prefix
+from callpipe.downloading import (
+    DownloadRecording,
+    RecordingNotReady,
+    StoredObject,
+    recording_prefix,
+)
 from callpipe.fetching import FetchCall
 from callpipe.messages import CallDetails, CallFetched, CallRegistered, CallWithoutRecording
 from callpipe.progress import Stage, StageStatus
@@ -149,6 +154,22 @@ def test_fetch_merges_api_over_webhook_records_and_publishes() -> None:
     assert columns["DurationSeconds"] == 184
 
 
+def test_fetch_keeps_the_webhooks_word_that_a_recording_exists() -> None:
+    publisher = Publisher()
+    step = FetchCall(
+        Keys(),
+        lambda key: Client({"recording": None}),  # type: ignore[arg-type,return-value]
+        Progress(),
+        publisher,
+        "calls.fetched",
+        clock=lambda: NOW,
+    )
+    webhook = {"resource_id": "CAL1", "recording": "https://app.callrail.com/calls/CAL1/rec"}
+    step(registered(webhook=webhook))
+    details = CallFetched.from_data(publisher.sent[0][1]).details
+    assert (details.recording_available, details.recording_announced) == (False, True)
+
+
 @pytest.mark.parametrize(
     ("error", "reason"),
     [
@@ -281,12 +302,30 @@ def test_an_unsafe_url_is_dead_lettered() -> None:
     assert caught.value.reason == "unsafe_recording_url"
 
 
-def test_no_recording_url_from_callrail_goes_on_without_audio() -> None:
-    publisher = Publisher()
-    outcome = download_step(
-        Store(), Progress(), publisher, fake_download, Client(recording_url=None)
-    )(fetched())
-    assert outcome["reason"] == "no_recording"
+def test_a_recording_callrail_does_not_serve_yet_is_asked_again_then_given_up() -> None:
+    publisher, progress = Publisher(), Progress()
+    step = download_step(Store(), progress, publisher, fake_download, Client(recording_url=None))
+    for _ in range(2):
+        with pytest.raises(RecordingNotReady):
+            step(fetched())
+    assert publisher.sent == []  # not given up on while attempts remain
+    outcome = step(fetched())
+    assert outcome["reason"] == "no_recording" and "after 3 attempts" in outcome["detail"]
+    assert CallWithoutRecording.from_data(publisher.sent[0][1]).reason == "no_recording"
+
+
+def test_a_recording_the_webhook_announced_is_fetched_though_the_api_lists_none_yet() -> None:
+    store = Store()
+    message = fetched(recording=False)
+    announced = message.model_copy(
+        update={"details": message.details.model_copy(update={"recording_announced": True})}
+    )
+    outcome = download_step(store, Progress(), Publisher(), fake_download)(announced)
+    assert outcome["outcome"] == "stored"
+    with pytest.raises(RecordingNotReady):  # and not given up on at once when not served
+        download_step(Store(), Progress(), Publisher(), fake_download, Client(recording_url=None))(
+            announced
+        )
 
 
 def test_recording_prefix_refuses_ids_that_escape() -> None:
