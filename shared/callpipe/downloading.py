@@ -53,8 +53,19 @@ class StoredObject:
     created: bool
 
 
+@dataclass(frozen=True)
+class FoundRecording:
+    """A recording already stored, as its object describes it."""
+
+    uri: str
+    size: int | None = None
+    content_type: str | None = None
+    sha256: str | None = None
+    stored_at: datetime | None = None
+
+
 class RecordingStore(Protocol):
-    def find(self, prefix: str) -> str | None: ...
+    def find(self, prefix: str) -> FoundRecording | None: ...
 
     def put(
         self, name: str, data: BinaryIO, content_type: str, metadata: dict[str, str]
@@ -73,9 +84,15 @@ class GcsRecordingStore:
         self._bucket_name = bucket_name
         self._bucket = self._client.bucket(bucket_name)
 
-    def find(self, prefix: str) -> str | None:
+    def find(self, prefix: str) -> FoundRecording | None:
         for blob in self._client.list_blobs(self._bucket_name, prefix=prefix + ".", max_results=5):
-            return f"gs://{self._bucket_name}/{blob.name}"
+            return FoundRecording(
+                f"gs://{self._bucket_name}/{blob.name}",
+                blob.size,
+                blob.content_type,
+                (blob.metadata or {}).get("sha256"),
+                blob.time_created,
+            )
         return None
 
     def put(
@@ -124,7 +141,18 @@ class DownloadRecording:
         prefix = recording_prefix(message.tenant_id, message.call_id)
         existing = self._store.find(prefix)
         if existing is not None:
-            return {"outcome": "already_stored", "object": existing}
+            # A redelivery, or a later event of the call: the delivery that stored it may
+            # have died before recording it, and nothing else would (the columns say where
+            # the recording is). Written again, it changes nothing.
+            self._record_stored(
+                message,
+                existing.uri,
+                existing.sha256,
+                existing.size,
+                existing.content_type,
+                existing.stored_at or self._clock(),
+            )
+            return {"outcome": "already_stored", "object": existing.uri}
         details = message.details
         if not (details.recording_available or details.recording_announced):
             return self._go_on_without(
@@ -171,23 +199,8 @@ class DownloadRecording:
                 )
             raise
 
-        self._progress.record(
-            message.tenant_id,
-            message.call_id,
-            Stage.DOWNLOAD,
-            StageStatus.OK,
-            detail=stored.uri,
-            correlation_id=message.correlation_id,
-            call_columns={
-                "RecordingStatus": "stored",
-                "RecordingDetail": None,
-                "RecordingUri": stored.uri,
-                "RecordingSha256": audio.sha256,
-                "RecordingBytes": audio.size,
-                "RecordingContentType": audio.content_type,
-                "RecordingDurationSeconds": _duration(message),
-                "RecordingStoredAt": self._clock(),
-            },
+        self._record_stored(
+            message, stored.uri, audio.sha256, audio.size, audio.content_type, self._clock()
         )
         return {
             "outcome": "stored" if stored.created else "already_stored",
@@ -195,6 +208,34 @@ class DownloadRecording:
             "bytes": audio.size,
             "sha256": audio.sha256,
         }
+
+    def _record_stored(
+        self,
+        message: CallFetched,
+        uri: str,
+        sha256: str | None,
+        size: int | None,
+        content_type: str | None,
+        stored_at: datetime,
+    ) -> None:
+        self._progress.record(
+            message.tenant_id,
+            message.call_id,
+            Stage.DOWNLOAD,
+            StageStatus.OK,
+            detail=uri,
+            correlation_id=message.correlation_id,
+            call_columns={
+                "RecordingStatus": "stored",
+                "RecordingDetail": None,
+                "RecordingUri": uri,
+                "RecordingSha256": sha256,
+                "RecordingBytes": size,
+                "RecordingContentType": content_type,
+                "RecordingDurationSeconds": _duration(message),
+                "RecordingStoredAt": stored_at,
+            },
+        )
 
     def _metadata(self, message: CallFetched, audio: DownloadedAudio) -> dict[str, str]:
         metadata = {

@@ -61,6 +61,9 @@ def call_stage_row(
     )
 
 
+_STAGE_ORDER = {stage.value: position for position, stage in enumerate(Stage)}
+
+
 class Progress(Protocol):
     def record(
         self,
@@ -95,6 +98,11 @@ class SpannerProgress:
         A dead letter is not written over its stage when that stage already completed for
         the same event (correlation id): it is a redelivery of a message whose work was
         done (its acknowledgement was lost), and the call has moved on.
+
+        A success never moves the call's summary back to an earlier stage: a redelivered
+        or later event (a Call Modified after the call completed) that runs an early step
+        again writes that stage's row and columns, but the call stays where it got to.
+        Failures always show in the summary.
         """
         from google.cloud import spanner
 
@@ -115,6 +123,13 @@ class SpannerProgress:
             ):
                 return
             attempts = int(rows[0][0]) if rows else 1
+            summary = {"Stage": stage.value, "StageStatus": status.value, "StageDetail": detail}
+            if status in (StageStatus.OK, StageStatus.SKIPPED):
+                call = list(
+                    txn.read("Calls", ["Stage"], spanner.KeySet(keys=[[tenant_id, call_id]]))
+                )
+                if call and _STAGE_ORDER.get(call[0][0], -1) > _STAGE_ORDER[stage.value]:
+                    summary = {}
             txn.insert_or_update(
                 "CallStages",
                 CALL_STAGE_COLUMNS,
@@ -133,9 +148,7 @@ class SpannerProgress:
             columns = {
                 "TenantId": tenant_id,
                 "CallId": call_id,
-                "Stage": stage.value,
-                "StageStatus": status.value,
-                "StageDetail": detail,
+                **summary,
                 "UpdatedAt": spanner.COMMIT_TIMESTAMP,
                 **(call_columns or {}),
             }

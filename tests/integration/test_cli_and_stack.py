@@ -317,3 +317,55 @@ def test_a_dead_letter_of_a_stage_done_for_the_same_event_is_not_recorded(
     assert ("fetch", "ok") in stages()
     dead_letter("f" * 32)  # another event of the call (a modification) did fail
     assert ("fetch", "dead_lettered") in stages()
+
+
+def test_a_step_run_again_after_the_call_moved_on_does_not_move_its_summary_back(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    """A Call Modified after the call completed runs fetch again (and download finds the
+    recording stored): the stage rows are written, the call stays complete; a failure of
+    such a run still shows."""
+    from callpipe.progress import SpannerProgress, Stage, StageStatus
+    from callpipe.registration import SpannerEventLedger
+    from tests.conftest import post_call_body
+    from tests.functional.test_register_call_function import received
+
+    tenant = make_tenant()
+    body = post_call_body(tenant)
+    message = received(tenant, body)
+    SpannerEventLedger(database).start_call(message, json.loads(body))
+    progress = SpannerProgress(database)
+
+    def record(stage: Stage, status: StageStatus, event: str = "c0ffee", **columns: Any) -> None:
+        progress.record(
+            tenant.tenant_id, message.call_id, stage, status, "x", event, columns or None
+        )
+
+    def summary() -> tuple[str, str, Any]:
+        with database.snapshot() as snapshot:
+            rows = list(
+                snapshot.execute_sql(
+                    "SELECT Stage, StageStatus, DurationSeconds FROM Calls "
+                    "WHERE TenantId = @t AND CallId = @c",
+                    params={"t": tenant.tenant_id, "c": message.call_id},
+                    param_types={
+                        "t": spanner_param_types().STRING,
+                        "c": spanner_param_types().STRING,
+                    },
+                )
+            )
+        return rows[0][0], rows[0][1], rows[0][2]
+
+    record(Stage.FETCH, StageStatus.OK)
+    record(Stage.PERSIST, StageStatus.OK)
+    record(Stage.FETCH, StageStatus.OK, DurationSeconds=321)  # the modification's fetch
+    record(Stage.DOWNLOAD, StageStatus.OK)
+    assert summary() == ("persist", "ok", 321)  # its columns written, the call still done
+    record(Stage.FETCH, StageStatus.DEAD_LETTERED, event="beef")  # another event failed
+    assert summary()[:2] == ("fetch", "dead_lettered")
+
+
+def spanner_param_types() -> Any:
+    from google.cloud.spanner_v1 import param_types
+
+    return param_types

@@ -15,6 +15,7 @@ from callpipe.callrail.client import CallRailAuthError, CallRailNotFound, CallRa
 from callpipe.callrail.webhook import EventType
 from callpipe.downloading import (
     DownloadRecording,
+    FoundRecording,
     RecordingNotReady,
     StoredObject,
     recording_prefix,
@@ -65,11 +66,11 @@ class Client:
 
 
 class Store:
-    def __init__(self, existing: str | None = None) -> None:
+    def __init__(self, existing: FoundRecording | None = None) -> None:
         self.existing = existing
         self.objects: dict[str, tuple[bytes, str, dict[str, str]]] = {}
 
-    def find(self, prefix: str) -> str | None:
+    def find(self, prefix: str) -> FoundRecording | None:
         return self.existing
 
     def put(
@@ -252,11 +253,23 @@ def test_download_stores_under_the_tenant_prefix_with_metadata() -> None:
     assert progress.records[-1][1] is StageStatus.OK
 
 
-def test_download_is_a_no_op_when_the_recording_is_already_stored() -> None:
-    store = Store(existing="gs://recordings/tenants/acme/calls/CAL1/recording.mp3")
-    outcome = download_step(store, Progress(), Publisher(), fake_download)(fetched())
-    assert outcome["outcome"] == "already_stored"
+def test_an_already_stored_recording_is_recorded_again_not_downloaded_again() -> None:
+    """The delivery that stored it may have died before its record: a redelivery writes it."""
+    uri = "gs://recordings/tenants/acme/calls/CAL1/recording.mp3"
+    store = Store(FoundRecording(uri, 1234, "audio/mpeg", "ab" * 32, NOW))
+    progress = Progress()
+
+    def never(url: str, policy: FetchPolicy, sink: BinaryIO) -> DownloadedAudio:
+        raise AssertionError("downloaded again")
+
+    outcome = download_step(store, progress, Publisher(), never)(fetched())
+
+    assert outcome == {"outcome": "already_stored", "object": uri}
     assert store.objects == {}
+    stage, status, columns = progress.records[-1]
+    assert (stage, status) == (Stage.DOWNLOAD, StageStatus.OK)
+    assert columns["RecordingUri"] == uri and columns["RecordingSha256"] == "ab" * 32
+    assert (columns["RecordingBytes"], columns["RecordingStoredAt"]) == (1234, NOW)
 
 
 def test_a_call_without_recording_goes_on_with_a_reason() -> None:
