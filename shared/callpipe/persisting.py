@@ -1,8 +1,11 @@
 """The persist step: the call's transcript and analysis land on its Spanner row.
 
-Blind mutations keyed by tenant and call (no read, no transaction): running the same
-message three times leaves one row with the same content. The stage rows record the
-persist stage, and a CallCompleted event tells downstream consumers the call is complete.
+One read-write transaction per message. The newest analysis wins: a message analyzed
+before the one already stored (a redelivery that arrives late, a replay of an old dead
+letter, a Call Modified processed before the Post-Call) changes nothing and publishes
+nothing. Running the same message again leaves the same row (its first CompletedAt kept)
+and publishes the same CallCompleted, which tells downstream consumers the call is
+complete.
 """
 
 from __future__ import annotations
@@ -82,35 +85,50 @@ class PersistCall:
         self._clock = clock
 
     def __call__(self, message: CallAnalyzed) -> dict[str, Any]:
-        from google.api_core import exceptions
         from google.cloud import spanner
 
-        completed_at = self._clock()
-        columns = call_columns(message, completed_at)
-        columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
-        try:
-            with self._db.batch() as batch:
-                batch.update("Calls", list(columns), [tuple(columns.values())])
-                batch.insert_or_update(
-                    "CallStages",
-                    CALL_STAGE_COLUMNS,
-                    [
-                        call_stage_row(
-                            message.tenant_id,
-                            message.call_id,
-                            "persist",
-                            "ok",
-                            columns["StageDetail"],
-                            1,
-                            message.correlation_id,
-                        )
-                    ],
+        def work(txn: Any) -> tuple[datetime, dict[str, Any]] | None:
+            rows = list(
+                txn.read(
+                    "Calls",
+                    ["AnalyzedAt", "CompletedAt"],
+                    spanner.KeySet(keys=[[message.tenant_id, message.call_id]]),
                 )
-        except exceptions.NotFound:
-            raise PermanentError(
-                "unknown_call",
-                f"no Calls row for tenant {message.tenant_id}, call {message.call_id}",
-            ) from None
+            )
+            if not rows:
+                raise PermanentError(
+                    "unknown_call",
+                    f"no Calls row for tenant {message.tenant_id}, call {message.call_id}",
+                )
+            stored_analyzed_at, stored_completed_at = rows[0]
+            if stored_analyzed_at is not None and stored_analyzed_at > message.analyzed_at:
+                return None  # a newer analysis is stored already
+            same = stored_analyzed_at == message.analyzed_at and stored_completed_at is not None
+            completed_at = stored_completed_at if same else self._clock()
+            columns = call_columns(message, completed_at)
+            columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
+            txn.update("Calls", list(columns), [tuple(columns.values())])
+            txn.insert_or_update(
+                "CallStages",
+                CALL_STAGE_COLUMNS,
+                [
+                    call_stage_row(
+                        message.tenant_id,
+                        message.call_id,
+                        "persist",
+                        "ok",
+                        columns["StageDetail"],
+                        1,
+                        message.correlation_id,
+                    )
+                ],
+            )
+            return completed_at, columns
+
+        written = self._db.run_in_transaction(work)
+        if written is None:
+            return {"outcome": "superseded", "analyzed_at": message.analyzed_at.isoformat()}
+        completed_at, columns = written
 
         analysis = message.result.analysis if message.result else None
         links = {"api": f"/api/v1/requests/{message.call_id}"}

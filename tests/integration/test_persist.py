@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callpipe.analysis import AnalysisResult, CallAnalysis
@@ -119,12 +119,14 @@ def test_persisting_the_same_message_three_times_leaves_one_identical_row(
     message = received(tenant, body)
     SpannerEventLedger(database).start_call(message, json.loads(body))
     publisher = Publisher()
-    step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
+    ticks = iter(NOW + timedelta(minutes=i) for i in range(10))
+    step = PersistCall(database, publisher, "calls.completed", clock=lambda: next(ticks))
     snapshots = []
     for _ in range(3):
         step(analyzed(tenant, call_id))
         snapshots.append(row(database, tenant, call_id))
-    assert snapshots[0] == snapshots[1] == snapshots[2]
+    assert snapshots[0] == snapshots[1] == snapshots[2]  # CompletedAt included: the first
+    assert len({CallCompleted.from_data(data).completed_at for _, data, _ in publisher.sent}) == 1
     stored = snapshots[0]
     assert (stored["Stage"], stored["StageStatus"]) == ("persist", "ok")
     assert (
@@ -136,6 +138,33 @@ def test_persisting_the_same_message_three_times_leaves_one_identical_row(
     assert stored["Analysis"]["project_type"] == "roofing"
     completed = CallCompleted.from_data(publisher.sent[0][1])
     assert completed.lead_score == 72 and completed.links["api"] == f"/api/v1/requests/{call_id}"
+
+
+def test_an_analysis_older_than_the_stored_one_changes_nothing(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """A late redelivery or a replayed old dead letter must not undo a newer result."""
+    tenant = make_tenant()
+    body = post_call_body(tenant)
+    call_id = json.loads(body)["resource_id"]
+    SpannerEventLedger(database).start_call(received(tenant, body), json.loads(body))
+    older = analyzed(tenant, call_id)
+    assert older.result is not None
+    rescored = older.result.analysis.model_copy(update={"lead_score": 90})
+    newer = older.model_copy(
+        update={
+            "analyzed_at": NOW + timedelta(hours=1),
+            "result": older.result.model_copy(update={"analysis": rescored}),
+        }
+    )
+    publisher = Publisher()
+    step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
+    step(newer)
+    stored = row(database, tenant, call_id)
+
+    assert step(older)["outcome"] == "superseded"
+    assert row(database, tenant, call_id) == stored and stored["LeadScore"] == 90
+    assert len(publisher.sent) == 1  # no call.completed for the stale result
 
 
 def test_persisting_an_unknown_call_is_a_permanent_error(
