@@ -19,6 +19,10 @@ class TenantApiKeys:
         self._secrets = secrets
         self._cache: TTLCache[str, str] = TTLCache(ttl_seconds)
 
+    def forget(self, tenant_id: str) -> None:
+        """Drop the cached key: CallRail refused it, and it may have been rotated since."""
+        self._cache.invalidate(tenant_id)
+
     def key_for(self, tenant_id: str) -> str:
         hit, value = self._cache.get(tenant_id)
         if hit and value:

@@ -25,7 +25,7 @@ from callpipe.callrail.client import (
     CallRailNotFound,
     CallRailRequestError,
 )
-from callpipe.fetching import ApiKeys, callrail_client_for, permanent_from_callrail
+from callpipe.fetching import ApiKeys, callrail_client_for, callrail_refusal
 from callpipe.ids import check_resource_id, check_tenant_id
 from callpipe.messages import CallFetched, CallWithoutRecording
 from callpipe.progress import Progress, Stage, StageStatus
@@ -163,7 +163,7 @@ class DownloadRecording:
         try:
             url = client.get_recording_url(message.callrail_account_id, message.call_id)
         except (CallRailNotFound, CallRailAuthError, CallRailRequestError) as error:
-            raise permanent_from_callrail(error) or error from None
+            raise callrail_refusal(error, self._api_keys, message.tenant_id) from None
         if url is None:
             # Listed (or announced by the webhook) but not served: CallRail makes recordings
             # available some time after the call, so it is asked again, within limits.

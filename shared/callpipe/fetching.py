@@ -29,6 +29,12 @@ from callpipe.steps import PermanentError
 class ApiKeys(Protocol):
     def key_for(self, tenant_id: str) -> str: ...
 
+    def forget(self, tenant_id: str) -> None: ...
+
+
+class ApiKeyRotated(Exception):
+    """CallRail refused a key the tenant no longer has: transient, retried with the new one."""
+
 
 class CallRailClients:
     """One client (and connection pool) per API key, built on first use."""
@@ -54,6 +60,23 @@ def callrail_client_for(
         return clients(api_keys.key_for(tenant_id))
     except MissingApiKey as error:
         raise PermanentError("no_api_key", str(error)) from None
+
+
+def callrail_refusal(error: Exception, api_keys: ApiKeys, tenant_id: str) -> Exception:
+    """What to raise for a CallRail error: a ``PermanentError`` (dead letter), the error
+    itself when transient, or, for an authentication failure with a key that was rotated
+    since it was cached, ``ApiKeyRotated`` so that the redelivery uses the new key."""
+    if isinstance(error, CallRailAuthError):
+        try:
+            used = api_keys.key_for(tenant_id)
+            api_keys.forget(tenant_id)
+            if api_keys.key_for(tenant_id) != used:
+                return ApiKeyRotated(
+                    f"tenant {tenant_id}'s CallRail API key changed; retried with the new one"
+                )
+        except MissingApiKey:
+            pass
+    return permanent_from_callrail(error) or error
 
 
 def permanent_from_callrail(error: Exception) -> PermanentError | None:
@@ -95,7 +118,7 @@ class FetchCall:
         try:
             api_call = client.get_call(account_id, message.call_id)
         except (CallRailNotFound, CallRailAuthError, CallRailRequestError) as error:
-            raise permanent_from_callrail(error) or error from None
+            raise callrail_refusal(error, self._api_keys, message.tenant_id) from None
 
         merged = {**message.webhook, **api_call}
         details = CallDetails.from_callrail(

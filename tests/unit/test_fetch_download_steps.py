@@ -20,7 +20,7 @@ from callpipe.downloading import (
     StoredObject,
     recording_prefix,
 )
-from callpipe.fetching import FetchCall
+from callpipe.fetching import ApiKeyRotated, FetchCall
 from callpipe.messages import CallDetails, CallFetched, CallRegistered, CallWithoutRecording
 from callpipe.progress import Stage, StageStatus
 from callpipe.recordings.fetcher import AudioRejected, DownloadedAudio, FetchFailed
@@ -34,13 +34,20 @@ MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" * 64
 
 
 class Keys:
+    """The tenant's key as a cache would give it: ``stored`` is what the secret store holds
+    now, ``key`` what is cached until ``forget``."""
+
     def __init__(self, key: str | None = "key-1") -> None:
         self.key = key
+        self.stored = key
 
     def key_for(self, tenant_id: str) -> str:
         if self.key is None:
             raise MissingApiKey(f"tenant {tenant_id} has no CallRail API key")
         return self.key
+
+    def forget(self, tenant_id: str) -> None:
+        self.key = self.stored
 
 
 class Client:
@@ -185,6 +192,23 @@ def test_fetch_permanent_callrail_errors_become_dead_letter_reasons(
     with pytest.raises(PermanentError) as caught:
         step(registered())
     assert caught.value.reason == reason
+
+
+def test_a_key_refused_after_its_rotation_is_retried_with_the_new_one() -> None:
+    keys = Keys("old-key")
+    keys.stored = "new-key"  # rotated with `tenants set-api-key`; the old one still cached
+    step = FetchCall(
+        keys,
+        lambda key: Client(error=CallRailAuthError("bad key", 401)),  # type: ignore[arg-type,return-value]
+        Progress(),
+        Publisher(),
+        "t",
+    )
+    with pytest.raises(ApiKeyRotated):
+        step(registered())
+    assert keys.key == "new-key"  # the redelivery uses it
+    with pytest.raises(PermanentError, match="callrail_auth_failed"):  # refused too: for good
+        step(registered())
 
 
 def test_fetch_transient_errors_propagate_for_redelivery() -> None:
