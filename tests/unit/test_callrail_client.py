@@ -71,7 +71,7 @@ def test_get_call_sends_auth_fields_and_path() -> None:
     assert request.headers["Authorization"] == 'Token token="secret-api-key-123"'
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
 def test_transient_statuses_are_retried_with_exponential_backoff(status: int) -> None:
     script = Script([(status, {}, {}), (status, {}, {}), (200, {}, CALL)])
     sleeps: list[float] = []

@@ -251,7 +251,7 @@ class CallRailClient:
                     raise CallRailNotFound(
                         f"CallRail has no {what} in account {account_id} (404)", status
                     )
-                elif status == 429 or status >= 500:
+                elif status in (408, 425, 429) or status >= 500:  # worth another try
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     last = CallRailUnavailable(
                         f"CallRail answered {status} on {what}", status, retry_after
