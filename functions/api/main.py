@@ -20,24 +20,24 @@ configure_logging(_settings.log_level, _settings.google_cloud_project)
 _api: Lazy[TenantApi] = Lazy(lambda: build_api(_settings))
 
 
+def _json_error(status: int, code: str, message: str) -> flask.Response:
+    return flask.Response(
+        flask.json.dumps({"error": code, "message": message}),
+        status=status,
+        mimetype="application/json",
+    )
+
+
 @functions_framework.errorhandler(404)
 def _no_route(error: Exception) -> flask.Response:
     # Paths Flask's router cannot even match (a newline in a segment) still get JSON.
-    return flask.Response(
-        flask.json.dumps({"error": "not_found", "message": "no route for this path"}),
-        status=404,
-        mimetype="application/json",
-    )
+    return _json_error(404, "not_found", "no route for this path")
 
 
 @functions_framework.errorhandler(500)
 def _internal_error(error: Exception) -> flask.Response:
     # A bug, logged with its traceback by Flask: the caller still gets the API's JSON shape.
-    return flask.Response(
-        flask.json.dumps({"error": "internal", "message": "the request failed; retry later"}),
-        status=500,
-        mimetype="application/json",
-    )
+    return _json_error(500, "internal", "the request failed; retry later")
 
 
 @functions_framework.http

@@ -292,21 +292,18 @@ class CallQueries:
             return list(snapshot.execute_sql(sql, params=params, param_types=types))
 
     def tenant_exists(self, tenant_id: str) -> bool:
-        from google.cloud.spanner_v1 import param_types
-
-        rows = self._rows(
-            "SELECT TenantId FROM Tenants WHERE TenantId = @t",
-            {"t": tenant_id},
-            {"t": param_types.STRING},
-        )
-        return bool(rows)
+        return self._has_tenant(tenant_id, active_only=False)
 
     def tenant_active(self, tenant_id: str) -> bool:
         """Whether the tenant exists and is active (as intake requires to queue its calls)."""
+        return self._has_tenant(tenant_id, active_only=True)
+
+    def _has_tenant(self, tenant_id: str, active_only: bool) -> bool:
         from google.cloud.spanner_v1 import param_types
 
+        active = " AND Status = 'active'" if active_only else ""
         rows = self._rows(
-            "SELECT TenantId FROM Tenants WHERE TenantId = @t AND Status = 'active'",
+            f"SELECT TenantId FROM Tenants WHERE TenantId = @t{active}",  # noqa: S608 - fixed text
             {"t": tenant_id},
             {"t": param_types.STRING},
         )
