@@ -125,15 +125,6 @@ class FetchCall:
             merged, announced=bool(message.webhook.get("recording"))
         )
         fetched_at = self._clock()
-        self._progress.record(
-            message.tenant_id,
-            message.call_id,
-            Stage.FETCH,
-            StageStatus.OK,
-            detail=message.event_type.value,
-            correlation_id=message.correlation_id,
-            call_columns=_call_columns(api_call, details, account_id, fetched_at),
-        )
         fetched = CallFetched(
             tenant_id=message.tenant_id,
             office_id=message.office_id,
@@ -150,6 +141,18 @@ class FetchCall:
         )
         message_id = self._publisher.publish(
             self._output_topic, fetched.to_data(), fetched.attributes()
+        )
+        # Recorded once published, so that "ok" means handed on: a dead letter after it is
+        # a redelivery of finished work (see SpannerProgress.record). A failure in between
+        # is redelivered and published again, which download-recording tolerates.
+        self._progress.record(
+            message.tenant_id,
+            message.call_id,
+            Stage.FETCH,
+            StageStatus.OK,
+            detail=message.event_type.value,
+            correlation_id=message.correlation_id,
+            call_columns=_call_columns(api_call, details, account_id, fetched_at),
         )
         return {
             "outcome": "fetched",

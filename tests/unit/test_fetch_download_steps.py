@@ -23,10 +23,12 @@ from callpipe.downloading import (
 from callpipe.fetching import ApiKeyRotated, FetchCall
 from callpipe.messages import CallDetails, CallFetched, CallRegistered, CallWithoutRecording
 from callpipe.progress import Stage, StageStatus
+from callpipe.publishing import PublishFailed
 from callpipe.recordings.fetcher import AudioRejected, DownloadedAudio, FetchFailed
 from callpipe.recordings.guard import UnsafeUrl
 from callpipe.recordings.policy import FetchPolicy
 from callpipe.steps import PermanentError
+from tests.unit.conftest import FailingPublisher
 from tests.unit.doubles import Progress, Publisher
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -209,6 +211,15 @@ def test_a_key_refused_after_its_rotation_is_retried_with_the_new_one() -> None:
     assert keys.key == "new-key"  # the redelivery uses it
     with pytest.raises(PermanentError, match="callrail_auth_failed"):  # refused too: for good
         step(registered())
+
+
+def test_fetch_records_its_stage_only_once_the_call_is_handed_on() -> None:
+    """ "ok" must mean published: a dead letter after it is taken for finished work."""
+    progress = Progress()
+    step = FetchCall(Keys(), lambda key: Client(), progress, FailingPublisher(), "t")  # type: ignore[arg-type,return-value]
+    with pytest.raises(PublishFailed):
+        step(registered())
+    assert progress.records == []
 
 
 def test_fetch_transient_errors_propagate_for_redelivery() -> None:
