@@ -31,8 +31,10 @@ class EventState(StrEnum):
     IGNORED = "ignored"
 
 
-# How long a claim protects an event being forwarded by another delivery. Longer than a
-# step's work, shorter than Pub/Sub's first redelivery, so a crashed attempt is taken over.
+# How long a claim protects an event being forwarded by another delivery: longer than a
+# step's work (the publish alone may take its 10 s timeout). A crashed or failed attempt's
+# claim is taken over by the first redelivery after it; those within it (Pub/Sub's backoff
+# starts at 10 s) are refused as in progress and come back later, nothing lost.
 CLAIM_LEASE = timedelta(seconds=60)
 
 
