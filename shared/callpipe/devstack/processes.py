@@ -10,11 +10,29 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def shielded_from_interrupts() -> Iterator[None]:
+    """Run a cleanup that Ctrl-C must not cut short: a second Ctrl-C, or make passing the
+    first one on to its child, would otherwise leave emulators running. Outside the main
+    thread (where signals cannot be handled) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StartupError(RuntimeError):

@@ -16,6 +16,7 @@ from callpipe.devstack.processes import (
     StartupError,
     http_ok,
     port_open,
+    shielded_from_interrupts,
 )
 from callpipe.devstack.provision import provision_buckets, provision_pubsub, provision_spanner
 from callpipe.topology import REPO_ROOT, Topology, load_topology
@@ -294,12 +295,13 @@ class LocalStack:
         return path
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-        self.processes.clear()
-        self.ledger.clear()
-        env_file = self.config.state_dir / "stack.env"
-        env_file.unlink(missing_ok=True)
+        with shielded_from_interrupts():
+            for process in reversed(self.processes):
+                process.stop()
+            self.processes.clear()
+            self.ledger.clear()
+            env_file = self.config.state_dir / "stack.env"
+            env_file.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalStack:
         return self
