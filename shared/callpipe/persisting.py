@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callpipe.messages import CallAnalyzed, CallCompleted
-from callpipe.progress import CALL_STAGE_COLUMNS, call_stage_row
-from callpipe.publishing import Publisher
+from callpipe.progress import CALL_STAGE_COLUMNS, SpannerProgress, Stage, call_stage_row
+from callpipe.publishing import Publisher, PublishFailed
 from callpipe.steps import PermanentError
 
 
@@ -149,7 +149,19 @@ class PersistCall:
             is_spam=columns["IsSpam"],
             links=links,
         )
-        self._publisher.publish(self._output_topic, completed.to_data(), completed.attributes())
+        try:
+            self._publisher.publish(self._output_topic, completed.to_data(), completed.attributes())
+        except PublishFailed as error:
+            # The results are stored, but the call is not complete until the event is out:
+            # the stage must not read "ok", or a dead letter after the last attempt would
+            # be taken for a redelivery of finished work and not recorded.
+            SpannerProgress(self._db).count_attempt(
+                message.tenant_id,
+                message.call_id,
+                Stage.PERSIST,
+                f"call.completed not published: {error}",
+            )
+            raise
         return {
             "outcome": "persisted",
             "lead_score": completed.lead_score,

@@ -167,6 +167,39 @@ def test_an_analysis_older_than_the_stored_one_changes_nothing(
     assert len(publisher.sent) == 1  # no call.completed for the stale result
 
 
+def test_a_completion_not_published_leaves_the_stage_open_for_its_dead_letter(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """Results stored but call.completed never out: the last attempt's dead letter shows."""
+    import pytest
+
+    from callpipe.progress import SpannerProgress, Stage, StageStatus
+    from callpipe.publishing import PublishFailed
+    from tests.unit.conftest import FailingPublisher
+
+    tenant = make_tenant()
+    body = post_call_body(tenant)
+    call_id = json.loads(body)["resource_id"]
+    SpannerEventLedger(database).start_call(received(tenant, body), json.loads(body))
+    message = analyzed(tenant, call_id)
+    step = PersistCall(database, FailingPublisher(), "calls.completed", clock=lambda: NOW)
+    for _ in range(2):
+        with pytest.raises(PublishFailed):
+            step(message)
+    assert row(database, tenant, call_id)["LeadScore"] == 72  # the results are stored
+
+    SpannerProgress(database).record(
+        tenant.tenant_id,
+        call_id,
+        Stage.PERSIST,
+        StageStatus.DEAD_LETTERED,
+        detail="retries_exhausted: attempt 5 of 5: PublishFailed",
+        correlation_id=message.correlation_id,
+    )
+    stored = row(database, tenant, call_id)
+    assert (stored["Stage"], stored["StageStatus"]) == ("persist", "dead_lettered")
+
+
 def test_persisting_an_unknown_call_is_a_permanent_error(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:
