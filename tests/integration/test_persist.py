@@ -110,14 +110,18 @@ def row(database: Any, tenant: Tenant, call_id: str) -> dict[str, Any]:
     return dict(zip(columns, rows[0], strict=True))
 
 
+def registered_call(make_tenant: Callable[..., Tenant], database: Any) -> tuple[Tenant, str]:
+    """A new tenant with one call registered (its Calls row), as register-call leaves it."""
+    tenant = make_tenant()
+    body = post_call_body(tenant)
+    SpannerEventLedger(database).start_call(received(tenant, body), json.loads(body))
+    return tenant, json.loads(body)["resource_id"]
+
+
 def test_persisting_the_same_message_three_times_leaves_one_identical_row(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:
-    tenant = make_tenant()
-    body = post_call_body(tenant)
-    call_id = json.loads(body)["resource_id"]
-    message = received(tenant, body)
-    SpannerEventLedger(database).start_call(message, json.loads(body))
+    tenant, call_id = registered_call(make_tenant, database)
     publisher = Publisher()
     ticks = iter(NOW + timedelta(minutes=i) for i in range(10))
     step = PersistCall(database, publisher, "calls.completed", clock=lambda: next(ticks))
@@ -144,10 +148,7 @@ def test_an_analysis_older_than_the_stored_one_changes_nothing(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:
     """A late redelivery or a replayed old dead letter must not undo a newer result."""
-    tenant = make_tenant()
-    body = post_call_body(tenant)
-    call_id = json.loads(body)["resource_id"]
-    SpannerEventLedger(database).start_call(received(tenant, body), json.loads(body))
+    tenant, call_id = registered_call(make_tenant, database)
     older = analyzed(tenant, call_id)
     assert older.result is not None
     rescored = older.result.analysis.model_copy(update={"lead_score": 90})
@@ -177,10 +178,7 @@ def test_a_completion_not_published_leaves_the_stage_open_for_its_dead_letter(
     from callpipe.publishing import PublishFailed
     from tests.unit.conftest import FailingPublisher
 
-    tenant = make_tenant()
-    body = post_call_body(tenant)
-    call_id = json.loads(body)["resource_id"]
-    SpannerEventLedger(database).start_call(received(tenant, body), json.loads(body))
+    tenant, call_id = registered_call(make_tenant, database)
     message = analyzed(tenant, call_id)
     step = PersistCall(database, FailingPublisher(), "calls.completed", clock=lambda: NOW)
     for _ in range(2):
