@@ -168,13 +168,9 @@ class DownloadRecording:
             # Listed (or announced by the webhook) but not served: CallRail makes recordings
             # available some time after the call, so it is asked again, within limits.
             detail = "CallRail lists a recording for this call but does not serve it yet"
-            attempts = self._progress.count_attempt(
-                message.tenant_id, message.call_id, Stage.DOWNLOAD, detail
-            )
-            if attempts >= self._max_attempts:
-                return self._go_on_without(
-                    message, "no_recording", f"{detail} (gave up after {attempts} attempts)"
-                )
+            gave_up = self._count_attempt(message, "no_recording", detail)
+            if gave_up is not None:
+                return gave_up
             raise RecordingNotReady(detail)
 
         try:
@@ -189,14 +185,11 @@ class DownloadRecording:
         except UnsafeUrl as error:
             raise PermanentError("unsafe_recording_url", str(error)) from None
         except (AudioRejected, FetchFailed, RecordingGone) as error:
-            detail = f"{error.__class__.__name__}: {error}"
-            attempts = self._progress.count_attempt(
-                message.tenant_id, message.call_id, Stage.DOWNLOAD, detail
+            gave_up = self._count_attempt(
+                message, "download_failed", f"{error.__class__.__name__}: {error}"
             )
-            if attempts >= self._max_attempts:
-                return self._go_on_without(
-                    message, "download_failed", f"{detail} (gave up after {attempts} attempts)"
-                )
+            if gave_up is not None:
+                return gave_up
             raise
 
         self._record_stored(
@@ -208,6 +201,17 @@ class DownloadRecording:
             "bytes": audio.size,
             "sha256": audio.sha256,
         }
+
+    def _count_attempt(
+        self, message: CallFetched, reason: str, detail: str
+    ) -> dict[str, Any] | None:
+        """Count a failed attempt; once they are used up, go on without audio (its answer)."""
+        attempts = self._progress.count_attempt(
+            message.tenant_id, message.call_id, Stage.DOWNLOAD, detail
+        )
+        if attempts < self._max_attempts:
+            return None
+        return self._go_on_without(message, reason, f"{detail} (gave up after {attempts} attempts)")
 
     def _record_stored(
         self,

@@ -75,19 +75,13 @@ def callrail_refusal(error: Exception, api_keys: ApiKeys, tenant_id: str) -> Exc
                     f"tenant {tenant_id}'s CallRail API key changed; retried with the new one"
                 )
         except MissingApiKey:
-            pass
-    return permanent_from_callrail(error) or error
-
-
-def permanent_from_callrail(error: Exception) -> PermanentError | None:
-    """The dead-letter reason for a permanent CallRail error (None: it is transient)."""
+            pass  # no key any more: the refusal stands, and says to set one
+        return PermanentError("callrail_auth_failed", str(error))
     if isinstance(error, CallRailNotFound):
         return PermanentError("callrail_not_found", str(error))
-    if isinstance(error, CallRailAuthError):
-        return PermanentError("callrail_auth_failed", str(error))
     if isinstance(error, CallRailRequestError):
         return PermanentError("callrail_request_refused", str(error))
-    return None
+    return error
 
 
 class FetchCall:
