@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from callpipe.analysis import AnalysisFailed, Analyzer, CallContext
 from callpipe.messages import CallAnalyzed, CallTranscribed
-from callpipe.progress import Progress, Stage, StageStatus
+from callpipe.progress import Progress, Stage, StageStatus, record_and_hand_on
 from callpipe.publishing import Publisher
 
 
@@ -92,6 +92,13 @@ class AnalyzeCall:
         self._clock = clock
 
     def __call__(self, message: CallTranscribed) -> dict[str, Any]:
+        if self._progress.is_done(
+            message.tenant_id, message.call_id, Stage.ANALYZE, message.correlation_id
+        ):
+            # Recorded only once its result was published: this is a redelivery (a lost
+            # acknowledgement) or a replay of finished work. Analyzing again would pay for
+            # the model again and could hand persist a different, or failed, answer.
+            return {"outcome": "already_analyzed"}
         context = self._contexts.context_for(message.tenant_id, message.call_id)
         base = {
             "tenant_id": message.tenant_id,
@@ -115,37 +122,20 @@ class AnalyzeCall:
                 if attempts < self._max_attempts:
                     raise
                 detail = f"{detail} (gave up after {attempts} attempts)"
-            self._progress.record(
-                message.tenant_id,
-                message.call_id,
-                Stage.ANALYZE,
-                StageStatus.FAILED,
-                detail=detail,
-                correlation_id=message.correlation_id,
+            failed = CallAnalyzed(
+                **base, analysis_status="failed", analysis_reason=detail, analyzed_at=self._clock()
             )
-            self._publish(
-                CallAnalyzed(
-                    **base,
-                    analysis_status="failed",
-                    analysis_reason=detail,
-                    analyzed_at=self._clock(),
-                )
-            )
+            self._record_and_publish(failed, StageStatus.FAILED, detail)
             return {"outcome": "analysis_failed", "detail": detail}
 
         analysis = result.analysis
-        self._progress.record(
-            message.tenant_id,
-            message.call_id,
-            Stage.ANALYZE,
-            StageStatus.OK,
-            detail=f"{result.engine} {result.model}: {analysis.intent}, lead score {analysis.lead_score}",
-            correlation_id=message.correlation_id,
+        analyzed = CallAnalyzed(
+            **base, analysis_status="analyzed", result=result, analyzed_at=self._clock()
         )
-        self._publish(
-            CallAnalyzed(
-                **base, analysis_status="analyzed", result=result, analyzed_at=self._clock()
-            )
+        self._record_and_publish(
+            analyzed,
+            StageStatus.OK,
+            f"{result.engine} {result.model}: {analysis.intent}, lead score {analysis.lead_score}",
         )
         return {
             "outcome": "analyzed",
@@ -155,5 +145,16 @@ class AnalyzeCall:
             "spam_likelihood": analysis.spam_likelihood,
         }
 
-    def _publish(self, message: CallAnalyzed) -> None:
-        self._publisher.publish(self._output_topic, message.to_data(), message.attributes())
+    def _record_and_publish(self, message: CallAnalyzed, status: StageStatus, detail: str) -> None:
+        record_and_hand_on(
+            self._progress,
+            lambda: self._publisher.publish(
+                self._output_topic, message.to_data(), message.attributes()
+            ),
+            message.tenant_id,
+            message.call_id,
+            Stage.ANALYZE,
+            status,
+            detail,
+            message.correlation_id,
+        )

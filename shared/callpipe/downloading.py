@@ -28,7 +28,7 @@ from callpipe.callrail.client import (
 from callpipe.fetching import ApiKeys, callrail_client_for, callrail_refusal
 from callpipe.ids import check_resource_id, check_tenant_id
 from callpipe.messages import CallFetched, CallWithoutRecording
-from callpipe.progress import Progress, Stage, StageStatus
+from callpipe.progress import Progress, Stage, StageStatus, record_and_hand_on
 from callpipe.publishing import Publisher
 from callpipe.recordings.fetcher import (
     AudioRejected,
@@ -257,16 +257,6 @@ class DownloadRecording:
         return metadata
 
     def _go_on_without(self, message: CallFetched, reason: str, detail: str) -> dict[str, Any]:
-        status = StageStatus.SKIPPED if reason == "no_recording" else StageStatus.FAILED
-        self._progress.record(
-            message.tenant_id,
-            message.call_id,
-            Stage.DOWNLOAD,
-            status,
-            detail=detail,
-            correlation_id=message.correlation_id,
-            call_columns={"RecordingStatus": reason, "RecordingDetail": detail[:2000]},
-        )
         notice = CallWithoutRecording(
             tenant_id=message.tenant_id,
             office_id=message.office_id,
@@ -276,7 +266,19 @@ class DownloadRecording:
             reason=reason,  # type: ignore[arg-type]
             detail=detail,
         )
-        self._publisher.publish(self._no_audio_topic, notice.to_data(), notice.attributes())
+        record_and_hand_on(
+            self._progress,
+            lambda: self._publisher.publish(
+                self._no_audio_topic, notice.to_data(), notice.attributes()
+            ),
+            message.tenant_id,
+            message.call_id,
+            Stage.DOWNLOAD,
+            StageStatus.SKIPPED if reason == "no_recording" else StageStatus.FAILED,
+            detail,
+            message.correlation_id,
+            call_columns={"RecordingStatus": reason, "RecordingDetail": detail[:2000]},
+        )
         return {"outcome": "without_audio", "reason": reason, "detail": detail}
 
 

@@ -3,6 +3,7 @@ the Calls row, so `callpipe` and the API can show what is stuck or dead-lettered
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -77,6 +78,52 @@ class Progress(Protocol):
     ) -> None: ...
 
     def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int: ...
+
+    def is_done(self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str) -> bool:
+        """Whether ``stage`` completed (ok or skipped) for this event already."""
+        ...
+
+
+def record_and_hand_on(
+    progress: Progress,
+    hand_on: Callable[[], object],
+    tenant_id: str,
+    call_id: str,
+    stage: Stage,
+    status: StageStatus,
+    detail: str | None,
+    correlation_id: str,
+    call_columns: dict[str, Any] | None = None,
+) -> None:
+    """Record a stage's outcome and publish the call's next message, in the safe order.
+
+    A success is recorded after the message is out: a recorded success then means the next
+    step has its message, so a redelivery can be skipped (``is_done``) and a dead letter
+    after it is a duplicate (``SpannerProgress.record``). Recorded first, a publish that
+    then failed on every attempt would leave the call "ok" while its message sat in the
+    dead-letter topic. A failure is recorded first: the message it hands on may be finished
+    by the next steps before a later record, which would pull the call's summary back to
+    the failure. A failure record is never taken for finished work, so its dead letter
+    still shows.
+    """
+
+    def record() -> None:
+        progress.record(
+            tenant_id,
+            call_id,
+            stage,
+            status,
+            detail=detail,
+            correlation_id=correlation_id,
+            call_columns=call_columns,
+        )
+
+    if status in (StageStatus.OK, StageStatus.SKIPPED):
+        hand_on()
+        record()
+    else:
+        record()
+        hand_on()
 
 
 class SpannerProgress:
@@ -187,3 +234,20 @@ class SpannerProgress:
             return attempts
 
         return int(self._db.run_in_transaction(work))
+
+    def is_done(self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str) -> bool:
+        from google.cloud import spanner
+
+        with self._db.snapshot() as snapshot:
+            rows = list(
+                snapshot.read(
+                    "CallStages",
+                    ["Status", "CorrelationId"],
+                    spanner.KeySet(keys=[[tenant_id, call_id, stage.value]]),
+                )
+            )
+        return bool(
+            rows
+            and rows[0][0] in (StageStatus.OK, StageStatus.SKIPPED)
+            and rows[0][1] == correlation_id
+        )

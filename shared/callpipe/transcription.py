@@ -10,6 +10,8 @@ not pay for a second transcription.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import tempfile
 from collections.abc import Callable, Mapping
@@ -23,21 +25,29 @@ from callpipe.messages import (
     RecordingsEvent,
     StoredObjectEvent,
 )
-from callpipe.progress import Progress, Stage, StageStatus
+from callpipe.progress import Progress, Stage, StageStatus, record_and_hand_on
 from callpipe.publishing import Publisher
 from callpipe.transcripts import AudioInput, Transcriber, Transcript, TranscriptionFailed
+
+logger = logging.getLogger(__name__)
 
 _RECORDING = re.compile(r"^tenants/([^/]+)/calls/([^/]+)/recording\.([a-z0-9]{2,4})$")
 
 
 class ObjectStore(Protocol):
-    def download_to(self, name: str, path: Path) -> None: ...
+    def download_to(self, name: str, path: Path) -> None:
+        """Copy the object to ``path``; FileNotFoundError when there is no such object."""
+        ...
 
     def read(self, name: str) -> bytes | None: ...
 
     def write_once(
         self, name: str, data: bytes, content_type: str, metadata: dict[str, str]
     ) -> bool: ...
+
+    def replace(
+        self, name: str, data: bytes, content_type: str, metadata: dict[str, str]
+    ) -> None: ...
 
 
 class GcsObjects:
@@ -48,7 +58,12 @@ class GcsObjects:
         self._bucket = (client or storage.Client()).bucket(bucket_name)
 
     def download_to(self, name: str, path: Path) -> None:
-        self._bucket.blob(name).download_to_filename(str(path))
+        from google.api_core import exceptions
+
+        try:
+            self._bucket.blob(name).download_to_filename(str(path))
+        except exceptions.NotFound:
+            raise FileNotFoundError(f"gs://{self.bucket_name}/{name}") from None
 
     def read(self, name: str) -> bytes | None:
         from google.api_core import exceptions
@@ -70,6 +85,11 @@ class GcsObjects:
         except exceptions.PreconditionFailed:
             return False
         return True
+
+    def replace(self, name: str, data: bytes, content_type: str, metadata: dict[str, str]) -> None:
+        blob = self._bucket.blob(name)
+        blob.metadata = metadata
+        blob.upload_from_string(data, content_type=content_type)
 
 
 def message_call(attributes: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -120,23 +140,16 @@ class TranscribeCall:
         return self._transcribe(event.stored)
 
     def _without_audio(self, notice: CallWithoutRecording) -> dict[str, Any]:
-        self._progress.record(
-            notice.tenant_id,
-            notice.call_id,
-            Stage.TRANSCRIBE,
-            StageStatus.SKIPPED,
-            detail=f"{notice.reason}: {notice.detail}"[:2000],
+        transcribed = CallTranscribed(
+            tenant_id=notice.tenant_id,
+            office_id=notice.office_id,
+            call_id=notice.call_id,
             correlation_id=notice.correlation_id,
+            status="no_transcript",
+            reason=notice.reason,
         )
-        self._publish(
-            CallTranscribed(
-                tenant_id=notice.tenant_id,
-                office_id=notice.office_id,
-                call_id=notice.call_id,
-                correlation_id=notice.correlation_id,
-                status="no_transcript",
-                reason=notice.reason,
-            )
+        self._record_and_publish(
+            transcribed, StageStatus.SKIPPED, f"{notice.reason}: {notice.detail}"[:2000]
         )
         return {"outcome": "no_transcript", "reason": notice.reason}
 
@@ -152,17 +165,19 @@ class TranscribeCall:
         transcript_uri = f"gs://{stored.bucket}/{transcript_name}"
 
         existing = self._objects.read(transcript_name)
-        if existing is not None:
-            transcript = Transcript.model_validate_json(existing)
-            reused = True
-        else:
+        transcript = _readable(existing, transcript_name)
+        reused = transcript is not None
+        if transcript is None:
             try:
                 transcript = self._run_engine(stored, recording_uri)
             except TranscriptionFailed as error:
                 return self._failed(
                     tenant_id, office_id, call_id, correlation_id, recording_uri, error
                 )
-            self._objects.write_once(
+            # once: a concurrent delivery's transcript is as good as this one; an
+            # unreadable one is replaced, or every delivery would pay for it again
+            write = self._objects.write_once if existing is None else self._objects.replace
+            write(
                 transcript_name,
                 transcript.model_dump_json(indent=1).encode("utf-8"),
                 "application/json",
@@ -174,18 +189,8 @@ class TranscribeCall:
                     "model": transcript.model,
                 },
             )
-            reused = False
 
-        self._progress.record(
-            tenant_id,
-            call_id,
-            Stage.TRANSCRIBE,
-            StageStatus.OK,
-            detail=f"{transcript.engine} {transcript.model}, {len(transcript.segments)} segments, "
-            f"{transcript.speaker_count} speakers",
-            correlation_id=correlation_id,
-        )
-        self._publish(
+        self._record_and_publish(
             CallTranscribed(
                 tenant_id=tenant_id,
                 office_id=office_id,
@@ -195,7 +200,10 @@ class TranscribeCall:
                 recording_uri=recording_uri,
                 transcript_uri=transcript_uri,
                 transcript=transcript.model_copy(update={"words": []}),
-            )
+            ),
+            StageStatus.OK,
+            f"{transcript.engine} {transcript.model}, {len(transcript.segments)} segments, "
+            f"{transcript.speaker_count} speakers",
         )
         return {
             "outcome": "transcribed",
@@ -207,16 +215,22 @@ class TranscribeCall:
 
     def _run_engine(self, stored: StoredObjectEvent, recording_uri: str) -> Transcript:
         suffix = Path(stored.name).suffix
-        duration = stored.metadata.get("duration_seconds")
         with tempfile.TemporaryDirectory(prefix="callpipe-audio-") as tmp:
             local = Path(tmp) / f"recording{suffix}"
-            self._objects.download_to(stored.name, local)
+            try:
+                self._objects.download_to(stored.name, local)
+            except FileNotFoundError:
+                # Deleted since it was stored (retention, or by hand) and its notification
+                # redelivered or replayed: no retry brings it back.
+                raise TranscriptionFailed(
+                    f"the recording {recording_uri} is no longer in the bucket", permanent=True
+                ) from None
             return self._transcriber().transcribe(
                 AudioInput(
                     path=local,
                     content_type=stored.content_type or "application/octet-stream",
                     gcs_uri=recording_uri,
-                    duration_seconds=float(duration) if duration else None,
+                    duration_seconds=_seconds(stored.metadata.get("duration_seconds")),
                 )
             )
 
@@ -235,15 +249,7 @@ class TranscribeCall:
             if attempts < self._max_attempts:
                 raise error
             detail = f"{detail} (gave up after {attempts} attempts)"
-        self._progress.record(
-            tenant_id,
-            call_id,
-            Stage.TRANSCRIBE,
-            StageStatus.FAILED,
-            detail=detail,
-            correlation_id=correlation_id,
-        )
-        self._publish(
+        self._record_and_publish(
             CallTranscribed(
                 tenant_id=tenant_id,
                 office_id=office_id,
@@ -252,9 +258,54 @@ class TranscribeCall:
                 status="no_transcript",
                 reason=f"transcription_failed: {detail}"[:1000],
                 recording_uri=recording_uri,
-            )
+            ),
+            StageStatus.FAILED,
+            detail,
         )
         return {"outcome": "no_transcript", "reason": "transcription_failed", "detail": detail}
 
-    def _publish(self, message: CallTranscribed) -> None:
-        self._publisher.publish(self._output_topic, message.to_data(), message.attributes())
+    def _record_and_publish(
+        self, message: CallTranscribed, status: StageStatus, detail: str
+    ) -> None:
+        record_and_hand_on(
+            self._progress,
+            lambda: self._publisher.publish(
+                self._output_topic, message.to_data(), message.attributes()
+            ),
+            message.tenant_id,
+            message.call_id,
+            Stage.TRANSCRIBE,
+            status,
+            detail,
+            message.correlation_id,
+        )
+
+
+def _readable(stored: bytes | None, name: str) -> Transcript | None:
+    """The transcript a previous delivery wrote, unless there is none or it cannot be read
+    (cut short, or written by an older release in a shape this one refuses): then the
+    recording is transcribed again rather than the call held up for good."""
+    if stored is None:
+        return None
+    try:
+        return Transcript.model_validate_json(stored)
+    except ValueError as error:
+        # the error's text quotes the transcript (personal data): its type only
+        logger.warning(
+            "stored transcript unreadable, transcribing again",
+            extra={"fields": {"object": name, "error": type(error).__name__}},
+        )
+        return None
+
+
+def _seconds(value: str | None) -> float | None:
+    """The recording's length from its object metadata, which anyone who drops a recording
+    into the bucket by hand may fill in: a value that is not a number of seconds is ignored
+    (the engines then measure the audio), rather than failing the call."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None

@@ -19,12 +19,14 @@ class Publisher:
 
 
 class Progress:
-    """callpipe.progress.Progress: records (stage, status, call columns), counts attempts."""
+    """callpipe.progress.Progress as SpannerProgress keeps it: one row per (tenant, call,
+    stage) with its status, attempts and event; a failed attempt counts on from a row that
+    is retrying and starts again from 1 otherwise. ``records`` lists every record made."""
 
     def __init__(self) -> None:
         self.records: list[tuple[Stage, StageStatus, dict[str, Any]]] = []
         self.details: list[str | None] = []
-        self.attempts = 0
+        self.rows: dict[tuple[str, str, Stage], tuple[StageStatus, int, str | None]] = {}
 
     def record(
         self,
@@ -38,7 +40,17 @@ class Progress:
     ) -> None:
         self.records.append((stage, status, call_columns or {}))
         self.details.append(detail)
+        _, attempts, _ = self.rows.get((tenant_id, call_id, stage), (status, 1, None))
+        self.rows[(tenant_id, call_id, stage)] = (status, attempts, correlation_id)
 
     def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int:
-        self.attempts += 1
-        return self.attempts
+        status, attempts, event = self.rows.get(
+            (tenant_id, call_id, stage), (StageStatus.OK, 0, None)
+        )
+        attempts = attempts + 1 if status is StageStatus.RETRYING else 1
+        self.rows[(tenant_id, call_id, stage)] = (StageStatus.RETRYING, attempts, event)
+        return attempts
+
+    def is_done(self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str) -> bool:
+        status, _, event = self.rows.get((tenant_id, call_id, stage), (None, 0, None))
+        return status in (StageStatus.OK, StageStatus.SKIPPED) and event == correlation_id

@@ -317,6 +317,14 @@ def test_a_call_without_recording_goes_on_with_a_reason() -> None:
     assert progress.records[-1][1] is StageStatus.SKIPPED
 
 
+def test_a_call_without_recording_not_handed_on_is_not_recorded_as_skipped() -> None:
+    progress = Progress()
+    step = download_step(Store(), progress, FailingPublisher(), fake_download)  # type: ignore[arg-type]
+    with pytest.raises(PublishFailed):
+        step(fetched(recording=False))
+    assert progress.records == []
+
+
 def test_failing_downloads_are_retried_then_go_on_without_audio() -> None:
     publisher, progress = Publisher(), Progress()
 
