@@ -71,6 +71,47 @@ def call_columns(message: CallAnalyzed, completed_at: datetime) -> dict[str, Any
     return columns
 
 
+TRANSCRIPT_COLUMNS = frozenset(
+    {
+        "TranscriptStatus",
+        "TranscriptReason",
+        "TranscriptUri",
+        "TranscriptText",
+        "TranscriptSegments",
+        "TranscriptEngine",
+        "TranscriptModel",
+        "TranscriptLanguage",
+        "SpeakerCount",
+        "AudioSeconds",
+    }
+)
+# What a failed analysis must not overwrite on a call that has a result.
+ANALYSIS_COLUMNS = frozenset(
+    {
+        "AnalysisStatus",
+        "AnalysisReason",
+        "Analysis",
+        "Intent",
+        "ProjectType",
+        "Timeline",
+        "BudgetIndicator",
+        "Sentiment",
+        "Urgency",
+        "LeadScore",
+        "SpamLikelihood",
+        "IsSpam",
+        "AppointmentRequested",
+        "FollowUpRequired",
+        "AnalysisEngine",
+        "AnalysisModel",
+        "InputTokens",
+        "OutputTokens",
+        "AnalyzedAt",
+        "CompletedAt",
+    }
+)
+
+
 class PersistCall:
     def __init__(
         self,
@@ -87,11 +128,11 @@ class PersistCall:
     def __call__(self, message: CallAnalyzed) -> dict[str, Any]:
         from google.cloud import spanner
 
-        def work(txn: Any) -> tuple[datetime, dict[str, Any]] | None:
+        def work(txn: Any) -> tuple[datetime | None, dict[str, Any]] | None:
             rows = list(
                 txn.read(
                     "Calls",
-                    ["AnalyzedAt", "CompletedAt"],
+                    ["AnalyzedAt", "CompletedAt", "AnalysisStatus"],
                     spanner.KeySet(keys=[[message.tenant_id, message.call_id]]),
                 )
             )
@@ -100,12 +141,25 @@ class PersistCall:
                     "unknown_call",
                     f"no Calls row for tenant {message.tenant_id}, call {message.call_id}",
                 )
-            stored_analyzed_at, stored_completed_at = rows[0]
+            stored_analyzed_at, stored_completed_at, stored_status = rows[0]
             if stored_analyzed_at is not None and stored_analyzed_at > message.analyzed_at:
                 return None  # a newer analysis is stored already
             same = stored_analyzed_at == message.analyzed_at and stored_completed_at is not None
             completed_at = stored_completed_at if same else self._clock()
             columns = call_columns(message, completed_at)
+            kept = stored_status == "analyzed" and message.analysis_status == "failed"
+            if kept:
+                # A failed analysis never replaces a result (a replay during a model outage,
+                # a re-analysis refused): the call keeps its analysis and its completion,
+                # and takes only what is newer, a transcript if it brings one.
+                dropped = ANALYSIS_COLUMNS | (
+                    frozenset() if message.transcript is not None else TRANSCRIPT_COLUMNS
+                )
+                columns = {k: v for k, v in columns.items() if k not in dropped}
+                columns["StageDetail"] = (
+                    f"transcript {message.transcript_status}; kept the stored analysis, a later "
+                    f"one failed: {message.analysis_reason or 'no reason given'}"
+                )[:2000]
             columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
             txn.update("Calls", list(columns), [tuple(columns.values())])
             txn.insert_or_update(
@@ -123,11 +177,13 @@ class PersistCall:
                     )
                 ],
             )
-            return completed_at, columns
+            return (None if kept else completed_at), columns
 
         written = self._db.run_in_transaction(work)
         if written is None:
             return {"outcome": "superseded", "analyzed_at": message.analyzed_at.isoformat()}
+        if written[0] is None:
+            return {"outcome": "kept_analysis", "reason": message.analysis_reason}
         completed_at, columns = written
 
         analysis = message.result.analysis if message.result else None

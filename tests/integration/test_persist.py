@@ -168,6 +168,37 @@ def test_an_analysis_older_than_the_stored_one_changes_nothing(
     assert len(publisher.sent) == 1  # no call.completed for the stale result
 
 
+def test_a_failed_analysis_never_replaces_a_stored_result(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """A later analysis of the call that failed (a replay during a model outage) keeps the
+    result and the completion; the call is not announced again."""
+    tenant, call_id = registered_call(make_tenant, database)
+    good = analyzed(tenant, call_id)
+    failed = good.model_copy(
+        update={
+            "analysis_status": "failed",
+            "analysis_reason": "Vertex AI model unavailable after 4 attempts: HTTP 503",
+            "result": None,
+            "analyzed_at": NOW + timedelta(minutes=5),
+            "transcript": None,
+            "transcript_status": "no_transcript",
+        }
+    )
+    publisher = Publisher()
+    step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
+    step(good)
+    stored = row(database, tenant, call_id)
+
+    assert step(failed)["outcome"] == "kept_analysis"
+    after = row(database, tenant, call_id)
+    assert after["LeadScore"] == 72 and after["Analysis"] == stored["Analysis"]
+    assert after["CompletedAt"] == stored["CompletedAt"]
+    assert after["TranscriptText"] == stored["TranscriptText"]
+    assert (after["Stage"], after["StageStatus"]) == ("persist", "ok")
+    assert len(publisher.sent) == 1
+
+
 def test_a_completion_not_published_leaves_the_stage_open_for_its_dead_letter(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:

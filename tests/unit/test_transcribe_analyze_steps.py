@@ -15,9 +15,11 @@ from callpipe.callrail.webhook import EventType
 from callpipe.messages import CallAnalyzed, CallTranscribed, CallWithoutRecording, RecordingsEvent
 from callpipe.pipeline_wiring import StepRuntime
 from callpipe.progress import Stage, StageStatus
+from callpipe.publishing import PublishFailed
 from callpipe.steps import PermanentError
 from callpipe.transcription import TranscribeCall, message_call, parse_recording_name
 from callpipe.transcripts import AudioInput, Transcript, TranscriptionFailed, TranscriptSegment
+from tests.unit.conftest import FailingPublisher
 from tests.unit.doubles import Progress, Publisher
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -30,6 +32,8 @@ class Objects:
         self.writes = 0
 
     def download_to(self, name: str, path: Path) -> None:
+        if name not in self.data:
+            raise FileNotFoundError(name)
         path.write_bytes(self.data[name])
 
     def read(self, name: str) -> bytes | None:
@@ -43,6 +47,10 @@ class Objects:
         self.data[name] = data
         self.writes += 1
         return True
+
+    def replace(self, name: str, data: bytes, content_type: str, metadata: dict[str, str]) -> None:
+        self.data[name] = data
+        self.writes += 1
 
 
 TRANSCRIPT = Transcript(
@@ -185,6 +193,70 @@ def test_a_permanent_engine_failure_goes_on_at_once() -> None:
         == "no_transcript"
     )
     assert len(engine.inputs) == 1
+
+
+def test_a_recording_deleted_since_it_was_stored_goes_on_without_transcript_at_once() -> None:
+    engine, objects, progress, publisher = Engine(), Objects(), Progress(), Publisher()
+    del objects.data["tenants/acme/calls/CAL1/recording.mp3"]
+    outcome = transcribe_step(engine, objects, progress, publisher)(stored_event())
+    assert outcome["outcome"] == "no_transcript"
+    assert "no longer in the bucket" in outcome["detail"]
+    assert engine.inputs == [] and progress.records[-1][:2] == (
+        Stage.TRANSCRIBE,
+        StageStatus.FAILED,
+    )
+
+
+@pytest.mark.parametrize("duration", ["1:05", "nan", "-3", "0"])
+def test_a_recording_length_that_is_not_seconds_is_left_to_the_engine(duration: str) -> None:
+    engine = Engine()
+    event = stored_event()
+    assert event.stored is not None
+    event.stored.metadata["duration_seconds"] = duration
+    transcribe_step(engine, Objects(), Progress(), Publisher())(event)
+    assert engine.inputs[0].duration_seconds is None
+
+
+def test_an_unreadable_stored_transcript_is_transcribed_again_and_replaced() -> None:
+    engine, objects, publisher = Engine(), Objects(), Publisher()
+    objects.data["tenants/acme/calls/CAL1/transcript.json"] = b'{"segments": [{"speak'
+    step = transcribe_step(engine, objects, Progress(), publisher)
+    assert step(stored_event())["reused"] is False
+    saved = Transcript.model_validate_json(objects.data["tenants/acme/calls/CAL1/transcript.json"])
+    assert saved == TRANSCRIPT
+    assert step(stored_event())["reused"] is True and len(engine.inputs) == 1
+
+
+def test_a_transcript_not_handed_on_is_not_recorded_as_done() -> None:
+    # A success recorded before a publish that fails on every attempt would make the dead
+    # letter look like a redelivery of finished work, and the call would read "ok".
+    progress = Progress()
+    step = TranscribeCall(
+        lambda: Engine(), Objects(), BUCKET, progress, FailingPublisher(), "calls.transcribed"
+    )
+    with pytest.raises(PublishFailed):
+        step(stored_event())
+    assert progress.records == []
+    assert not progress.is_done("acme", "CAL1", Stage.TRANSCRIBE, "c0ffee")
+
+
+def test_a_call_without_audio_not_handed_on_is_not_recorded_as_skipped() -> None:
+    notice = CallWithoutRecording(
+        tenant_id="acme",
+        office_id="main",
+        call_id="CAL2",
+        event_type=EventType.POST_CALL,
+        correlation_id="c1",
+        reason="no_recording",
+        detail="CallRail has no recording",
+    )
+    progress = Progress()
+    step = TranscribeCall(
+        lambda: Engine(), Objects(), BUCKET, progress, FailingPublisher(), "calls.transcribed"
+    )
+    with pytest.raises(PublishFailed):
+        step(RecordingsEvent.from_data(notice.to_data()))
+    assert progress.records == []
 
 
 def test_parse_recording_name() -> None:
@@ -330,3 +402,61 @@ def test_transient_analysis_failures_retry_then_give_up() -> None:
     assert "gave up after 3 attempts" in (
         CallAnalyzed.from_data(publisher.sent[0][1]).analysis_reason or ""
     )
+
+
+def test_a_redelivered_analysis_is_not_run_again() -> None:
+    # The first delivery's result is out; analyzing again would pay for the model again and
+    # hand persist a second, possibly different or failed, answer.
+    analyzer = Analyzer([])
+    publisher, progress = Publisher(), Progress()
+    step = analyze_step(analyzer, progress, publisher)
+    assert step(transcribed())["outcome"] == "analyzed"
+    analyzer.errors = [AnalysisFailed("refused: safety", permanent=True)]
+    assert step(transcribed()) == {"outcome": "already_analyzed"}
+    assert len(analyzer.seen) == 1 and len(publisher.sent) == 1
+
+
+def test_another_event_of_the_call_is_analyzed_again() -> None:
+    analyzer, publisher, progress = Analyzer(), Publisher(), Progress()
+    step = analyze_step(analyzer, progress, publisher)
+    step(transcribed())
+    later = transcribed().model_copy(update={"correlation_id": "d00d"})
+    assert step(later)["outcome"] == "analyzed"
+    assert len(analyzer.seen) == 2
+
+
+def test_a_failed_analysis_is_tried_again_when_redelivered() -> None:
+    analyzer = Analyzer([AnalysisFailed("refused: safety", permanent=True)])
+    publisher, progress = Publisher(), Progress()
+    step = analyze_step(analyzer, progress, publisher)
+    assert step(transcribed())["outcome"] == "analysis_failed"
+    assert step(transcribed())["outcome"] == "analyzed"
+
+
+def test_an_analysis_not_handed_on_is_not_recorded_as_done() -> None:
+    progress = Progress()
+    step = AnalyzeCall(
+        lambda: Analyzer(), Contexts(), progress, FailingPublisher(), "calls.analyzed"
+    )
+    with pytest.raises(PublishFailed):
+        step(transcribed())
+    assert progress.records == []
+    assert not progress.is_done("acme", "CAL1", Stage.ANALYZE, "c0ffee")
+
+
+@pytest.mark.parametrize("step", ["transcribe", "analyze"])
+def test_the_steps_give_up_before_pub_sub_dead_letters_and_not_early(
+    step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pub/Sub's backoff (10 s doubling to 10 min) spans about 40 minutes over the
+    attempts: an outage that long ends a call without its transcript or analysis, not a
+    two-minute one."""
+    from callpipe.config import Settings
+    from callpipe.pipeline_wiring import give_up_after
+    from callpipe.topology import load_topology
+
+    (subscription,) = [s for s in load_topology().subscriptions() if s.step == step]
+    attempts = subscription.max_delivery_attempts
+    assert attempts is not None
+    monkeypatch.setenv("MAX_DELIVERY_ATTEMPTS", str(attempts))
+    assert give_up_after(Settings()) == attempts - 1 >= 8
