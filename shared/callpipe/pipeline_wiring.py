@@ -110,6 +110,14 @@ def build_fetch_call(settings: Settings) -> StepRuntime:
     return StepRuntime(handler, publisher, progress)
 
 
+def give_up_after(settings: Settings) -> int:
+    """Failed attempts after which transcribe and analyze let the call go on without their
+    result: one short of the subscription's dead-letter policy, so that the step, not
+    Pub/Sub, has the last word, and as late as that, so that an outage of Speech-to-Text or
+    Vertex AI is ridden out across Pub/Sub's backoff rather than ending calls early."""
+    return max(1, settings.max_delivery_attempts - 1)
+
+
 def build_transcribe(settings: Settings) -> StepRuntime:
     from callpipe.engines import build_transcriber
     from callpipe.transcription import GcsObjects, TranscribeCall
@@ -123,6 +131,7 @@ def build_transcribe(settings: Settings) -> StepRuntime:
         progress,
         publisher,
         settings.calls_transcribed_topic,
+        max_attempts=give_up_after(settings),
     )
     return StepRuntime(handler, publisher, progress)
 
@@ -139,6 +148,7 @@ def build_analyze(settings: Settings) -> StepRuntime:
         progress,
         publisher,
         settings.calls_analyzed_topic,
+        max_attempts=give_up_after(settings),
     )
     return StepRuntime(handler, publisher, progress)
 
