@@ -50,6 +50,10 @@ Sentiment = Literal["positive", "neutral", "negative", "mixed"]
 Urgency = Literal["low", "medium", "high"]
 
 
+SUMMARY_MAX_CHARS = 600
+LIST_MAX_ITEMS = 10
+
+
 class CallAnalysis(BaseModel):
     """What the business wants to know about a call. Also the LLM's response schema."""
 
@@ -64,10 +68,10 @@ class CallAnalysis(BaseModel):
     lead_score: int = Field(ge=1, le=100)
     appointment_requested: bool
     follow_up_required: bool
-    key_details: list[str] = Field(max_length=10)
+    key_details: list[str] = Field(max_length=LIST_MAX_ITEMS)
     spam_likelihood: float = Field(ge=0, le=1)
-    spam_reasons: list[str] = Field(max_length=10)
-    summary: str = Field(max_length=600)
+    spam_reasons: list[str] = Field(max_length=LIST_MAX_ITEMS)
+    summary: str = Field(max_length=SUMMARY_MAX_CHARS)
 
 
 class CallContext(BaseModel):

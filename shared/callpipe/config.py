@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     analysis_max_transcript_chars: int = Field(
         default=24_000, ge=1000, alias="ANALYSIS_MAX_TRANSCRIPT_CHARS"
     )
+    vertex_ai_thinking_budget: int = Field(
+        default=1024, ge=-1, le=32_768, alias="VERTEX_AI_THINKING_BUDGET"
+    )
+    analysis_time_budget_seconds: float = Field(
+        default=240.0, ge=10, alias="ANALYSIS_TIME_BUDGET_SECONDS"
+    )
 
     # Read by the Storage client itself; the API also needs it to hand out playable URLs.
     storage_emulator_host: str | None = Field(default=None, alias="STORAGE_EMULATOR_HOST")

@@ -71,6 +71,8 @@ def build_analyzer(settings: Settings) -> Analyzer:
             location=settings.vertex_ai_location,
             model=settings.vertex_ai_model,
             max_transcript_chars=settings.analysis_max_transcript_chars,
+            thinking_budget=settings.vertex_ai_thinking_budget,
+            time_budget_seconds=settings.analysis_time_budget_seconds,
         )
     from callpipe.analyzers.rules import RuleBasedAnalyzer
 

@@ -26,6 +26,7 @@ from callpipe.analyzers.gemini import (
 )
 from callpipe.transcripts import Transcript, TranscriptSegment
 from tests.fakes.vertex_gemini import (
+    Reply,
     VertexGeminiFake,
     analysis_reply,
     error_reply,
@@ -270,7 +271,7 @@ def test_malformed_answer_then_valid_succeeds_after_one_retry(
             id="malformed-json",
         ),
         pytest.param(
-            analysis_reply({**GOOD, "lead_score": 150}),
+            analysis_reply({**GOOD, "timeline": "someday"}),
             analysis_reply({**GOOD, "intent": "buy_now", "mood": "great"}),
             "intent",
             id="off-schema-json",
@@ -345,6 +346,80 @@ def test_backoff_jitter_stays_within_its_band(fake: VertexGeminiFake, sleeps: Sl
     analyzer(fake, sleeps, rng=lambda: 0.999999).analyze(CALL, CONTEXT)
     assert low == [0.5, 1.0, 2.0]
     assert sleeps == pytest.approx([1.0, 2.0, 4.0], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        pytest.param({"lead_score": 150}, {"lead_score": 100}, id="score-above-100"),
+        pytest.param({"lead_score": 0}, {"lead_score": 1}, id="score-below-1"),
+        pytest.param({"lead_score": 72.6}, {"lead_score": 73}, id="score-not-whole"),
+        pytest.param({"spam_likelihood": 1.2}, {"spam_likelihood": 1.0}, id="spam-above-1"),
+        pytest.param(
+            {"intent": "spam", "lead_score": 90}, {"lead_score": 19}, id="spam-scored-as-lead"
+        ),
+        pytest.param(
+            {"spam_likelihood": 0.8, "lead_score": 85},
+            {"lead_score": 19},
+            id="likely-spam-scored-as-lead",
+        ),
+        pytest.param(
+            {"key_details": [f"detail {i}" for i in range(14)]},
+            {"key_details": [f"detail {i}" for i in range(10)]},
+            id="too-many-details",
+        ),
+    ],
+)
+def test_an_answer_out_of_bounds_is_brought_within_the_contract(
+    fake: VertexGeminiFake, sleeps: Sleeps, answer: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """Constrained decoding does not always hold the schema's bounds; a plain fix beats
+    paying for a second call and then failing the call's analysis for good."""
+    fake.script(analysis_reply({**GOOD, **answer}))
+    result = analyzer(fake, sleeps).analyze(CALL, CONTEXT)
+
+    assert result.analysis.model_dump(include=set(expected)) == expected
+    assert len(fake.requests) == 1
+
+
+def test_a_summary_too_long_is_cut_at_a_word(fake: VertexGeminiFake, sleeps: Sleeps) -> None:
+    fake.script(analysis_reply({**GOOD, "summary": "The caller wants a new kitchen. " * 40}))
+    summary = analyzer(fake, sleeps).analyze(CALL, CONTEXT).analysis.summary
+
+    assert len(summary) <= 600 and summary.endswith("…")
+    assert summary.startswith("The caller wants a new kitchen.")
+    assert summary[:-1].split(" ")[-1] in {"new", "kitchen.", "The", "caller", "wants", "a"}
+
+
+def test_all_calls_stay_within_the_time_budget(fake: VertexGeminiFake, sleeps: Sleeps) -> None:
+    """The step must answer Pub/Sub within its ack deadline: every call and wait counts,
+    and the last call gets only the time that is left."""
+    fake.script(*[error_reply(503)] * 5)
+    # each request takes 100 s on this clock
+    slow = analyzer(
+        fake,
+        sleeps,
+        max_attempts=10,
+        time_budget_seconds=240,
+        timeout_seconds=60,
+        clock=lambda: 100.0 * len(fake.requests),
+    )
+    with pytest.raises(AnalysisFailed) as failure:
+        slow.analyze(CALL, CONTEXT)
+
+    assert not failure.value.permanent
+    assert "within the 240 s budget" in str(failure.value)
+    assert len(fake.requests) == 3
+    timeouts = [request.headers.get("x-server-timeout") for request in fake.requests]
+    assert timeouts == ["60", "60", "40"]
+
+
+def test_an_unreadable_response_is_retried(fake: VertexGeminiFake, sleeps: Sleeps) -> None:
+    fake.script(Reply(200, "<html>upstream connect error</html>"), analysis_reply(GOOD))
+    result = analyzer(fake, sleeps).analyze(CALL, CONTEXT)
+
+    assert result.analysis.intent == "quote_request"
+    assert len(fake.requests) == 2 and len(sleeps) == 1
 
 
 def test_persistent_503_fails_transiently_after_max_attempts(
@@ -480,3 +555,19 @@ def test_fake_rejects_requests_the_service_would_reject(fake: VertexGeminiFake) 
     assert unknown_field.status_code == 400
     assert "Unknown name" in unknown_field.json()["error"]["message"]
     assert fake.accepted == []
+
+
+def test_thinking_is_bounded_by_default(fake: VertexGeminiFake, sleeps: Sleeps) -> None:
+    """max_output_tokens counts thinking tokens on 2.5 models: unbounded, a long transcript
+    can think the whole allowance away and end at MAX_TOKENS with no answer."""
+    from callpipe.config import Settings
+
+    budget = Settings().vertex_ai_thinking_budget
+    fake.script(analysis_reply(GOOD))
+    analyzer(fake, sleeps, thinking_budget=budget).analyze(CALL, CONTEXT)
+
+    config = fake.requests[0].body["generationConfig"]
+    # the SDK sends the proto field name, which proto JSON accepts as well as lowerCamel
+    (budget_sent,) = config["thinkingConfig"].values()
+    assert budget_sent == 1024
+    assert config["maxOutputTokens"] > 1024 + 2000  # room for the answer after thinking

@@ -30,12 +30,15 @@ Messages never quote the transcript or the model's answer: either may hold perso
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import google.auth.exceptions
 import httpx
@@ -43,7 +46,14 @@ from google import genai
 from google.genai import errors, types
 from pydantic import ValidationError
 
-from callpipe.analysis import AnalysisFailed, AnalysisResult, CallAnalysis, CallContext
+from callpipe.analysis import (
+    LIST_MAX_ITEMS,
+    SUMMARY_MAX_CHARS,
+    AnalysisFailed,
+    AnalysisResult,
+    CallAnalysis,
+    CallContext,
+)
 from callpipe.redact import redact_text
 from callpipe.transcripts import Transcript
 
@@ -103,6 +113,10 @@ _TRANSPORT_ERRORS = _transport_errors()
 # and Pub/Sub's own redelivery backoff takes over once these attempts are spent.
 _BACKOFF_BASE_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
+# A call given less than this is not worth making: it would time out before an answer.
+_MIN_CALL_SECONDS = 5.0
+_NOT_A_LEAD = frozenset({"spam", "solicitation", "wrong_number"})
+_NOT_A_LEAD_MAX_SCORE = 19
 # One more call after an off-schema answer: a second bad answer to the same prompt means the
 # prompt or the schema is the problem, and more calls would only cost money.
 _OFF_SCHEMA_RETRIES = 1
@@ -191,6 +205,8 @@ class GeminiAnalyzer:
         max_output_tokens: int = 8192,
         thinking_budget: int | None = None,
         timeout_seconds: float = 60.0,
+        time_budget_seconds: float = 240.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``model`` comes from configuration (``VERTEX_AI_MODEL``), never from code: Gemini
         models retire on published dates. ``client`` is for tests (a client pointed at a local
@@ -200,8 +216,9 @@ class GeminiAnalyzer:
         ~500 tokens the JSON needs. ``thinking_budget`` None keeps the model's default; 0 turns
         thinking off on gemini-2.5-flash (cheaper, output price applies to thoughts) but is
         rejected (400) by models that cannot stop thinking, so it is opt-in.
-        ``timeout_seconds`` bounds each HTTP call; the step's deadline must cover
-        ``max_attempts`` of them plus the backoff."""
+        ``timeout_seconds`` bounds each HTTP call, ``time_budget_seconds`` all of them with
+        the backoff between them: the analyze step must answer Pub/Sub within its ack
+        deadline (300 s), or its function is stopped before it can say why."""
         if not model:
             raise ValueError("model is required: set VERTEX_AI_MODEL")
         if max_attempts < 1:
@@ -213,6 +230,9 @@ class GeminiAnalyzer:
         self.model = model
         self.max_transcript_chars = max_transcript_chars
         self.max_attempts = max_attempts
+        self.timeout_seconds = timeout_seconds
+        self.time_budget_seconds = time_budget_seconds
+        self._clock = clock
         self._sleep = sleep
         self._rng = rng
         self.prompt = load_prompt(prompt_version)
@@ -248,14 +268,28 @@ class GeminiAnalyzer:
         contents = self.user_content(lines, context)
         input_tokens = output_tokens = 0
         transient_failures = off_schema = 0
+        deadline = self._clock() + self.time_budget_seconds
+        reason = "no call made"
         while True:
+            remaining = deadline - self._clock()
+            if remaining < _MIN_CALL_SECONDS:
+                raise AnalysisFailed(
+                    f"Vertex AI model {self.model} did not answer within the "
+                    f"{self.time_budget_seconds:g} s budget ({transient_failures} failed "
+                    f"calls): {reason}",
+                    permanent=False,
+                )
             try:
                 response = self._client.models.generate_content(
-                    model=self.model, contents=contents, config=self._config
+                    model=self.model, contents=contents, config=self._config_within(remaining)
                 )
             except errors.APIError as exc:
                 self._raise_if_permanent(exc)
                 reason = f"HTTP {exc.code} {exc.status or ''}".rstrip()
+            except (errors.UnknownApiResponseError, json.JSONDecodeError) as exc:
+                # a body that is not the API's JSON (a proxy's error page): not the model's
+                # answer, so not off-schema; another call may well get through
+                reason = f"unreadable response: {type(exc).__name__}"
             except _TRANSPORT_ERRORS as exc:
                 # Timeouts, refused connections, resets; also token refresh hitting the network.
                 reason = f"{type(exc).__name__}: {exc}"
@@ -293,7 +327,7 @@ class GeminiAnalyzer:
                     f"attempts: {reason}",
                     permanent=False,
                 )
-            delay = self._backoff(transient_failures)
+            delay = min(self._backoff(transient_failures), max(0.0, deadline - self._clock()))
             logger.warning(
                 "gemini call failed, retrying",
                 extra={"fields": {"model": self.model, "reason": reason, "delay_s": delay}},
@@ -311,6 +345,14 @@ class GeminiAnalyzer:
         context_json = context.model_dump_json(exclude_none=True, indent=2)
         return self.prompt.render_user(
             context_json, truncate_middle(redact_text(lines), self.max_transcript_chars)
+        )
+
+    def _config_within(self, remaining: float) -> types.GenerateContentConfig:
+        """The request's settings, its timeout cut to what is left of the time budget."""
+        if remaining >= self.timeout_seconds:
+            return self._config
+        return self._config.model_copy(
+            update={"http_options": types.HttpOptions(timeout=int(remaining * 1000))}
         )
 
     def _backoff(self, failures: int) -> float:
@@ -343,14 +385,20 @@ class GeminiAnalyzer:
             because = f" ({', '.join(blocked)})" if blocked else ""
             raise AnalysisFailed(f"refused: finish_reason {finish}{because}", permanent=True)
         after = f" (finish_reason {finish})" if finish and finish != "STOP" else ""
-        if isinstance(response.parsed, CallAnalysis):
-            return response.parsed, ""
-        # The SDK swallows the validation error when parsing fails; validate again to say why.
+        # Read from the text, not ``response.parsed``: the SDK drops an answer that breaks
+        # the schema without saying why, and one that is only out of bounds can be mended.
         text = response.text
         if not text or not text.strip():
             return None, f"empty answer{after}"
         try:
-            return CallAnalysis.model_validate_json(text), ""
+            answer = json.loads(text)
+        except ValueError as exc:
+            return (
+                None,
+                f"Invalid JSON ({type(exc).__name__} at character {getattr(exc, 'pos', '?')}){after}",
+            )
+        try:
+            return CallAnalysis.model_validate(conform(answer)), ""
         except ValidationError as exc:
             return None, _describe(exc) + after
 
@@ -381,6 +429,57 @@ class GeminiAnalyzer:
             f"{message}".rstrip(),
             permanent=True,
         )
+
+
+def conform(answer: Any) -> Any:
+    """The model's answer brought within the contract where the fix is plain, instead of
+    thrown away (a second call, then a permanent failure): constrained decoding does not
+    always hold ``maxLength``, ``maxItems`` or number bounds.
+
+    - a summary over 600 characters is cut at a word, lists over 10 items keep the first 10;
+    - a lead score outside 1-100 (or not whole) and a spam likelihood outside 0-1 are
+      brought to the nearest allowed value;
+    - a call the answer itself calls spam, a solicitation or a wrong number, or gives a spam
+      likelihood of 0.5 or more (what persist flags as spam), scores at most 19, the
+      rubric's "not a lead" band: a hot lead that is also spam would page the sales team
+      for a robocall.
+
+    Anything else (an unknown intent, a missing field) is left for validation to refuse.
+    """
+    if not isinstance(answer, dict):
+        return answer
+    fixed = dict(answer)
+    summary = fixed.get("summary")
+    if isinstance(summary, str) and len(summary) > SUMMARY_MAX_CHARS:
+        fixed["summary"] = _shorten(summary, SUMMARY_MAX_CHARS)
+    for key in ("key_details", "spam_reasons"):
+        items = fixed.get(key)
+        if isinstance(items, list) and len(items) > LIST_MAX_ITEMS:
+            fixed[key] = items[:LIST_MAX_ITEMS]
+    score = _number(fixed.get("lead_score"))
+    if score is not None:
+        fixed["lead_score"] = min(100, max(1, round(score)))
+    spam = _number(fixed.get("spam_likelihood"))
+    if spam is not None:
+        fixed["spam_likelihood"] = min(1.0, max(0.0, spam))
+    not_a_lead = fixed.get("intent") in _NOT_A_LEAD or (spam is not None and spam >= 0.5)
+    if not_a_lead and isinstance(fixed.get("lead_score"), int):
+        fixed["lead_score"] = min(fixed["lead_score"], _NOT_A_LEAD_MAX_SCORE)
+    return fixed
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _shorten(text: str, limit: int) -> str:
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + "…"
 
 
 def analyze_without_transcript(context: CallContext) -> CallAnalysis:
