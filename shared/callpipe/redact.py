@@ -6,11 +6,26 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# Phone numbers as CallRail writes them (+15551234567) and as people do ((555) 123-4567).
+# Phone numbers as CallRail writes them (+15551234567), as people do ((555) 123-4567), a
+# local number with its hyphen (555-1234), and international ones written in groups
+# (+44 20 7946 0958): a "+" then 8 to 15 digits, checked in _phone.
 _PHONE = re.compile(
     r"(?<![\w])(?:\+?1[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?![\w])"
-    r"|\+\d{8,15}(?![\w])"
+    r"|(?<![\w.-])\d{3}-\d{4}(?![\w-])"
+    r"|\+\d[\d\s.-]{6,22}\d(?![\w])"
 )
+
+
+def _phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text.startswith("+") and not 8 <= sum(c.isdigit() for c in text) <= 15:
+        return text
+    return "[phone]"
+
+
+def redact_phones(text: str) -> str:
+    return _PHONE.sub(_phone, text)
+
 
 # Keys whose values are personal data whatever they look like.
 PII_KEYS = frozenset(
@@ -51,7 +66,7 @@ def redact_text(text: str) -> str:
         return text
     if _MATCHABLE.search(text) is None:
         return text
-    return _EMAIL.sub("[email]", _PHONE.sub("[phone]", text))
+    return _EMAIL.sub("[email]", redact_phones(text))
 
 
 def redact_value(value: Any) -> Any:
