@@ -369,6 +369,14 @@ def test_batch_running_past_the_timeout_is_transient() -> None:
         (grpc.StatusCode.DEADLINE_EXCEEDED, False),
         (grpc.StatusCode.INTERNAL, False),
         (grpc.StatusCode.ABORTED, False),
+        (grpc.StatusCode.CANCELLED, False),
+        (grpc.StatusCode.UNKNOWN, False),
+        # A retry cannot clear these either; they were taken as retryable.
+        (grpc.StatusCode.ALREADY_EXISTS, True),
+        (grpc.StatusCode.DATA_LOSS, True),
+        (grpc.StatusCode.UNAUTHENTICATED, True),
+        (grpc.StatusCode.OUT_OF_RANGE, True),
+        (grpc.StatusCode.UNIMPLEMENTED, True),
     ],
 )
 def test_recognize_errors_are_permanent_or_transient(
@@ -400,6 +408,48 @@ def test_batch_recognize_errors_are_mapped(
             )
         )
     assert failure.value.permanent is permanent
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode))
+def test_an_operation_error_and_a_file_error_of_one_code_get_one_verdict(
+    fake: SpeechV2Fake, code: grpc.StatusCode
+) -> None:
+    """The same status, whether the whole operation failed or only the file inside it."""
+    if code is grpc.StatusCode.OK:
+        return
+    verdicts = []
+    for fail_file in (False, True):
+        fake.add_audio(
+            uri(STEREO_72S),
+            FakeAudio(duration=72, error=(code, "scripted failure") if fail_file else None),
+        )
+        if not fail_file:
+            fake.fail_next_operation(code, "scripted failure")
+        with pytest.raises(TranscriptionFailed, match="scripted failure") as failure:
+            transcriber(fake).transcribe(
+                AudioInput(
+                    path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+                )
+            )
+        verdicts.append(failure.value.permanent)
+    assert verdicts[0] == verdicts[1]
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [
+        *[(status, True) for status in (400, 401, 403, 404, 412, 501)],
+        *[(status, False) for status in (408, 409, 429, 500, 503, 504)],
+    ],
+)
+def test_http_only_errors_are_judged_by_their_status(status: int, permanent: bool) -> None:
+    """Over the REST transport the errors are built from the HTTP status alone (BadRequest,
+    Forbidden...), without a gRPC code: a 400 must not be retried as if it were a 503."""
+    from google.api_core import exceptions
+
+    from callpipe.speech.google_errors import failure
+
+    assert failure(exceptions.from_http_status(status, "scripted")).permanent is permanent
 
 
 def test_recognizer_in_another_location_is_refused_permanently(fake: SpeechV2Fake) -> None:

@@ -27,6 +27,7 @@ from google.api_core import exceptions as api_exceptions
 
 from callpipe.recordings.sniff import SNIFF_BYTES, sniff_audio
 from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
+from callpipe.speech.google_errors import failure, is_transient_code
 from callpipe.transcripts import (
     AudioInput,
     Diarization,
@@ -49,20 +50,6 @@ STEREO_SPEAKERS = ("agent", "caller")
 SEGMENT_PAUSE_SECONDS = 2.0
 # Enough of the file to get past a typical ID3 tag to the first MP3 frame or the WAV fmt chunk.
 _PROBE_BYTES = 64 * 1024
-
-# Refusals that a retry cannot change: the request, the audio or the set-up is wrong.
-_PERMANENT_ERRORS: tuple[type[api_exceptions.GoogleAPICallError], ...] = (
-    api_exceptions.InvalidArgument,
-    api_exceptions.FailedPrecondition,
-    api_exceptions.PermissionDenied,
-    api_exceptions.Unauthenticated,
-    api_exceptions.NotFound,
-    api_exceptions.OutOfRange,
-    api_exceptions.MethodNotImplemented,
-)
-# google.rpc.Code values (of a per-file error in a batch) that are worth retrying:
-# CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE.
-_TRANSIENT_RPC_CODES = frozenset({1, 2, 4, 8, 10, 13, 14})
 
 
 class GoogleSpeechTranscriber:
@@ -135,7 +122,7 @@ class GoogleSpeechTranscriber:
             else:
                 results, billed = self._batch_recognize(audio, config, progress)
         except api_exceptions.GoogleAPICallError as exc:
-            raise _failure(exc) from exc
+            raise failure(exc) from exc
         except api_exceptions.RetryError as exc:
             raise TranscriptionFailed(f"Speech-to-Text did not answer: {exc}") from exc
         transcript = self._transcript(results, billed, audio, split)
@@ -239,7 +226,7 @@ class GoogleSpeechTranscriber:
             raise TranscriptionFailed(
                 f"BatchRecognize could not transcribe {uri}: {file_result.error.message} "
                 f"(code {file_result.error.code})",
-                permanent=file_result.error.code not in _TRANSIENT_RPC_CODES,
+                permanent=not is_transient_code(file_result.error.code),
             )
         batch = (
             file_result.inline_result.transcript
@@ -406,14 +393,6 @@ def _segment(group: list[_Piece]) -> TranscriptSegment:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _failure(exc: api_exceptions.GoogleAPICallError) -> TranscriptionFailed:
-    permanent = isinstance(exc, _PERMANENT_ERRORS)
-    verb = "refused the request" if permanent else "failed (retryable)"
-    status = exc.grpc_status_code
-    code = status.name if status is not None else exc.code
-    return TranscriptionFailed(f"Speech-to-Text {verb}: {code}: {exc.message}", permanent=permanent)
 
 
 def _operation_progress(operation: Any, uri: str) -> float:
