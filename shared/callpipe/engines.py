@@ -51,6 +51,7 @@ def build_transcriber(
             diarization=diarize,
             max_speakers=settings.speech_max_speakers,
             client=build_speech_client(settings.speech_location),
+            batch_timeout_seconds=settings.speech_batch_timeout_seconds,
         )
     from callpipe.speech.local import LocalWhisperTranscriber
 

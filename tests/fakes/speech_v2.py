@@ -30,6 +30,7 @@ Usage::
     with SpeechV2Fake() as fake:
         fake.add_audio("gs://b/call.mp3", FakeAudio(duration=95, words=[FakeWord("Hi", 0.4, 0.7, "1")]))
         fake.fail_next("Recognize", grpc.StatusCode.UNAVAILABLE, "try later")
+        fake.stall_next("GetOperation", 5.0)
         client = fake.client()      # SpeechClient over an insecure channel to the fake
 """
 
@@ -107,6 +108,8 @@ class SpeechV2Fake:
         self.requests: list[tuple[str, Any]] = []  # (method, request message)
         self.audio: dict[str, FakeAudio] = {}  # gs:// URI or "sha256:<hex>" of content
         self._failures: dict[str, deque[tuple[grpc.StatusCode, str]]] = defaultdict(deque)
+        self._stalls: dict[str, deque[float]] = defaultdict(deque)
+        self._stopping = threading.Event()
         self._operation_errors: deque[tuple[grpc.StatusCode, str]] = deque()
         self._operations: dict[str, _Operation] = {}
         self._ids = itertools.count(1)
@@ -123,6 +126,11 @@ class SpeechV2Fake:
     def fail_next(self, method: str, code: grpc.StatusCode, message: str) -> None:
         """The next call of ``method`` (Recognize, BatchRecognize, GetOperation) fails."""
         self._failures[method].append((code, message))
+
+    def stall_next(self, method: str, seconds: float) -> None:
+        """The next call of ``method`` answers only after ``seconds`` (a hung backend); a
+        caller whose deadline passes first gets DEADLINE_EXCEEDED from its own gRPC stack."""
+        self._stalls[method].append(seconds)
 
     def fail_next_operation(self, code: grpc.StatusCode, message: str) -> None:
         """The next BatchRecognize operation ends with this error instead of a response."""
@@ -165,6 +173,7 @@ class SpeechV2Fake:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # releases stalled handlers
         for channel in self._channels:
             channel.close()
         if self._server is not None:
@@ -190,6 +199,10 @@ class SpeechV2Fake:
             self.requests.append((method, request))
             failures = self._failures[method]
             failure = failures.popleft() if failures else None
+            stalls = self._stalls[method]
+            stall = stalls.popleft() if stalls else 0.0
+        if stall:
+            self._stopping.wait(stall)
         if failure:
             raise _Abort(*failure)
 

@@ -11,6 +11,7 @@ and how results, errors and timeouts become a Transcript or a TranscriptionFaile
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,79 @@ def test_batch_running_past_the_timeout_is_transient() -> None:
             )
     assert not failure.value.permanent
     assert len(never_done.calls("GetOperation")) >= 2
+
+
+def test_a_stalled_recognize_ends_within_the_attempts_time(fake: SpeechV2Fake) -> None:
+    """The client sets no timeout on Recognize: without one a hung call outlives the function."""
+    fake.stall_next("Recognize", 10.0)
+    started = time.monotonic()
+
+    with pytest.raises(TranscriptionFailed, match="DEADLINE_EXCEEDED") as failure:
+        transcriber(fake, batch_timeout_seconds=0.5).transcribe(
+            AudioInput(path=audio_file(WAV_24S), content_type="audio/wav", duration_seconds=24)
+        )
+
+    assert not failure.value.permanent
+    assert time.monotonic() - started < 3
+
+
+def test_failing_polls_are_retried_only_within_the_attempts_time(fake: SpeechV2Fake) -> None:
+    """google-api-core's default GetOperation retry keeps at UNAVAILABLE for up to 600 s,
+    past the function's timeout; the attempt's deadline bounds it."""
+    fake.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+    for _ in range(1000):
+        fake.fail_next("GetOperation", grpc.StatusCode.UNAVAILABLE, "try later")
+    started = time.monotonic()
+
+    with pytest.raises(TranscriptionFailed) as failure:
+        transcriber(fake, batch_timeout_seconds=1.0).transcribe(
+            AudioInput(
+                path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+            )
+        )
+
+    assert not failure.value.permanent
+    assert time.monotonic() - started < 4
+    assert len(fake.calls("GetOperation")) >= 2  # retried, but not forever
+
+
+def test_a_stalled_poll_ends_within_the_attempts_time() -> None:
+    with SpeechV2Fake(polls_to_finish=None) as never_done:
+        never_done.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+        never_done.stall_next("GetOperation", 10.0)
+        started = time.monotonic()
+        with pytest.raises(TranscriptionFailed) as failure:
+            transcriber(never_done, batch_timeout_seconds=0.5).transcribe(
+                AudioInput(
+                    path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+                )
+            )
+        assert not failure.value.permanent
+        assert time.monotonic() - started < 3
+
+
+def test_batch_timeout_comes_from_settings_and_fits_the_function_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    from callpipe.config import Settings
+    from callpipe.engines import build_transcriber
+    from callpipe.topology import REPO_ROOT, load_topology
+
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "P"))
+    default = Settings(SPEECH_ENGINE="google").speech_batch_timeout_seconds
+    # The function's timeout is the step's ack deadline, and an event-driven gen2 function
+    # runs at most 540 s; the download before and the write and publish after need time too.
+    topology = load_topology(REPO_ROOT / "schemas" / "pipeline.yaml")
+    ack = topology.steps["transcribe"].ack_deadline_seconds
+    assert default <= min(ack or topology.defaults.ack_deadline_seconds, 540) - 60
+
+    built = build_transcriber(Settings(SPEECH_ENGINE="google", SPEECH_BATCH_TIMEOUT_SECONDS=123))
+    assert isinstance(built, GoogleSpeechTranscriber)
+    assert built.batch_timeout_seconds == 123
+    assert GoogleSpeechTranscriber(project="P").batch_timeout_seconds == default
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from google.api_core import exceptions as api_exceptions
 
 from callpipe.recordings.sniff import SNIFF_BYTES, sniff_audio
+from callpipe.speech.google_batch import Deadline, track, wait
 from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
 from callpipe.speech.google_errors import failure, is_transient_code
 from callpipe.transcripts import (
@@ -50,6 +50,10 @@ STEREO_SPEAKERS = ("agent", "caller")
 SEGMENT_PAUSE_SECONDS = 2.0
 # Enough of the file to get past a typical ID3 tag to the first MP3 frame or the WAV fmt chunk.
 _PROBE_BYTES = 64 * 1024
+# What one attempt of the transcribe step gives Speech-to-Text: under the 540 s most an
+# event-driven gen2 function may run (its timeout is the step's ack deadline), leaving room
+# for the download before and the transcript's write and publish after.
+DEFAULT_BATCH_TIMEOUT_SECONDS = 480.0
 
 
 class GoogleSpeechTranscriber:
@@ -68,7 +72,7 @@ class GoogleSpeechTranscriber:
         client: SpeechClient | None = None,
         sync_limit_seconds: float = 60.0,
         sync_limit_bytes: int = 10_000_000,
-        batch_timeout_seconds: float = 900,
+        batch_timeout_seconds: float = DEFAULT_BATCH_TIMEOUT_SECONDS,
         poll_seconds: float = 5.0,
         separate_channels: bool = True,
         stereo_speakers: tuple[str, str] = STEREO_SPEAKERS,
@@ -104,12 +108,14 @@ class GoogleSpeechTranscriber:
     def transcribe(
         self, audio: AudioInput, progress: Callable[[float], None] | None = None
     ) -> Transcript:
+        # Every RPC and poll of this attempt ends by then (see callpipe.speech.google_batch).
+        deadline = Deadline.after(self.batch_timeout_seconds)
         split = self.separate_channels and audio_channel_count(audio.path) == 2
         config = self._config(split)
         try:
             if self._use_recognize(audio):
                 try:
-                    results, billed = self._recognize(audio, config)
+                    results, billed = self._recognize(audio, config, deadline)
                 except api_exceptions.InvalidArgument as exc:
                     # CallRail rounds durations, so a "60 s" call can be 60.4 s and be refused
                     # as too long; BatchRecognize takes it, and its verdict is final.
@@ -118,9 +124,9 @@ class GoogleSpeechTranscriber:
                     logger.warning(
                         "Recognize refused (%s); retrying with BatchRecognize", exc.message
                     )
-                    results, billed = self._batch_recognize(audio, config, progress)
+                    results, billed = self._batch_recognize(audio, config, progress, deadline)
             else:
-                results, billed = self._batch_recognize(audio, config, progress)
+                results, billed = self._batch_recognize(audio, config, progress, deadline)
         except api_exceptions.GoogleAPICallError as exc:
             raise failure(exc) from exc
         except api_exceptions.RetryError as exc:
@@ -187,18 +193,26 @@ class GoogleSpeechTranscriber:
             )
         return short
 
-    def _recognize(self, audio: AudioInput, config: Any) -> tuple[Sequence[Any], Any]:
+    def _recognize(
+        self, audio: AudioInput, config: Any, deadline: Deadline
+    ) -> tuple[Sequence[Any], Any]:
         from google.cloud.speech_v2.types import cloud_speech
 
         content = audio.path.read_bytes()
         request = cloud_speech.RecognizeRequest(
             recognizer=self.recognizer, config=config, content=content
         )
-        response = self._speech().recognize(request=request)
+        # The client sets no timeout of its own on Recognize: a stalled call would hang until
+        # the function is killed.
+        response = self._speech().recognize(request=request, timeout=deadline.rpc_timeout())
         return response.results, response.metadata
 
     def _batch_recognize(
-        self, audio: AudioInput, config: Any, progress: Callable[[float], None] | None
+        self,
+        audio: AudioInput,
+        config: Any,
+        progress: Callable[[float], None] | None,
+        deadline: Deadline,
     ) -> tuple[Sequence[Any], Any]:
         from google.cloud.speech_v2.types import cloud_speech
 
@@ -216,8 +230,10 @@ class GoogleSpeechTranscriber:
                 inline_response_config=cloud_speech.InlineOutputConfig()
             ),
         )
-        operation = self._speech().batch_recognize(request=request)
-        self._wait(operation, uri, progress)
+        client = self._speech()
+        started = client.batch_recognize(request=request, timeout=deadline.rpc_timeout())
+        operation = track(started.operation, client.transport.operations_client, deadline)
+        wait(operation, uri, deadline, self.poll_seconds, self.batch_timeout_seconds, progress)
         response = operation.result()  # raises the operation's error, if it failed
         file_result = response.results.get(uri)
         if file_result is None:
@@ -235,22 +251,6 @@ class GoogleSpeechTranscriber:
         )
         billed = response if "total_billed_duration" in response else batch.metadata
         return batch.results, billed
-
-    def _wait(self, operation: Any, uri: str, progress: Callable[[float], None] | None) -> None:
-        deadline = time.monotonic() + self.batch_timeout_seconds
-        reported = 0.0
-        while not operation.done():
-            fraction = _operation_progress(operation, uri)
-            if progress is not None and fraction > reported:
-                progress(fraction)
-                reported = fraction
-            if time.monotonic() >= deadline:
-                # Transient: the step retries later (a retry starts a new operation).
-                raise TranscriptionFailed(
-                    f"BatchRecognize of {uri} still running after {self.batch_timeout_seconds:g} s "
-                    f"(operation {operation.operation.name})"
-                )
-            time.sleep(self.poll_seconds)
 
     def _speech(self) -> SpeechClient:
         # Built on first use so that constructing a transcriber needs no credentials.
@@ -393,22 +393,6 @@ def _segment(group: list[_Piece]) -> TranscriptSegment:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _operation_progress(operation: Any, uri: str) -> float:
-    """The fraction done from the operation metadata's progress_percent, 0 when absent."""
-    try:
-        metadata = operation.metadata
-    except (TypeError, ValueError):  # metadata of an unexpected type
-        return 0.0
-    if metadata is None:
-        return 0.0
-    percent = int(metadata.progress_percent)
-    per_file = metadata.batch_recognize_metadata.transcription_metadata
-    if uri in per_file:
-        percent = int(per_file[uri].progress_percent) or percent
-    # Never 1.0 before the result is in: that is reported once the transcript is built.
-    return min(max(percent, 0), 99) / 100
 
 
 def _times(word: Any) -> tuple[float, float] | None:

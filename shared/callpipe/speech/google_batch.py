@@ -1,0 +1,123 @@
+"""Waiting for a BatchRecognize operation within the time one attempt of the step has.
+
+The transcribe step's Pub/Sub ack deadline is its function's timeout; an instance still
+waiting when it expires is killed before the step can record or count the failure. So an
+attempt gets a :class:`Deadline` that every RPC and every poll respects. google-api-core's
+own polling does not: its GetOperation retries UNAVAILABLE and DEADLINE_EXCEEDED for up to
+600 s on its own, 60 s per call, whatever time the caller has left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core import exceptions as api_exceptions
+from google.api_core import operation as api_operation
+from google.api_core import retry as api_retry
+
+from callpipe.speech.google_errors import is_transient
+from callpipe.transcripts import TranscriptionFailed
+
+# One GetOperation should answer in well under this; a longer stall is retried.
+POLL_RPC_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Deadline:
+    at: float  # time.monotonic()
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(self.at - time.monotonic(), 0.0)
+
+    def rpc_timeout(self, cap: float | None = None) -> float:
+        # gRPC refuses a zero timeout; a call made with (almost) no time left fails at once
+        # with DEADLINE_EXCEEDED, which is retryable.
+        left = self.remaining() if cap is None else min(self.remaining(), cap)
+        return max(left, 0.001)
+
+    def retry(self) -> api_retry.Retry:
+        """Retries of transient errors that stop when the deadline comes."""
+        return api_retry.Retry(
+            predicate=_retryable,
+            initial=0.5,
+            maximum=5.0,
+            multiplier=2.0,
+            timeout=self.remaining(),
+        )
+
+
+def _retryable(exc: Exception) -> bool:
+    return isinstance(exc, api_exceptions.GoogleAPICallError) and is_transient(exc)
+
+
+def track(operation: Any, operations_client: Any, deadline: Deadline) -> api_operation.Operation:
+    """An operation future for ``operation`` (a ``google.longrunning.Operation``) whose
+    polls stay within ``deadline``."""
+    from google.cloud.speech_v2.types import cloud_speech
+
+    name = operation.name
+
+    def refresh(retry: Any = None) -> Any:
+        # The future passes its own retry; the deadline's replaces it.
+        return operations_client.get_operation(
+            name, retry=deadline.retry(), timeout=deadline.rpc_timeout(POLL_RPC_SECONDS)
+        )
+
+    def cancel() -> None:
+        operations_client.cancel_operation(name, timeout=deadline.rpc_timeout(POLL_RPC_SECONDS))
+
+    return api_operation.Operation(
+        operation,
+        refresh,
+        cancel,
+        result_type=cloud_speech.BatchRecognizeResponse,
+        metadata_type=cloud_speech.OperationMetadata,
+    )
+
+
+def wait(
+    operation: api_operation.Operation,
+    uri: str,
+    deadline: Deadline,
+    poll_seconds: float,
+    timeout_seconds: float,
+    progress: Callable[[float], None] | None,
+) -> None:
+    """Polls until the operation is done; a transient TranscriptionFailed when the deadline
+    would pass before the next poll."""
+    reported = 0.0
+    while not operation.done():
+        fraction = operation_progress(operation, uri)
+        if progress is not None and fraction > reported:
+            progress(fraction)
+            reported = fraction
+        # Giving up one interval early beats a last poll with no time left to answer.
+        if deadline.remaining() <= poll_seconds:
+            raise TranscriptionFailed(
+                f"BatchRecognize of {uri} still running after {timeout_seconds:g} s "
+                f"(operation {operation.operation.name})"
+            )
+        time.sleep(poll_seconds)
+
+
+def operation_progress(operation: Any, uri: str) -> float:
+    """The fraction done from the operation metadata's progress_percent, 0 when absent."""
+    try:
+        metadata = operation.metadata
+    except (TypeError, ValueError):  # metadata of an unexpected type
+        return 0.0
+    if metadata is None:
+        return 0.0
+    percent = int(metadata.progress_percent)
+    per_file = metadata.batch_recognize_metadata.transcription_metadata
+    if uri in per_file:
+        percent = int(per_file[uri].progress_percent) or percent
+    # Never 1.0 before the result is in: that is reported once the transcript is built.
+    return min(max(percent, 0), 99) / 100
