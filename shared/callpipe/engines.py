@@ -42,6 +42,7 @@ def build_transcriber(
     if speech_engine_name(settings) == "google":
         from callpipe.speech.google import GoogleSpeechTranscriber
         from callpipe.speech.google_client import build_speech_client
+        from callpipe.speech.google_operations import GcsOperationStore
 
         return GoogleSpeechTranscriber(
             project=settings.google_cloud_project,
@@ -52,6 +53,8 @@ def build_transcriber(
             max_speakers=settings.speech_max_speakers,
             client=build_speech_client(settings.speech_location),
             batch_timeout_seconds=settings.speech_batch_timeout_seconds,
+            # Next to the recordings: a redelivery resumes its BatchRecognize.
+            operations=GcsOperationStore(),
         )
     from callpipe.speech.local import LocalWhisperTranscriber
 

@@ -10,6 +10,7 @@ and how results, errors and timeouts become a Transcript or a TranscriptionFaile
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 
 from callpipe.speech.google import GoogleSpeechTranscriber, audio_channel_count
 from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
+from callpipe.speech.google_operations import GcsOperationStore, PendingOperation
 from callpipe.transcripts import AudioInput, Transcript, TranscriptionFailed
 from tests.fakes.speech_v2 import FakeAudio, FakeWord, SpeechV2Fake
 
@@ -425,7 +427,135 @@ def test_batch_timeout_comes_from_settings_and_fits_the_function_timeout(
     built = build_transcriber(Settings(SPEECH_ENGINE="google", SPEECH_BATCH_TIMEOUT_SECONDS=123))
     assert isinstance(built, GoogleSpeechTranscriber)
     assert built.batch_timeout_seconds == 123
+    assert isinstance(built.operations, GcsOperationStore)  # redeliveries resume
     assert GoogleSpeechTranscriber(project="P").batch_timeout_seconds == default
+
+
+# --- resuming a BatchRecognize -----------------------------------------------------------
+
+
+class MemoryOperations:
+    """The transcriber's OperationStore port, in memory (GcsOperationStore is tested against
+    fake-gcs-server in test_speech_operations.py)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, PendingOperation] = {}
+
+    def load(self, recording_uri: str) -> PendingOperation | None:
+        return self.records.get(recording_uri)
+
+    def save(self, pending: PendingOperation) -> None:
+        self.records[pending.recording_uri] = pending
+
+    def forget(self, recording_uri: str) -> None:
+        self.records.pop(recording_uri, None)
+
+
+def long_call() -> AudioInput:
+    return AudioInput(
+        path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
+    )
+
+
+def time_out(service: SpeechV2Fake, store: MemoryOperations, **options: Any) -> None:
+    """One attempt that gives up while its operation is still running."""
+    with pytest.raises(TranscriptionFailed, match="still running") as failure:
+        transcriber(
+            service, operations=store, batch_timeout_seconds=0.3, poll_seconds=0.05, **options
+        ).transcribe(long_call())
+    assert not failure.value.permanent
+
+
+def test_a_batch_left_running_is_resumed_by_the_next_attempt() -> None:
+    store = MemoryOperations()
+    with SpeechV2Fake(polls_to_finish=None) as service:
+        audio = spoken(STEREO_72S, stereo=True)
+        audio.duration = 72.3
+        service.add_audio(uri(STEREO_72S), audio)
+        time_out(service, store)
+        (pending,) = store.records.values()
+        assert pending.name == "projects/P/locations/us/operations/1"
+        assert pending.recording_uri == uri(STEREO_72S)
+
+        service.polls_to_finish = 1  # the operation finishes meanwhile
+        transcript = transcriber(service, operations=store).transcribe(long_call())
+
+        # One operation, started once and billed once; the second attempt only polled it.
+        assert len(service.calls("BatchRecognize")) == 1
+        assert {r.name for r in service.calls("GetOperation")} == {pending.name}
+    assert transcript.diarization == "channel"
+    assert [s.speaker for s in transcript.segments][:2] == ["agent", "caller"]
+    assert store.records == {}  # done: nothing left to resume
+
+
+def test_an_operation_that_is_gone_is_replaced_by_a_new_one() -> None:
+    store = MemoryOperations()
+    with SpeechV2Fake(polls_to_finish=None) as first:
+        first.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+        time_out(first, store)
+    with SpeechV2Fake(polls_to_finish=1) as second:  # knows nothing of the first operation
+        second.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+        transcriber(second, operations=store).transcribe(long_call())
+        assert [name for name, _ in second.requests] == [
+            "GetOperation",  # NOT_FOUND
+            "BatchRecognize",
+            "GetOperation",
+        ]
+    assert store.records == {}
+
+
+@pytest.mark.parametrize("change", ["too_old", "other_request"])
+def test_an_old_record_or_one_for_another_request_is_not_resumed(change: str) -> None:
+    store = MemoryOperations()
+    with SpeechV2Fake(polls_to_finish=None) as service:
+        service.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+        time_out(service, store)
+        (pending,) = store.records.values()
+        options: dict[str, Any] = {}
+        if change == "too_old":
+            store.save(dataclasses.replace(pending, started_at=pending.started_at - 2 * 86400))
+        else:
+            options["language"] = "en-GB"
+        time_out(service, store, **options)
+
+        assert len(service.calls("BatchRecognize")) == 2
+        assert pending.name not in {r.name for r in service.calls("GetOperation")[-2:]}
+        (newer,) = store.records.values()
+        assert newer.name != pending.name
+
+
+@pytest.mark.parametrize(
+    ("code", "permanent"),
+    [(grpc.StatusCode.UNAVAILABLE, False), (grpc.StatusCode.INVALID_ARGUMENT, True)],
+)
+def test_a_finished_operation_is_forgotten_whatever_its_outcome(
+    fake: SpeechV2Fake, code: grpc.StatusCode, permanent: bool
+) -> None:
+    """Polling a failed operation again would only repeat its error: the next attempt
+    starts a new one."""
+    store = MemoryOperations()
+    fake.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+    fake.fail_next_operation(code, "scripted failure")
+
+    with pytest.raises(TranscriptionFailed, match="scripted failure") as failure:
+        transcriber(fake, operations=store).transcribe(long_call())
+
+    assert failure.value.permanent is permanent
+    assert store.records == {}
+    transcriber(fake, operations=store).transcribe(long_call())
+    assert len(fake.calls("BatchRecognize")) == 2
+
+
+def test_an_operation_that_disappears_while_polled_is_retryable(fake: SpeechV2Fake) -> None:
+    store = MemoryOperations()
+    fake.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+    fake.fail_next("GetOperation", grpc.StatusCode.NOT_FOUND, "Operation not found.")
+
+    with pytest.raises(TranscriptionFailed, match="is gone") as failure:
+        transcriber(fake, operations=store).transcribe(long_call())
+
+    assert not failure.value.permanent  # the audio is fine; a new operation can succeed
+    assert store.records == {}
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Two ways in, because synchronous ``Recognize`` takes at most one minute (and 10 MB) of
 audio: short recordings go inline to ``Recognize``; anything longer, or of unknown length,
 goes to ``BatchRecognize``, which reads the recording straight from its ``gs://`` URI and
-runs as a long-running operation that we poll. Both return the same result messages, so
-one mapping turns either into a :class:`~callpipe.transcripts.Transcript`.
+runs as a long-running operation that we poll, and that the next attempt resumes when this
+one runs out of time (:mod:`callpipe.speech.google_batch`). Both return the same result
+messages, so one mapping turns either into a :class:`~callpipe.transcripts.Transcript`.
 
 Speakers: a stereo recording carries the agent and the caller on separate channels, and
 without multi-channel mode the API transcribes only the first channel, losing the other
@@ -25,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 from google.api_core import exceptions as api_exceptions
 
 from callpipe.recordings.sniff import SNIFF_BYTES, sniff_audio
-from callpipe.speech.google_batch import Deadline, track, wait
+from callpipe.speech.google_batch import Deadline, resume, start, wait
 from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
 from callpipe.speech.google_errors import failure, is_transient_code
+from callpipe.speech.google_operations import OperationStore
 from callpipe.transcripts import (
     AudioInput,
     Diarization,
@@ -76,6 +78,7 @@ class GoogleSpeechTranscriber:
         poll_seconds: float = 5.0,
         separate_channels: bool = True,
         stereo_speakers: tuple[str, str] = STEREO_SPEAKERS,
+        operations: OperationStore | None = None,
     ) -> None:
         if not project:
             raise ValueError("a Google Cloud project is required")
@@ -97,6 +100,9 @@ class GoogleSpeechTranscriber:
         self.poll_seconds = poll_seconds
         self.separate_channels = separate_channels
         self.stereo_speakers = stereo_speakers
+        # Where a BatchRecognize left running by an attempt is remembered for the next one;
+        # None: every attempt starts its own.
+        self.operations = operations
         self._client = client
 
     @property
@@ -231,9 +237,20 @@ class GoogleSpeechTranscriber:
             ),
         )
         client = self._speech()
-        started = client.batch_recognize(request=request, timeout=deadline.rpc_timeout())
-        operation = track(started.operation, client.transport.operations_client, deadline)
-        wait(operation, uri, deadline, self.poll_seconds, self.batch_timeout_seconds, progress)
+        operation = resume(client, request, self.operations, deadline) or start(
+            client, request, self.operations, deadline
+        )
+        try:
+            wait(operation, uri, deadline, self.poll_seconds, self.batch_timeout_seconds, progress)
+        except api_exceptions.NotFound as exc:
+            # The operation itself is gone, not the audio: a new one can succeed.
+            self._forget(uri)
+            raise TranscriptionFailed(
+                f"BatchRecognize operation {operation.operation.name} for {uri} is gone: "
+                f"{exc.message}"
+            ) from exc
+        # Done, whatever the outcome: polling it again would only repeat it.
+        self._forget(uri)
         response = operation.result()  # raises the operation's error, if it failed
         file_result = response.results.get(uri)
         if file_result is None:
@@ -251,6 +268,10 @@ class GoogleSpeechTranscriber:
         )
         billed = response if "total_billed_duration" in response else batch.metadata
         return batch.results, billed
+
+    def _forget(self, uri: str) -> None:
+        if self.operations is not None:
+            self.operations.forget(uri)
 
     def _speech(self) -> SpeechClient:
         # Built on first use so that constructing a transcriber needs no credentials.

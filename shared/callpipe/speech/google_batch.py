@@ -1,14 +1,19 @@
-"""Waiting for a BatchRecognize operation within the time one attempt of the step has.
+"""Starting, resuming and waiting for a BatchRecognize within the time one attempt has.
 
 The transcribe step's Pub/Sub ack deadline is its function's timeout; an instance still
 waiting when it expires is killed before the step can record or count the failure. So an
 attempt gets a :class:`Deadline` that every RPC and every poll respects. google-api-core's
 own polling does not: its GetOperation retries UNAVAILABLE and DEADLINE_EXCEEDED for up to
 600 s on its own, 60 s per call, whatever time the caller has left.
+
+An operation still running when the attempt gives up is remembered
+(:mod:`callpipe.speech.google_operations`); the next attempt for the same recording and
+request polls it again instead of starting, and paying for, another.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +24,15 @@ from google.api_core import operation as api_operation
 from google.api_core import retry as api_retry
 
 from callpipe.speech.google_errors import is_transient
+from callpipe.speech.google_operations import (
+    MAX_AGE_SECONDS,
+    OperationStore,
+    PendingOperation,
+    request_key,
+)
 from callpipe.transcripts import TranscriptionFailed
+
+logger = logging.getLogger("callpipe.speech.google")
 
 # One GetOperation should answer in well under this; a longer stall is retried.
 POLL_RPC_SECONDS = 30.0
@@ -80,6 +93,53 @@ def track(operation: Any, operations_client: Any, deadline: Deadline) -> api_ope
         result_type=cloud_speech.BatchRecognizeResponse,
         metadata_type=cloud_speech.OperationMetadata,
     )
+
+
+def start(
+    client: Any, request: Any, store: OperationStore | None, deadline: Deadline
+) -> api_operation.Operation:
+    uri = request.files[0].uri
+    started = client.batch_recognize(request=request, timeout=deadline.rpc_timeout())
+    name = started.operation.name
+    logger.info("started BatchRecognize %s for %s", name, uri)
+    if store is not None:
+        store.save(
+            PendingOperation(
+                name=name,
+                recording_uri=uri,
+                request_key=request_key(request),
+                started_at=time.time(),
+            )
+        )
+    return track(started.operation, client.transport.operations_client, deadline)
+
+
+def resume(
+    client: Any, request: Any, store: OperationStore | None, deadline: Deadline
+) -> api_operation.Operation | None:
+    """The operation an earlier attempt started for this very request, if it can still be
+    polled; None means start another (its record is then overwritten)."""
+    uri = request.files[0].uri
+    pending = store.load(uri) if store is not None else None
+    if pending is None:
+        return None
+    if pending.request_key != request_key(request):
+        logger.info("BatchRecognize %s was for another request; not resumed", pending.name)
+        return None
+    if pending.age() > MAX_AGE_SECONDS:
+        logger.info("BatchRecognize %s is %.0f s old; not resumed", pending.name, pending.age())
+        return None
+    operations = client.transport.operations_client
+    try:
+        current = operations.get_operation(
+            pending.name, retry=deadline.retry(), timeout=deadline.rpc_timeout(POLL_RPC_SECONDS)
+        )
+    except api_exceptions.NotFound:
+        # Expired, or never known here (another location): a new one it is.
+        logger.info("BatchRecognize %s is gone; starting another for %s", pending.name, uri)
+        return None
+    logger.info("resuming BatchRecognize %s for %s", pending.name, uri)
+    return track(current, operations, deadline)
 
 
 def wait(

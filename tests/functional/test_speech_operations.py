@@ -1,0 +1,107 @@
+"""GcsOperationStore, the record of a running BatchRecognize, against fake-gcs-server.
+
+The record sits next to the recording it is for; it is read back only for that recording,
+survives a corrupt write as "no record", and removing it twice is fine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callpipe.devstack.emulators import start_gcs
+from callpipe.devstack.processes import free_port
+from callpipe.speech.google_operations import (
+    GcsOperationStore,
+    PendingOperation,
+    record_location,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+BUCKET = "recordings"
+RECORDING = f"gs://{BUCKET}/tenants/t1/calls/CAL1/recording.mp3"
+
+
+@pytest.fixture(scope="module")
+def storage_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    port = free_port()
+    server = start_gcs(port, tmp_path_factory.mktemp("gcs"))
+    try:
+        client = storage.Client(
+            project="p",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": f"http://127.0.0.1:{port}"},
+        )
+        client.create_bucket(BUCKET)
+        yield client
+    finally:
+        server.stop()
+
+
+def pending(recording_uri: str = RECORDING, name: str = "op-1") -> PendingOperation:
+    return PendingOperation(
+        name=f"projects/P/locations/us/operations/{name}",
+        recording_uri=recording_uri,
+        request_key="k" * 64,
+        started_at=1_700_000_000.5,
+    )
+
+
+def test_the_record_sits_next_to_the_recording_and_reads_back(storage_client: Any) -> None:
+    store = GcsOperationStore(storage_client)
+    assert store.load(RECORDING) is None
+
+    store.save(pending())
+
+    blob = storage_client.bucket(BUCKET).get_blob("tenants/t1/calls/CAL1/transcribe-operation.json")
+    assert blob is not None and blob.content_type == "application/json"
+    assert json.loads(blob.download_as_bytes())["name"].endswith("/operations/op-1")
+    assert store.load(RECORDING) == pending()
+
+    store.save(pending(name="op-2"))  # a newer operation replaces it
+    assert store.load(RECORDING) == pending(name="op-2")
+
+    store.forget(RECORDING)
+    assert store.load(RECORDING) is None
+    store.forget(RECORDING)  # already gone: fine
+
+
+def test_a_record_of_another_recording_or_unreadable_is_no_record(storage_client: Any) -> None:
+    store = GcsOperationStore(storage_client)
+    other = f"gs://{BUCKET}/tenants/t1/calls/CAL2/recording.wav"
+    bucket, name = record_location(other)
+    storage_client.bucket(bucket).blob(name).upload_from_string(b"{not json")
+    assert store.load(other) is None
+
+    # Same folder, other file name: the record says which recording it is for.
+    store.save(pending(recording_uri=other))
+    assert store.load(f"gs://{BUCKET}/tenants/t1/calls/CAL2/recording.mp3") is None
+    assert store.load(other) == pending(recording_uri=other)
+
+
+def test_saving_and_forgetting_are_best_effort(tmp_path: Path) -> None:
+    """Nothing listens there: the attempt goes on (a retry would start another operation)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    unreachable = storage.Client(
+        project="p",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": f"http://127.0.0.1:{free_port()}"},
+    )
+    store = GcsOperationStore(unreachable, timeout_seconds=0.5)
+    store.save(pending())
+    store.forget(RECORDING)
+
+
+def test_record_location() -> None:
+    assert record_location(RECORDING) == (BUCKET, "tenants/t1/calls/CAL1/transcribe-operation.json")
+    assert record_location("gs://b/call.mp3") == ("b", "transcribe-operation.json")
