@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tests.fakes.speech_v2 import FakeAudio, FakeWord, SpeechV2Fake
 pytestmark = pytest.mark.timeout(30)
 
 CALLS = Path(__file__).resolve().parents[2] / "shared/callpipe/simulator/demo_calls/calls"
+AUDIO = Path(__file__).resolve().parents[2] / "tests/data/audio"  # see its README.md
 STEREO_72S = "CAL3c513db4202bca90b5d19c704b30bf56"  # mp3, agent left / caller right, 72 s
 MONO_55S = "CALbbbd31b6424c58868ce8e87b9e807300"  # mp3, mono, 55.6 s
 WAV_24S = "CAL7032e1b48b52fb7306a9cd882f654431"  # wav, mono, 24.4 s
@@ -195,6 +197,75 @@ def test_result_level_confidence_is_kept_when_words_have_none(fake: SpeechV2Fake
 
     assert all(s.confidence == pytest.approx(0.87) for s in transcript.segments)
     assert all(w.confidence is None for w in transcript.words)  # chirp_3: none per word
+
+
+# --- stereo files carrying one signal twice ----------------------------------------------
+
+
+def copied_to_both_channels(audio: FakeAudio) -> FakeAudio:
+    """What the service hears in mono audio saved as stereo: every word on both channels."""
+    both = [*audio.words, *(dataclasses.replace(w, channel=2) for w in audio.words)]
+    return dataclasses.replace(audio, words=both, channels=2)
+
+
+def test_a_wav_with_the_same_signal_on_both_channels_is_recognised_once(
+    fake: SpeechV2Fake, tmp_path: Path
+) -> None:
+    """Per channel, every utterance would come back twice, as agent and as caller, and be
+    billed twice; the copy is recognised as mono, with the provider's diarization."""
+    with wave.open(str(audio_file(WAV_24S))) as source:
+        rate, frames = source.getframerate(), source.readframes(source.getnframes())
+    path = tmp_path / "copied.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"".join(frames[i : i + 2] * 2 for i in range(0, len(frames), 2)))
+    fake.add_audio(path.read_bytes(), copied_to_both_channels(spoken(WAV_24S, stereo=False)))
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(path=path, content_type="audio/wav", duration_seconds=24)
+    )
+
+    features = fake.calls("Recognize")[0].config.features
+    assert features.multi_channel_mode == 0
+    assert features.diarization_config.max_speaker_count == 2
+    names = {"agent": "speaker_1", "caller": "speaker_2"}
+    assert [(s.speaker, s.text) for s in transcript.segments] == turns_as_segments(WAV_24S, names)
+    assert transcript.diarization == "provider"
+    assert transcript.billed_seconds == 25  # 24.4 s once, not once per channel
+
+
+def test_an_mp3_with_the_same_signal_on_both_channels_goes_to_batch_as_mono(
+    fake: SpeechV2Fake,
+) -> None:
+    path = AUDIO / "copied-mono-joint-stereo.mp3"  # 10 s of MONO_55S on both channels
+    recording = "gs://callpipe-recordings/tenants/t1/calls/CAL1/recording.mp3"
+    heard = spoken(MONO_55S, stereo=False)
+    heard.words = [w for w in heard.words if w.end <= 10]
+    heard.duration = 10
+    fake.add_audio(recording, copied_to_both_channels(heard))
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(path=path, content_type="audio/mpeg", gcs_uri=recording)
+    )
+
+    features = fake.calls("BatchRecognize")[0].config.features
+    assert features.multi_channel_mode == 0
+    assert "diarization_config" in features
+    assert len(transcript.words) == len(heard.words)  # each word once
+    assert transcript.billed_seconds == 10
+
+
+def test_two_parties_in_joint_stereo_stay_on_their_channels(fake: SpeechV2Fake) -> None:
+    path = AUDIO / "two-parties-joint-stereo.mp3"
+    fake.add_audio(path.read_bytes(), FakeAudio(channels=2))
+
+    transcriber(fake).transcribe(
+        AudioInput(path=path, content_type="audio/mpeg", duration_seconds=10)
+    )
+
+    assert fake.calls("Recognize")[0].config.features.multi_channel_mode == SEPARATE
 
 
 # --- BatchRecognize ----------------------------------------------------------------------

@@ -22,15 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from callpipe.speech.channels import IDENTICAL_CHANNELS_CORRELATION
 from callpipe.speech.local_features import FloatArray, VoiceFeatures, voice_features
 from callpipe.transcripts import Diarization, TranscriptSegment
 
 AGENT = "agent"
 CALLER = "caller"
 CHANNEL_SPEAKERS = (AGENT, CALLER)  # CallRail stereo: channel 0 = agent, 1 = caller
-# Channels this correlated are one signal twice (mono saved as stereo); real two-channel
-# calls stay far below it even with echo from one line into the other.
-IDENTICAL_CHANNELS_CORRELATION = 0.98
 WORD_PAD_SECONDS = 0.05  # word timestamps are ~50 ms rough; a little context steadies them
 SPLIT_PAUSE_SECONDS = 1.5  # a pause this long starts a new segment of the same speaker
 

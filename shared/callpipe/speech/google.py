@@ -10,8 +10,10 @@ messages, so one mapping turns either into a :class:`~callpipe.transcripts.Trans
 Speakers: a stereo recording carries the agent and the caller on separate channels, and
 without multi-channel mode the API transcribes only the first channel, losing the other
 party. So stereo WAV/MP3 is recognised per channel (``SEPARATE_RECOGNITION_PER_CHANNEL``,
-billed per channel) and each channel names its speaker. Mono audio gets the provider's
-diarization (``diarization_config``) when it is enabled, which labels words "1", "2"…
+billed per channel) and each channel names its speaker, unless both channels carry the same
+signal (mono saved as stereo, :mod:`callpipe.speech.channels`), which is recognised as mono.
+Mono audio gets the provider's diarization (``diarization_config``) when it is enabled,
+which labels words "1", "2"…
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as api_exceptions
 
-from callpipe.recordings.sniff import SNIFF_BYTES, sniff_audio
+from callpipe.speech.channels import audio_channel_count, channels_identical
 from callpipe.speech.google_batch import Deadline, resume, start, wait
 from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
 from callpipe.speech.google_errors import failure, is_transient_code
@@ -50,8 +52,6 @@ STEREO_SPEAKERS = ("agent", "caller")
 # A pause this long inside one speaker's words starts a new segment, so a mono transcript
 # without diarization is not one wall of text.
 SEGMENT_PAUSE_SECONDS = 2.0
-# Enough of the file to get past a typical ID3 tag to the first MP3 frame or the WAV fmt chunk.
-_PROBE_BYTES = 64 * 1024
 # What one attempt of the transcribe step gives Speech-to-Text: under the 540 s most an
 # event-driven gen2 function may run (its timeout is the step's ack deadline), leaving room
 # for the download before and the transcript's write and publish after.
@@ -116,7 +116,7 @@ class GoogleSpeechTranscriber:
     ) -> Transcript:
         # Every RPC and poll of this attempt ends by then (see callpipe.speech.google_batch).
         deadline = Deadline.after(self.batch_timeout_seconds)
-        split = self.separate_channels and audio_channel_count(audio.path) == 2
+        split = self._split_channels(audio)
         config = self._config(split)
         try:
             if self._use_recognize(audio):
@@ -143,6 +143,16 @@ class GoogleSpeechTranscriber:
         return transcript
 
     # --- requests ---------------------------------------------------------------------
+
+    def _split_channels(self, audio: AudioInput) -> bool:
+        """Whether to recognise each channel apart: two channels that are not one signal
+        copied twice (that would transcribe, and bill, every utterance twice)."""
+        if not self.separate_channels or audio_channel_count(audio.path) != 2:
+            return False
+        if channels_identical(audio.path):
+            logger.info("both channels of %s carry the same signal: recognised as mono", audio.path)
+            return False
+        return True
 
     def _config(self, split: bool) -> Any:
         from google.cloud.speech_v2.types import cloud_speech
@@ -456,44 +466,3 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError as exc:
         raise TranscriptionFailed(f"cannot read the audio at {path}: {exc}") from exc
-
-
-def audio_channel_count(path: Path) -> int | None:
-    """Channels declared by a WAV or MP3 header; None when the format or header is unknown."""
-    try:
-        with path.open("rb") as source:
-            head = source.read(_PROBE_BYTES)
-    except OSError:
-        return None
-    kind = sniff_audio(head[:SNIFF_BYTES])
-    if kind == "wav":
-        return _wav_channels(head)
-    if kind == "mp3":
-        return _mp3_channels(head)
-    return None
-
-
-def _wav_channels(head: bytes) -> int | None:
-    position = 12  # after "RIFF", the size and "WAVE"
-    while position + 12 <= len(head):
-        chunk, size = (
-            head[position : position + 4],
-            int.from_bytes(head[position + 4 : position + 8], "little"),
-        )
-        if chunk == b"fmt ":
-            return int.from_bytes(head[position + 10 : position + 12], "little")
-        position += 8 + size + (size & 1)  # chunks are padded to even sizes
-    return None
-
-
-def _mp3_channels(head: bytes) -> int | None:
-    position = 0
-    if head.startswith(b"ID3") and len(head) >= 10:
-        size = 0
-        for byte in head[6:10]:  # syncsafe integer: 7 bits a byte
-            size = (size << 7) | (byte & 0x7F)
-        position = 10 + size + (10 if head[5] & 0x10 else 0)  # footer flag
-    for index in range(position, len(head) - 4):
-        if head[index] == 0xFF and sniff_audio(head[index : index + SNIFF_BYTES]) == "mp3":
-            return 1 if head[index + 3] >> 6 == 0b11 else 2  # channel mode 11 = single channel
-    return None
