@@ -18,7 +18,10 @@ Answers are scripted per test (``add_audio``: a gs:// URI or the audio bytes →
 spoken, with speaker and channel) and shaped like the service's: results split into
 utterances, words with offsets only when ``enable_word_time_offsets`` is on and speaker
 labels only when diarization is on (and no offsets in a batch over 20 minutes, as with
-chirp_3), only the first channel unless
+chirp_3: ``long_word_times`` says whether such a file then comes back without them, "omit",
+or is refused with a per-file INVALID_ARGUMENT, "refuse"; which one the service does is not
+documented; ``labels_without_times`` whether diarization still sends its labelled words
+when there are no offsets), only the first channel unless
 ``SEPARATE_RECOGNITION_PER_CHANNEL``, lower-case ``language_code``, no word confidence,
 ``total_billed_duration`` in whole seconds per channel recognised, the last result ending
 at the end of the audio. A BatchRecognize operation
@@ -102,9 +105,20 @@ class _Abort(Exception):
 
 
 class SpeechV2Fake:
-    def __init__(self, location: str = "us", polls_to_finish: int | None = 3) -> None:
+    def __init__(
+        self,
+        location: str = "us",
+        polls_to_finish: int | None = 3,
+        long_word_times: str = "omit",
+        labels_without_times: bool = True,
+    ) -> None:
+        if long_word_times not in ("omit", "refuse"):
+            raise ValueError(f"long_word_times: 'omit' or 'refuse', not {long_word_times!r}")
         self.location = location
         self.polls_to_finish = polls_to_finish
+        self.long_word_times = long_word_times
+        self.labels_without_times = labels_without_times
+        self.held: set[int] = set()  # operation numbers that do not finish (hold())
         self.requests: list[tuple[str, Any]] = []  # (method, request message)
         self.audio: dict[str, FakeAudio] = {}  # gs:// URI or "sha256:<hex>" of content
         self._failures: dict[str, deque[tuple[grpc.StatusCode, str]]] = defaultdict(deque)
@@ -131,6 +145,13 @@ class SpeechV2Fake:
         """The next call of ``method`` answers only after ``seconds`` (a hung backend); a
         caller whose deadline passes first gets DEADLINE_EXCEEDED from its own gRPC stack."""
         self._stalls[method].append(seconds)
+
+    def hold(self, number: int) -> None:
+        """The ``number``-th BatchRecognize operation (1-based) keeps running until release()."""
+        self.held.add(number)
+
+    def release(self) -> None:
+        self.held.clear()
 
     def fail_next_operation(self, code: grpc.StatusCode, message: str) -> None:
         """The next BatchRecognize operation ends with this error instead of a response."""
@@ -285,7 +306,8 @@ class SpeechV2Fake:
                 raise _Abort(grpc.StatusCode.NOT_FOUND, f"Operation {request.name} not found.")
             operation.polls += 1
             polls = operation.polls
-        finished = self.polls_to_finish is not None and polls >= self.polls_to_finish
+        held = int(request.name.rsplit("/", 1)[-1]) in self.held
+        finished = not held and self.polls_to_finish is not None and polls >= self.polls_to_finish
         if not finished:
             percent = 0 if self.polls_to_finish is None else 100 * polls // self.polls_to_finish
             return operations_pb2.Operation(
@@ -315,9 +337,22 @@ class SpeechV2Fake:
                 )
             elif audio.error:
                 results[file.uri] = _file_error(*audio.error)
+            elif (
+                self.long_word_times == "refuse"
+                and request.config.features.enable_word_time_offsets
+                and (audio.duration or 0.0) > MAX_TIMESTAMPED_SECONDS
+            ):
+                results[file.uri] = _file_error(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Word time offsets are only supported for audio up to 20 minutes.",
+                )
             else:
                 recognised, billed = _recognition(
-                    audio, audio.duration or 0.0, request.config, batch=True
+                    audio,
+                    audio.duration or 0.0,
+                    request.config,
+                    batch=True,
+                    labels_without_times=self.labels_without_times,
                 )
                 total += billed.ToNanoseconds() / 1e9
                 metadata = cloud_speech.RecognitionResponseMetadata(total_billed_duration=billed)
@@ -427,7 +462,12 @@ class _Operations(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
 
 
 def _recognition(
-    audio: FakeAudio, duration: float, config: Any, *, batch: bool = False
+    audio: FakeAudio,
+    duration: float,
+    config: Any,
+    *,
+    batch: bool = False,
+    labels_without_times: bool = True,
 ) -> tuple[list[Any], Any]:
     """The results the service would return for ``audio`` under ``config``, and the billing."""
     features = config.features
@@ -461,7 +501,7 @@ def _recognition(
             alternative = cloud_speech.SpeechRecognitionAlternative(
                 transcript=" ".join(w.text for w in utterance),
                 confidence=audio.result_confidence,
-                words=infos if offsets or diarize else [],
+                words=infos if offsets or (diarize and labels_without_times) else [],
             )
             results.append(
                 cloud_speech.SpeechRecognitionResult(

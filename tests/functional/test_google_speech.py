@@ -345,6 +345,8 @@ def test_batch_over_20_minutes_without_word_times_still_gives_speaker_segments(
         )
     )
 
+    # Known to be past the limit: not asked for, rather than risking the file's refusal.
+    assert not fake.calls("BatchRecognize")[0].config.features.enable_word_time_offsets
     names = {"agent": "speaker_1", "caller": "speaker_2"}
     assert [(s.speaker, s.text) for s in transcript.segments] == turns_as_segments(MONO_55S, names)
     starts = [s.start for s in transcript.segments]
@@ -352,6 +354,129 @@ def test_batch_over_20_minutes_without_word_times_still_gives_speaker_segments(
     assert transcript.segments[-1].end == 25 * 60
     assert transcript.words == []
     assert transcript.diarization == "provider"
+
+
+def test_stereo_over_20_minutes_takes_its_speakers_from_the_channels(fake: SpeechV2Fake) -> None:
+    """Per channel and without word times, each result is one channel's utterance: its
+    channel names the speaker, its end places it, and no word gets a made-up time."""
+    audio = spoken(STEREO_72S, stereo=True)
+    audio.duration = 25 * 60
+    fake.add_audio(uri(STEREO_72S), audio)
+
+    transcript = transcriber(fake).transcribe(
+        AudioInput(
+            path=audio_file(STEREO_72S),
+            content_type="audio/mpeg",
+            gcs_uri=uri(STEREO_72S),
+            duration_seconds=25 * 60,
+        )
+    )
+
+    features = fake.calls("BatchRecognize")[0].config.features
+    assert not features.enable_word_time_offsets
+    assert features.multi_channel_mode == SEPARATE
+    names = {"agent": "agent", "caller": "caller"}
+    assert [(s.speaker, s.text) for s in transcript.segments] == turns_as_segments(
+        STEREO_72S, names
+    )
+    assert {(s.speaker, s.channel) for s in transcript.segments} == {("agent", 0), ("caller", 1)}
+    for segment, turn in zip(transcript.segments[:-2], script(STEREO_72S), strict=False):
+        # The result's own end: its last word's (scripted a little before the turn's end).
+        assert segment.end == pytest.approx(turn["end"], abs=0.05)
+    assert transcript.words == []
+    assert transcript.diarization == "channel"
+    assert transcript.billed_seconds == 2 * 25 * 60
+
+
+def test_a_file_refused_for_word_times_is_sent_again_without_them() -> None:
+    """Of unknown length, a call asks for word times; if the service refuses the file for
+    them (a per-file INVALID_ARGUMENT), it is sent once more without."""
+    with SpeechV2Fake(polls_to_finish=1, long_word_times="refuse") as service:
+        audio = spoken(MONO_55S, stereo=False)
+        audio.duration = 25 * 60
+        service.add_audio(uri(MONO_55S), audio)
+
+        transcript = transcriber(service).transcribe(
+            AudioInput(path=audio_file(MONO_55S), content_type="audio/mpeg", gcs_uri=uri(MONO_55S))
+        )
+
+        asked = [
+            r.config.features.enable_word_time_offsets for r in service.calls("BatchRecognize")
+        ]
+    assert asked == [True, False]
+    names = {"agent": "speaker_1", "caller": "speaker_2"}
+    assert [(s.speaker, s.text) for s in transcript.segments] == turns_as_segments(MONO_55S, names)
+    assert transcript.words == []
+
+
+def test_a_short_file_refused_is_not_sent_again() -> None:
+    """Under 20 minutes the word times cannot be the reason: the refusal is final."""
+    with SpeechV2Fake(polls_to_finish=1) as service:
+        service.add_audio(
+            uri(STEREO_72S),
+            FakeAudio(duration=72, error=(grpc.StatusCode.INVALID_ARGUMENT, "Bad audio.")),
+        )
+        with pytest.raises(TranscriptionFailed, match="Bad audio") as failure:
+            transcriber(service).transcribe(
+                AudioInput(
+                    path=audio_file(STEREO_72S),
+                    content_type="audio/mpeg",
+                    gcs_uri=uri(STEREO_72S),
+                    duration_seconds=72,
+                )
+            )
+        assert failure.value.permanent
+        assert len(service.calls("BatchRecognize")) == 1
+
+
+def test_the_next_attempt_resumes_the_request_without_word_times() -> None:
+    """An attempt that had to drop the word times and then ran out of time: the next one
+    resumes that operation rather than asking with word times again."""
+    store = MemoryOperations()
+    with SpeechV2Fake(polls_to_finish=1, long_word_times="refuse") as service:
+        audio = spoken(MONO_55S, stereo=False)
+        audio.duration = 25 * 60
+        service.add_audio(uri(MONO_55S), audio)
+        service.hold(2)  # the second operation, without word times, outlasts the attempt
+        recording = AudioInput(
+            path=audio_file(MONO_55S), content_type="audio/mpeg", gcs_uri=uri(MONO_55S)
+        )
+        with pytest.raises(TranscriptionFailed, match="still running"):
+            transcriber(
+                service, operations=store, batch_timeout_seconds=0.3, poll_seconds=0.05
+            ).transcribe(recording)
+
+        service.release()
+        transcript = transcriber(service, operations=store).transcribe(recording)
+
+        assert len(service.calls("BatchRecognize")) == 2  # the refused one, and the resumed one
+    assert transcript.segments[0].speaker == "speaker_1"
+    assert store.records == {}
+
+
+def test_diarization_without_words_falls_back_to_one_speaker() -> None:
+    """If the service sends no words when there are no word times, the speaker labels
+    (which are on the words) are lost: one speaker, said so, the text intact."""
+    with SpeechV2Fake(polls_to_finish=1, labels_without_times=False) as service:
+        audio = spoken(MONO_55S, stereo=False)
+        audio.duration = 25 * 60
+        service.add_audio(uri(MONO_55S), audio)
+
+        transcript = transcriber(service).transcribe(
+            AudioInput(
+                path=audio_file(MONO_55S),
+                content_type="audio/mpeg",
+                gcs_uri=uri(MONO_55S),
+                duration_seconds=25 * 60,
+            )
+        )
+
+    assert transcript.diarization == "none"
+    assert transcript.speaker_count == 1
+    assert " ".join(s.text for s in transcript.segments) == " ".join(
+        t["text"] for t in script(MONO_55S)
+    )
+    assert transcript.words == []
 
 
 def test_recognize_refusing_audio_over_a_minute_falls_back_to_batch(fake: SpeechV2Fake) -> None:

@@ -31,7 +31,7 @@ from callpipe.speech.channels import audio_channel_count, channels_identical
 from callpipe.speech.google_batch import Deadline, resume, start, wait
 from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
 from callpipe.speech.google_errors import failure, is_transient_code
-from callpipe.speech.google_operations import OperationStore
+from callpipe.speech.google_operations import OperationStore, PendingOperation, request_key
 from callpipe.transcripts import (
     AudioInput,
     Diarization,
@@ -56,6 +56,13 @@ SEGMENT_PAUSE_SECONDS = 2.0
 # event-driven gen2 function may run (its timeout is the step's ack deadline), leaving room
 # for the download before and the transcript's write and publish after.
 DEFAULT_BATCH_TIMEOUT_SECONDS = 480.0
+# chirp_3's BatchRecognize gives word timestamps for up to 20 minutes of audio. Past that
+# the words are not requested, and the segments take their times from the results.
+WORD_TIMES_MAX_SECONDS = 20 * 60.0
+# CallRail's durations are whole seconds, and a recording may run a little past its call:
+# within this of the limit, a refusal may still be about the word times.
+_DURATION_SLACK_SECONDS = 60.0
+_INVALID_ARGUMENT = 3  # google.rpc.Code
 
 
 class GoogleSpeechTranscriber:
@@ -117,11 +124,10 @@ class GoogleSpeechTranscriber:
         # Every RPC and poll of this attempt ends by then (see callpipe.speech.google_batch).
         deadline = Deadline.after(self.batch_timeout_seconds)
         split = self._split_channels(audio)
-        config = self._config(split)
         try:
             if self._use_recognize(audio):
                 try:
-                    results, billed = self._recognize(audio, config, deadline)
+                    results, billed = self._recognize(audio, self._config(split), deadline)
                 except api_exceptions.InvalidArgument as exc:
                     # CallRail rounds durations, so a "60 s" call can be 60.4 s and be refused
                     # as too long; BatchRecognize takes it, and its verdict is final.
@@ -130,9 +136,9 @@ class GoogleSpeechTranscriber:
                     logger.warning(
                         "Recognize refused (%s); retrying with BatchRecognize", exc.message
                     )
-                    results, billed = self._batch_recognize(audio, config, progress, deadline)
+                    results, billed = self._batch_recognize(audio, split, progress, deadline)
             else:
-                results, billed = self._batch_recognize(audio, config, progress, deadline)
+                results, billed = self._batch_recognize(audio, split, progress, deadline)
         except api_exceptions.GoogleAPICallError as exc:
             raise failure(exc) from exc
         except api_exceptions.RetryError as exc:
@@ -154,7 +160,7 @@ class GoogleSpeechTranscriber:
             return False
         return True
 
-    def _config(self, split: bool) -> Any:
+    def _config(self, split: bool, word_times: bool = True) -> Any:
         from google.cloud.speech_v2.types import cloud_speech
 
         speakers: dict[str, Any] = {}
@@ -169,7 +175,7 @@ class GoogleSpeechTranscriber:
             )
         features = cloud_speech.RecognitionFeatures(
             enable_automatic_punctuation=True,
-            enable_word_time_offsets=True,
+            enable_word_time_offsets=word_times,
             # No enable_word_confidence: chirp_3 has no word-level confidence.
             **speakers,
         )
@@ -226,18 +232,49 @@ class GoogleSpeechTranscriber:
     def _batch_recognize(
         self,
         audio: AudioInput,
-        config: Any,
+        split: bool,
         progress: Callable[[float], None] | None,
         deadline: Deadline,
     ) -> tuple[Sequence[Any], Any]:
-        from google.cloud.speech_v2.types import cloud_speech
-
         uri = audio.gcs_uri
         if uri is None or not _is_gcs_uri(uri):
             raise TranscriptionFailed(
                 f"BatchRecognize needs a gs:// URI, got {uri!r}", permanent=True
             )
-        request = cloud_speech.BatchRecognizeRequest(
+        length = audio.duration_seconds
+        if length is not None and length > WORD_TIMES_MAX_SECONDS:
+            # Asking for word times the service cannot give risks the file's refusal.
+            choices = [False]
+        elif length is None or length > WORD_TIMES_MAX_SECONDS - _DURATION_SLACK_SECONDS:
+            # Maybe over the limit: with word times first, without them if refused.
+            choices = [True, False]
+        else:
+            choices = [True]
+        requests = [self._batch_request(uri, self._config(split, times)) for times in choices]
+        pending = self.operations.load(uri) if self.operations is not None else None
+        if pending is not None and pending.request_key == request_key(requests[-1]):
+            requests = requests[-1:]  # an earlier attempt already had to do without
+        for request in requests:
+            try:
+                return self._run_batch(request, pending, progress, deadline)
+            except _FileRefused as refused:
+                # The file, not the request, was refused: maybe for the word times alone.
+                asked_times = bool(request.config.features.enable_word_time_offsets)
+                invalid = refused.code == _INVALID_ARGUMENT
+                if request is requests[-1] or not asked_times or not invalid:
+                    raise
+                logger.warning(
+                    "BatchRecognize refused %s with word times (%s); retrying without them",
+                    uri,
+                    refused,
+                )
+                pending = None  # the refused operation's record is gone
+        raise AssertionError("unreachable: the last request returns or raises")
+
+    def _batch_request(self, uri: str, config: Any) -> Any:
+        from google.cloud.speech_v2.types import cloud_speech
+
+        return cloud_speech.BatchRecognizeRequest(
             recognizer=self.recognizer,
             config=config,
             files=[cloud_speech.BatchRecognizeFileMetadata(uri=uri)],
@@ -246,8 +283,17 @@ class GoogleSpeechTranscriber:
                 inline_response_config=cloud_speech.InlineOutputConfig()
             ),
         )
+
+    def _run_batch(
+        self,
+        request: Any,
+        pending: PendingOperation | None,
+        progress: Callable[[float], None] | None,
+        deadline: Deadline,
+    ) -> tuple[Sequence[Any], Any]:
+        uri = request.files[0].uri
         client = self._speech()
-        operation = resume(client, request, self.operations, deadline) or start(
+        operation = resume(client, request, pending, deadline) or start(
             client, request, self.operations, deadline
         )
         try:
@@ -266,10 +312,10 @@ class GoogleSpeechTranscriber:
         if file_result is None:
             raise TranscriptionFailed(f"BatchRecognize finished without a result for {uri}")
         if file_result.error.code:
-            raise TranscriptionFailed(
+            raise _FileRefused(
                 f"BatchRecognize could not transcribe {uri}: {file_result.error.message} "
                 f"(code {file_result.error.code})",
-                permanent=not is_transient_code(file_result.error.code),
+                code=file_result.error.code,
             )
         batch = (
             file_result.inline_result.transcript
@@ -377,6 +423,14 @@ class GoogleSpeechTranscriber:
         if 1 <= channel_tag <= len(self.stereo_speakers):
             return self.stereo_speakers[channel_tag - 1]
         return f"channel_{channel_tag}"
+
+
+class _FileRefused(TranscriptionFailed):
+    """A per-file error inside a finished BatchRecognize."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, permanent=not is_transient_code(code))
+        self.code = code
 
 
 @dataclass(frozen=True)

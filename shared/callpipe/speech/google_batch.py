@@ -115,12 +115,12 @@ def start(
 
 
 def resume(
-    client: Any, request: Any, store: OperationStore | None, deadline: Deadline
+    client: Any, request: Any, pending: PendingOperation | None, deadline: Deadline
 ) -> api_operation.Operation | None:
-    """The operation an earlier attempt started for this very request, if it can still be
-    polled; None means start another (its record is then overwritten)."""
+    """The operation an earlier attempt started for this very request (``pending``, as
+    loaded from the store), if it can still be polled; None means start another (its
+    record is then overwritten)."""
     uri = request.files[0].uri
-    pending = store.load(uri) if store is not None else None
     if pending is None:
         return None
     if pending.request_key != request_key(request):
