@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     storage_emulator_host: str | None = Field(default=None, alias="STORAGE_EMULATOR_HOST")
     # Read by the Pub/Sub client itself; intake's asyncio publisher opens its own channel.
     pubsub_emulator_host: str | None = Field(default=None, alias="PUBSUB_EMULATOR_HOST")
+    # Read by the Spanner client itself; the CLI checks that the secret store goes with it.
+    spanner_emulator_host: str | None = Field(default=None, alias="SPANNER_EMULATOR_HOST")
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     port: int = Field(default=8080, alias="PORT")

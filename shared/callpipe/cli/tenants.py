@@ -10,6 +10,7 @@ import typer
 
 from callpipe.cli.common import fail, print_json, settings
 from callpipe.ids import InvalidIdentifier
+from callpipe.secrets import SecretStore
 from callpipe.tenancy import (
     CompanyAlreadyMapped,
     OnboardingRequest,
@@ -18,7 +19,7 @@ from callpipe.tenancy import (
     TenantRecord,
     TenantRepository,
 )
-from callpipe.wiring import build_secret_store
+from callpipe.wiring import backend_mismatch, build_secret_store
 
 app = typer.Typer(
     help="Onboard tenants (businesses) and manage their CallRail companies and tokens.",
@@ -38,6 +39,18 @@ def _repository() -> TenantRepository:
                 f"the Spanner emulator at {emulator} does not answer: start the stack with `make run`"
             )
     return TenantRepository(open_database(settings()))
+
+
+def _secret_store() -> SecretStore:
+    """The secret store, refused unless it goes with the database the rows are written to.
+
+    Called before any Spanner access, so a refusal leaves nothing behind.
+    """
+    config = settings()
+    problem = backend_mismatch(config)
+    if problem:
+        fail(problem)
+    return build_secret_store(config)
 
 
 @app.command("add")
@@ -76,6 +89,7 @@ def add(
     Tokens and keys go to the secret store (local files, or Secret Manager in production);
     Spanner keeps only references to them.
     """
+    store = _secret_store()
     tokens = list(signing_token or [])
     if not tokens and os.environ.get("CALLPIPE_SIGNING_TOKEN"):
         tokens = [os.environ["CALLPIPE_SIGNING_TOKEN"]]
@@ -101,7 +115,7 @@ def add(
         api_key=api_key,
     )
     try:
-        token_ids = _repository().onboard(request, build_secret_store(settings()))
+        token_ids = _repository().onboard(request, store)
     except (TenantExists, CompanyAlreadyMapped, InvalidIdentifier) as error:
         fail(str(error))
     result = {
@@ -177,15 +191,14 @@ def add_token(
     ] = None,
 ) -> None:
     """Add a signing token to a company (rotation: both tokens verify until one is revoked)."""
+    store = _secret_store()
     token = (
         signing_token
         or os.environ.get("CALLPIPE_SIGNING_TOKEN")
         or typer.prompt("Webhook signing token", hide_input=True)
     )
     try:
-        token_id = _repository().add_signing_token(
-            company_id, token, build_secret_store(settings())
-        )
+        token_id = _repository().add_signing_token(company_id, token, store)
     except TenantNotFound as error:
         fail(str(error))
     typer.echo(f"token {token_id} added to {company_id}; intake picks it up within the cache TTL")
@@ -200,6 +213,7 @@ def set_api_key(
     ] = None,
 ) -> None:
     """Set or rotate the tenant's CallRail API key (fetch and download use it)."""
+    store = _secret_store()
     if api_key_env:
         key = os.environ.get(api_key_env, "")
         if not key:
@@ -207,7 +221,7 @@ def set_api_key(
     else:
         key = typer.prompt("CallRail API key", hide_input=True)
     try:
-        name = _repository().set_api_key(tenant_id, key.strip(), build_secret_store(settings()))
+        name = _repository().set_api_key(tenant_id, key.strip(), store)
     except TenantNotFound as error:
         fail(str(error))
     typer.echo(f"API key of {tenant_id} stored in secret {name}; steps pick it up within a minute")
