@@ -226,8 +226,11 @@ class TenantRepository:
     def add_signing_token(self, company_id: str, token: str, secrets: SecretStore) -> str:
         from google.cloud import spanner
 
-        if self.find_company(company_id) is None:
+        mapping = self.find_company(company_id)
+        if mapping is None:
             raise TenantNotFound(f"CallRail company {company_id} is not mapped to any tenant")
+        # The key may be the legacy numeric id; rows and secret names use the resource id.
+        company_id = mapping.company_id
         token_id = new_token_id()
         name = signing_token_secret_name(company_id, token_id)
         secrets.put(name, token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -20,6 +21,7 @@ from callpipe.cli import (
     transcribe,
     webhooks,
 )
+from callpipe.cli.common import cloud_error_message
 
 app = typer.Typer(
     help=(
@@ -63,4 +65,13 @@ def load_stack_env(path: Path | None = None) -> None:
 
 def main() -> None:
     load_stack_env()
-    app()
+    try:
+        app()
+    except Exception as error:
+        # A refused or failed Google Cloud call is the operator's to act on, not a bug:
+        # one line instead of a traceback, whichever command made it.
+        message = cloud_error_message(error)
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -20,6 +20,26 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def cloud_error_message(error: BaseException) -> str | None:
+    """One line for an error of a Google client (API call, retries, credentials), else None.
+
+    Their messages hold resource names and the service's reason, never the values written.
+    """
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    lines = str(error).strip().splitlines()
+    detail = lines[0][:300] if lines else ""
+    if isinstance(error, GoogleAuthError):
+        return (
+            f"no usable Google credentials ({error.__class__.__name__}: {detail}); "
+            "run `gcloud auth application-default login`, or point the CLI at the local stack"
+        )
+    if isinstance(error, GoogleAPIError):
+        return f"a Google Cloud request failed ({error.__class__.__name__}): {detail}"
+    return None
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
