@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from callpipe.cache import TTLCache
@@ -101,6 +102,20 @@ class OnboardingRequest:
         return (
             f"OnboardingRequest(tenant_id={self.tenant_id!r}, company={self.callrail_company_id!r})"
         )
+
+
+class RevokeOutcome(StrEnum):
+    REVOKED = "revoked"
+    NOT_FOUND = "not_found"
+    ALREADY_REVOKED = "already_revoked"
+    LAST_ACTIVE = "last_active"  # refused: the company's only active token
+
+
+@dataclass(frozen=True)
+class Revocation:
+    outcome: RevokeOutcome
+    revoked_at: datetime | None = None  # when an already revoked token was revoked
+    active_left: int = 0  # the company's active tokens after the call
 
 
 def new_token_id() -> str:
@@ -258,27 +273,48 @@ class TenantRepository:
             )
         return name
 
-    def revoke_signing_token(self, company_id: str, token_id: str) -> bool:
+    def revoke_signing_token(
+        self, company_id: str, token_id: str, *, force: bool = False
+    ) -> Revocation:
+        """Deactivate one signing token of a company.
+
+        The company's last active token is kept unless ``force``: without it every webhook
+        of the company fails verification. A token already revoked keeps its RevokedAt.
+        """
         from google.cloud import spanner
 
-        def work(txn: Any) -> bool:
+        def work(txn: Any) -> Revocation:
+            # the whole company, in the same transaction: a concurrent revocation of the
+            # other active token cannot leave the company with none
             rows = list(
                 txn.read(
                     "CompanySigningTokens",
-                    ["TokenId"],
-                    spanner.KeySet(keys=[[company_id, token_id]]),
+                    ["TokenId", "Active", "RevokedAt"],
+                    spanner.KeySet(
+                        ranges=[
+                            spanner.KeyRange(start_closed=[company_id], end_closed=[company_id])
+                        ]
+                    ),
                 )
             )
-            if not rows:
-                return False
+            tokens = {row[0]: (bool(row[1]), row[2]) for row in rows}
+            if token_id not in tokens:
+                return Revocation(RevokeOutcome.NOT_FOUND)
+            active, revoked_at = tokens[token_id]
+            if not active:
+                return Revocation(RevokeOutcome.ALREADY_REVOKED, revoked_at)
+            others = sum(1 for other, (on, _) in tokens.items() if on and other != token_id)
+            if others == 0 and not force:
+                return Revocation(RevokeOutcome.LAST_ACTIVE, active_left=1)
             txn.update(
                 "CompanySigningTokens",
                 ["CompanyId", "TokenId", "Active", "RevokedAt"],
                 [(company_id, token_id, False, spanner.COMMIT_TIMESTAMP)],
             )
-            return True
+            return Revocation(RevokeOutcome.REVOKED, active_left=others)
 
-        return bool(self._db.run_in_transaction(work))
+        result: Revocation = self._db.run_in_transaction(work)
+        return result
 
     # -- reads ----------------------------------------------------------------------------
 

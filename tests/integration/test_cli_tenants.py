@@ -109,3 +109,92 @@ def test_a_failed_google_call_is_one_line_not_a_traceback(stack: LocalStack) -> 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: a Google Cloud request failed (NotFound)")
     assert "missing-" in lines[0]
+
+
+def _revoke(company_id: str, token_id: str, *extra: str) -> Any:
+    return run_cli(
+        "tenants", "revoke-token", "--company-id", company_id, "--token-id", token_id, *extra
+    )
+
+
+def test_rotation_add_token_then_revoke_the_old_one_once(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    from callpipe.secrets import LocalSecretStore
+
+    tenant = make_tenant()
+    added = run_cli(
+        "tenants",
+        "add-token",
+        "--company-id",
+        tenant.company_id,
+        env={**os.environ, "CALLPIPE_SIGNING_TOKEN": "the-replacement-signing-token"},
+    )
+    assert added.returncode == 0, added.stderr
+    assert "the-replacement-signing-token" not in added.stdout + added.stderr
+    tokens = _tokens(database, tenant.company_id)
+    new_id = next(t for t in tokens if t != tenant.token_id)
+    assert new_id in added.stdout
+    secret = LocalSecretStore(stack.secrets_dir).get(tokens[new_id][0])
+    assert secret == "the-replacement-signing-token"
+    assert {t for t, (_, active, _) in tokens.items() if active} == {tenant.token_id, new_id}
+
+    revoked = _revoke(tenant.company_id, tenant.token_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert f"token {tenant.token_id} of {tenant.company_id} revoked" in revoked.stdout
+    assert "warning" not in revoked.stderr
+    secret_name, active, revoked_at = _tokens(database, tenant.company_id)[tenant.token_id]
+    assert not active and revoked_at is not None
+
+    again = _revoke(tenant.company_id, tenant.token_id)
+    assert again.returncode == 0, again.stderr
+    assert "already revoked" in again.stdout and "nothing changed" in again.stdout
+    # the first revocation's time stands
+    assert _tokens(database, tenant.company_id)[tenant.token_id] == (secret_name, False, revoked_at)
+
+    shown = run_cli("tenants", "show", tenant.tenant_id)
+    assert f"token  {tenant.token_id} revoked" in shown.stdout
+    assert f"token  {new_id} active" in shown.stdout
+
+
+def test_the_last_active_token_is_kept_unless_forced(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    tenant = make_tenant()
+    kept = _revoke(tenant.company_id, tenant.token_id)
+    assert kept.returncode == 1
+    assert "last active token" in kept.stderr and "--force" in kept.stderr
+    assert "add-token" in kept.stderr
+    assert _tokens(database, tenant.company_id)[tenant.token_id][1:] == (True, None)
+
+    forced = _revoke(tenant.company_id, tenant.token_id, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "revoked" in forced.stdout
+    assert "no active token left" in forced.stderr
+    _, active, revoked_at = _tokens(database, tenant.company_id)[tenant.token_id]
+    assert not active and revoked_at is not None
+
+
+def test_revoking_or_adding_for_what_does_not_exist_is_refused(
+    stack: LocalStack, make_tenant: Any
+) -> None:
+    tenant = make_tenant()
+    unknown_token = run_cli(
+        "tenants", "revoke-token", "--company-id", tenant.company_id, "--token-id", "toknope00"
+    )
+    assert unknown_token.returncode == 1
+    assert f"company {tenant.company_id} has no token toknope00" in unknown_token.stderr
+
+    before = _secret_files(stack)
+    unknown_company = f"COM{uuid.uuid4().hex}"
+    added = run_cli(
+        "tenants",
+        "add-token",
+        "--company-id",
+        unknown_company,
+        "--signing-token",
+        "a-token-for-nobody-123",
+    )
+    assert added.returncode == 1
+    assert "is not mapped to any tenant" in added.stderr
+    assert _secret_files(stack) == before

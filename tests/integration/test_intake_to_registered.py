@@ -229,7 +229,7 @@ def test_signing_token_rotation(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:
     from callpipe.secrets import LocalSecretStore
-    from callpipe.tenancy import CompanyDirectory, TenantRepository
+    from callpipe.tenancy import CompanyDirectory, RevokeOutcome, TenantRepository
 
     tenant = make_tenant()
     repo = TenantRepository(database)
@@ -240,7 +240,8 @@ def test_signing_token_rotation(
     assert resolved is not None
     assert {t.token_id for t in resolved.tokens} == {tenant.token_id, new_id}
 
-    assert repo.revoke_signing_token(tenant.company_id, tenant.token_id)
+    revocation = repo.revoke_signing_token(tenant.company_id, tenant.token_id)
+    assert revocation.outcome is RevokeOutcome.REVOKED
     assert directory.resolve([tenant.company_id]) == resolved  # cached until the TTL
     directory.invalidate()
     after = directory.resolve([tenant.company_id])

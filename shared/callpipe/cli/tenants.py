@@ -14,6 +14,7 @@ from callpipe.secrets import SecretStore
 from callpipe.tenancy import (
     CompanyAlreadyMapped,
     OnboardingRequest,
+    RevokeOutcome,
     TenantExists,
     TenantNotFound,
     TenantRecord,
@@ -231,11 +232,42 @@ def set_api_key(
 def revoke_token(
     company_id: Annotated[str, typer.Option(help="CallRail company resource id.")],
     token_id: Annotated[str, typer.Option(help="The token id (see `tenants show`).")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Revoke even the company's last active token: all its webhooks are then refused.",
+        ),
+    ] = False,
 ) -> None:
-    """Revoke a signing token: webhooks signed with it are refused after the cache TTL."""
-    if not _repository().revoke_signing_token(company_id, token_id):
-        fail(f"company {company_id} has no token {token_id}")
-    typer.echo(f"token {token_id} of {company_id} revoked")
+    """Revoke a signing token: webhooks signed with it are refused after the cache TTL.
+
+    The company's last active token is kept unless --force: add its replacement first.
+    """
+    revocation = _repository().revoke_signing_token(company_id, token_id, force=force)
+    match revocation.outcome:
+        case RevokeOutcome.NOT_FOUND:
+            fail(f"company {company_id} has no token {token_id}")
+        case RevokeOutcome.ALREADY_REVOKED:
+            when = f" at {revocation.revoked_at}" if revocation.revoked_at else ""
+            typer.echo(
+                f"token {token_id} of {company_id} is already revoked{when}; nothing changed"
+            )
+        case RevokeOutcome.LAST_ACTIVE:
+            fail(
+                f"token {token_id} is the last active token of {company_id}: without it every "
+                "webhook of the company is refused (401). Add the new token first with "
+                "`callpipe tenants add-token`, or pass --force"
+            )
+        case RevokeOutcome.REVOKED:
+            typer.echo(f"token {token_id} of {company_id} revoked")
+            if revocation.active_left == 0:
+                typer.secho(
+                    f"warning: {company_id} has no active token left: its webhooks are refused "
+                    "until one is added",
+                    fg=typer.colors.YELLOW,
+                    err=True,
+                )
 
 
 def _record_dict(record: TenantRecord) -> dict[str, Any]:
