@@ -13,6 +13,8 @@ from pydantic import AfterValidator
 
 _TENANT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _RESOURCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# CallRail's numeric ids (account, legacy company): the Spanner columns hold 32 characters.
+_NUMERIC_ID = re.compile(r"^[0-9]{1,32}$")
 
 
 class InvalidIdentifier(ValueError):
@@ -34,6 +36,12 @@ def is_resource_id(value: str) -> bool:
 def check_resource_id(value: str) -> str:
     if not is_resource_id(value):
         raise InvalidIdentifier(f"invalid id {value[:80]!r}: use 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+def check_numeric_id(value: str, what: str) -> str:
+    if not _NUMERIC_ID.fullmatch(value):
+        raise InvalidIdentifier(f"invalid {what} {value[:80]!r}: use 1-32 digits")
     return value
 
 

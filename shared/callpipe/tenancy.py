@@ -19,7 +19,7 @@ from typing import Any
 
 from callpipe.cache import TTLCache
 from callpipe.callrail.signature import SigningToken
-from callpipe.ids import check_resource_id, check_tenant_id
+from callpipe.ids import check_numeric_id, check_resource_id, check_tenant_id
 from callpipe.logs import log_event
 from callpipe.secrets import (
     SecretNotFound,
@@ -42,6 +42,38 @@ class TenantNotFound(LookupError):
 
 class CompanyAlreadyMapped(ValueError):
     pass
+
+
+class RowsNotWritten(RuntimeError):
+    """Spanner did not take the rows after their secrets were stored.
+
+    ``refused``: Spanner rejected the commit, so nothing was written and the secrets are
+    unused. Otherwise (a timeout, an outage) the commit may still have happened.
+    """
+
+    def __init__(self, message: str, secret_names: Sequence[str], *, refused: bool) -> None:
+        super().__init__(message)
+        self.secret_names = tuple(secret_names)
+        self.refused = refused
+
+
+def _rows_not_written(error: Exception, secret_names: Sequence[str]) -> RowsNotWritten:
+    from google.api_core import exceptions
+
+    lines = str(error).strip().splitlines()
+    detail = f"{error.__class__.__name__}: {lines[0][:300] if lines else ''}"
+    if isinstance(error, exceptions.AlreadyExists):
+        return RowsNotWritten(
+            f"another change wrote the same tenant, company or legacy id meanwhile ({detail})",
+            secret_names,
+            refused=True,
+        )
+    refused = isinstance(
+        error,
+        exceptions.FailedPrecondition | exceptions.InvalidArgument | exceptions.NotFound,
+    )
+    verb = "refused" if refused else "did not confirm"
+    return RowsNotWritten(f"Spanner {verb} the rows ({detail})", secret_names, refused=refused)
 
 
 class DirectoryUnavailable(RuntimeError):
@@ -138,33 +170,85 @@ class TenantRepository:
         Secrets are written first (an orphan secret is harmless; a row that points at a
         missing secret would reject every webhook), then all rows in one commit.
         """
+        from google.api_core.exceptions import GoogleAPICallError
         from google.cloud import spanner
 
+        # Everything the database would refuse is checked before a secret is written, so a
+        # refusal leaves nothing behind.
         check_tenant_id(request.tenant_id)
         check_resource_id(request.office_id)
         check_resource_id(request.callrail_company_id)
+        check_numeric_id(request.callrail_account_id, "CallRail account id")
+        # an empty legacy id is no legacy id: NULL, which the unique index leaves out
+        legacy_id = (request.legacy_company_id or "").strip() or None
+        if legacy_id is not None:
+            check_numeric_id(legacy_id, "legacy company id")
         if self.get_tenant(request.tenant_id) is not None:
             raise TenantExists(f"tenant {request.tenant_id} already exists")
-        existing = self.find_company(request.callrail_company_id)
-        if existing is not None:
-            raise CompanyAlreadyMapped(
-                f"CallRail company {request.callrail_company_id} already belongs to "
-                f"tenant {existing.tenant_id}"
-            )
+        self._check_company_ids_free(request.callrail_company_id, legacy_id)
+        written: list[str] = []
         api_secret = None
         if request.api_key:
             api_secret = api_key_secret_name(request.tenant_id)
             secrets.put(api_secret, request.api_key)
+            written.append(api_secret)
         token_rows = []
         token_ids = []
         for token in request.signing_tokens:
             token_id = new_token_id()
             name = signing_token_secret_name(request.callrail_company_id, token_id)
             secrets.put(name, token)
+            written.append(name)
             token_rows.append(
                 (request.callrail_company_id, token_id, name, True, spanner.COMMIT_TIMESTAMP)
             )
             token_ids.append(token_id)
+        try:
+            self._insert_onboarding(request, legacy_id, api_secret, token_rows)
+        except GoogleAPICallError as error:
+            raise _rows_not_written(error, written) from error
+        return token_ids
+
+    def _check_company_ids_free(self, company_id: str, legacy_id: str | None) -> None:
+        """Refuse ids any company row already has, active or not (the primary key and the
+        unique legacy-id index cover them all); find_company sees only active ones."""
+        from google.cloud.spanner_v1 import param_types
+
+        keys = [company_id] if legacy_id is None else [company_id, legacy_id]
+        with self._db.snapshot() as snapshot:
+            rows = list(
+                snapshot.execute_sql(
+                    "SELECT CompanyId, LegacyCompanyId, TenantId FROM CallRailCompanies "
+                    "WHERE CompanyId IN UNNEST(@keys) OR LegacyCompanyId IN UNNEST(@keys)",
+                    params={"keys": keys},
+                    param_types={"keys": param_types.Array(param_types.STRING)},
+                )
+            )
+        for other, _, tenant in rows:
+            if other == company_id:
+                raise CompanyAlreadyMapped(
+                    f"CallRail company {company_id} already belongs to tenant {tenant}"
+                )
+        for other, other_legacy, tenant in rows:
+            if legacy_id is not None and other_legacy == legacy_id:
+                raise CompanyAlreadyMapped(
+                    f"legacy company id {legacy_id} is already used by company {other} "
+                    f"of tenant {tenant}"
+                )
+            # webhooks are looked up by either id: one id must not name two companies
+            raise CompanyAlreadyMapped(
+                f"company {other} of tenant {tenant} already goes by the id "
+                f"{other if other in keys else other_legacy}"
+            )
+
+    def _insert_onboarding(
+        self,
+        request: OnboardingRequest,
+        legacy_id: str | None,
+        api_secret: str | None,
+        token_rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        from google.cloud import spanner
 
         ts = spanner.COMMIT_TIMESTAMP
         with self._db.batch() as batch:
@@ -220,7 +304,7 @@ class TenantRepository:
                 [
                     (
                         request.callrail_company_id,
-                        request.legacy_company_id,
+                        legacy_id,
                         request.tenant_id,
                         request.office_id,
                         request.callrail_account_id,
@@ -236,9 +320,9 @@ class TenantRepository:
                     ["CompanyId", "TokenId", "SecretName", "Active", "CreatedAt"],
                     token_rows,
                 )
-        return token_ids
 
     def add_signing_token(self, company_id: str, token: str, secrets: SecretStore) -> str:
+        from google.api_core.exceptions import GoogleAPICallError
         from google.cloud import spanner
 
         mapping = self.find_company(company_id)
@@ -249,12 +333,15 @@ class TenantRepository:
         token_id = new_token_id()
         name = signing_token_secret_name(company_id, token_id)
         secrets.put(name, token)
-        with self._db.batch() as batch:
-            batch.insert(
-                "CompanySigningTokens",
-                ["CompanyId", "TokenId", "SecretName", "Active", "CreatedAt"],
-                [(company_id, token_id, name, True, spanner.COMMIT_TIMESTAMP)],
-            )
+        try:
+            with self._db.batch() as batch:
+                batch.insert(
+                    "CompanySigningTokens",
+                    ["CompanyId", "TokenId", "SecretName", "Active", "CreatedAt"],
+                    [(company_id, token_id, name, True, spanner.COMMIT_TIMESTAMP)],
+                )
+        except GoogleAPICallError as error:
+            raise _rows_not_written(error, [name]) from error
         return token_id
 
     def set_api_key(self, tenant_id: str, api_key: str, secrets: SecretStore) -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from callpipe.devstack.stack import LocalStack
 from tests.integration.test_cli_and_stack import run_cli
@@ -198,3 +201,170 @@ def test_revoking_or_adding_for_what_does_not_exist_is_refused(
     assert added.returncode == 1
     assert "is not mapped to any tenant" in added.stderr
     assert _secret_files(stack) == before
+
+
+def _add(tenant_id: str, company_id: str, *extra: str) -> Any:
+    return run_cli(
+        "tenants",
+        "add",
+        "--tenant-id",
+        tenant_id,
+        "--name",
+        "Validated Remodeling",
+        "--callrail-company-id",
+        company_id,
+        "--signing-token",
+        "validated-signing-token",
+        *extra,
+    )
+
+
+def _company_row(database: Any, company_id: str) -> tuple[Any, ...] | None:
+    from google.cloud import spanner
+
+    with database.snapshot() as snapshot:
+        rows = list(
+            snapshot.read(
+                "CallRailCompanies",
+                ["CompanyId", "LegacyCompanyId", "CallRailAccountId"],
+                spanner.KeySet(keys=[[company_id]]),
+            )
+        )
+    return tuple(rows[0]) if rows else None
+
+
+def test_a_legacy_company_id_already_used_is_refused_before_any_secret(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    other = make_tenant()
+    tenant_id = f"dup-{uuid.uuid4().hex[:6]}"
+    before = _secret_files(stack)
+    result = _add(
+        tenant_id,
+        f"COM{uuid.uuid4().hex}",
+        "--callrail-account-id",
+        "728790660",
+        "--legacy-company-id",
+        other.legacy_company_id,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        f"legacy company id {other.legacy_company_id} is already used by company "
+        f"{other.company_id} of tenant {other.tenant_id}"
+    ) in result.stderr
+    assert not _tenant_exists(database, tenant_id)
+    assert _secret_files(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("account_id", "legacy_id", "message"),
+    [
+        ("7" * 40, None, "invalid CallRail account id"),
+        ("", None, "invalid CallRail account id"),
+        ("ACC-728790660", None, "invalid CallRail account id"),
+        ("728790660", "COM155920786", "invalid legacy company id"),
+        ("728790660", "9" * 33, "invalid legacy company id"),
+    ],
+)
+def test_ids_the_database_would_refuse_are_refused_up_front(
+    stack: LocalStack, database: Any, account_id: str, legacy_id: str | None, message: str
+) -> None:
+    tenant_id = f"bad-{uuid.uuid4().hex[:6]}"
+    before = _secret_files(stack)
+    extra = ["--callrail-account-id", account_id]
+    if legacy_id is not None:
+        extra += ["--legacy-company-id", legacy_id]
+    result = _add(tenant_id, f"COM{uuid.uuid4().hex}", *extra)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr and "1-32 digits" in result.stderr
+    assert not _tenant_exists(database, tenant_id)
+    assert _secret_files(stack) == before
+
+
+def test_an_empty_legacy_company_id_is_stored_as_null(stack: LocalStack, database: Any) -> None:
+    company_id = f"COM{uuid.uuid4().hex}"
+    result = _add(
+        f"nol-{uuid.uuid4().hex[:6]}",
+        company_id,
+        "--callrail-account-id",
+        "728790660",
+        "--legacy-company-id",
+        "",
+    )
+    assert result.returncode == 0, result.stderr
+    assert _company_row(database, company_id) == (company_id, None, "728790660")
+    # a second company without a legacy id is no duplicate of the first
+    second = f"COM{uuid.uuid4().hex}"
+    again = _add(
+        f"nol-{uuid.uuid4().hex[:6]}",
+        second,
+        "--callrail-account-id",
+        "728790660",
+        "--legacy-company-id",
+        "",
+    )
+    assert again.returncode == 0, again.stderr
+    assert _company_row(database, second) == (second, None, "728790660")
+
+
+class _RacedDatabase:
+    """The emulator's database, where another onboarding commits the same legacy id between
+    the checks and this onboarding's commit."""
+
+    def __init__(self, database: Any, rival: Callable[[], None]) -> None:
+        self._database = database
+        self._rival = rival
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
+
+    def batch(self) -> Any:
+        self._rival()
+        return self._database.batch()
+
+
+def test_a_commit_refused_after_the_secrets_names_them(
+    stack: LocalStack, make_tenant: Any, database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from callpipe.cli import tenants
+    from callpipe.tenancy import TenantRepository
+
+    legacy_id = str(uuid.uuid4().int % 10**12)
+    raced = _RacedDatabase(database, lambda: make_tenant(legacy_company_id=legacy_id))
+    monkeypatch.setattr(tenants, "_repository", lambda: TenantRepository(raced))
+    tenant_id = f"race-{uuid.uuid4().hex[:6]}"
+    company_id = f"COM{uuid.uuid4().hex}"
+    result = CliRunner().invoke(
+        tenants.app,
+        [
+            "add",
+            "--tenant-id",
+            tenant_id,
+            "--name",
+            "Raced",
+            "--callrail-account-id",
+            "728790660",
+            "--callrail-company-id",
+            company_id,
+            "--legacy-company-id",
+            legacy_id,
+            "--signing-token",
+            "raced-signing-token",
+        ],
+    )
+    assert result.exit_code == 1
+    assert not _tenant_exists(database, tenant_id)
+    ours = [
+        name
+        for name in _secret_files(stack)
+        if name.startswith(f"callrail-webhook-token-{company_id.lower()}-")
+    ]
+    assert len(ours) == 1
+    assert ours[0] in result.stderr
+    assert "another change wrote the same tenant, company or legacy id meanwhile" in result.stderr
+    assert "Nothing was written to Spanner" in result.stderr
+    assert "raced-signing-token" not in result.output

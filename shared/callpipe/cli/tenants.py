@@ -15,6 +15,7 @@ from callpipe.tenancy import (
     CompanyAlreadyMapped,
     OnboardingRequest,
     RevokeOutcome,
+    RowsNotWritten,
     TenantExists,
     TenantNotFound,
     TenantRecord,
@@ -52,6 +53,21 @@ def _secret_store() -> SecretStore:
     if problem:
         fail(problem)
     return build_secret_store(config)
+
+
+def _not_written(error: RowsNotWritten, check: str) -> str:
+    """What an operator needs after a failed commit: what became of the rows and which
+    secrets (names only) were stored for them."""
+    names = ", ".join(error.secret_names) or "none"
+    if error.refused:
+        return (
+            f"{error}. Nothing was written to Spanner; the secrets stored for it are unused "
+            f"and can be deleted: {names}"
+        )
+    return (
+        f"{error}. The rows may or may not have been written: check with {check}. "
+        f"Secrets stored for them: {names}"
+    )
 
 
 @app.command("add")
@@ -119,6 +135,8 @@ def add(
         token_ids = _repository().onboard(request, store)
     except (TenantExists, CompanyAlreadyMapped, InvalidIdentifier) as error:
         fail(str(error))
+    except RowsNotWritten as error:
+        fail(_not_written(error, f"`callpipe tenants show {tenant_id}`"))
     result = {
         "tenant_id": tenant_id,
         "company_id": callrail_company_id,
@@ -202,6 +220,8 @@ def add_token(
         token_id = _repository().add_signing_token(company_id, token, store)
     except TenantNotFound as error:
         fail(str(error))
+    except RowsNotWritten as error:
+        fail(_not_written(error, "`callpipe tenants show`"))
     typer.echo(f"token {token_id} added to {company_id}; intake picks it up within the cache TTL")
 
 
