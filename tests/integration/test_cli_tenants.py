@@ -368,3 +368,30 @@ def test_a_commit_refused_after_the_secrets_names_them(
     assert "another change wrote the same tenant, company or legacy id meanwhile" in result.stderr
     assert "Nothing was written to Spanner" in result.stderr
     assert "raced-signing-token" not in result.output
+
+
+@pytest.mark.parametrize("source", ["environment", "prompt"])
+def test_an_empty_api_key_does_not_replace_the_tenants_key(
+    stack: LocalStack, make_tenant: Any, database: Any, source: str
+) -> None:
+    from callpipe.apikeys import TenantApiKeys
+    from callpipe.secrets import LocalSecretStore
+
+    tenant = make_tenant(api_key="the-working-api-key")
+    if source == "environment":
+        env = {**os.environ, "BLANK_CALLRAIL_KEY": "   "}
+        result = run_cli(
+            "tenants",
+            "set-api-key",
+            "--tenant-id",
+            tenant.tenant_id,
+            "--api-key-env",
+            "BLANK_CALLRAIL_KEY",
+            env=env,
+        )
+    else:
+        result = run_cli("tenants", "set-api-key", "--tenant-id", tenant.tenant_id, input="   \n")
+    assert result.returncode == 1
+    assert "empty" in result.stderr
+    keys = TenantApiKeys(database, LocalSecretStore(stack.secrets_dir))
+    assert keys.key_for(tenant.tenant_id) == "the-working-api-key"

@@ -116,7 +116,7 @@ def add(
         fail("a signing token must have at least 8 characters")
     api_key = None
     if api_key_env:
-        api_key = os.environ.get(api_key_env)
+        api_key = os.environ.get(api_key_env, "").strip()
         if not api_key:
             fail(f"environment variable {api_key_env} is empty or not set")
     request = OnboardingRequest(
@@ -241,8 +241,12 @@ def set_api_key(
             fail(f"environment variable {api_key_env} is empty or not set")
     else:
         key = typer.prompt("CallRail API key", hide_input=True)
+    key = key.strip()
+    if not key:
+        # an empty key would replace a working one, and every fetch would then fail
+        fail("the CallRail API key is empty; nothing was changed")
     try:
-        name = _repository().set_api_key(tenant_id, key.strip(), store)
+        name = _repository().set_api_key(tenant_id, key, store)
     except TenantNotFound as error:
         fail(str(error))
     typer.echo(f"API key of {tenant_id} stored in secret {name}; steps pick it up within a minute")
