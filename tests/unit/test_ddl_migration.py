@@ -1,4 +1,4 @@
-"""callpipe.deploy.ddl: apply only the CREATE statements whose object is missing."""
+"""callpipe.deploy.ddl: create what is missing, run the missing migrations, refuse drift."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ from collections.abc import Sequence
 import pytest
 
 from callpipe.deploy.ddl import (
+    MIGRATIONS_FILE,
     SCHEMA_FILE,
-    DatabaseNotFound,
+    AddColumn,
+    SchemaDrift,
     SchemaObject,
     UnsupportedStatement,
     apply_migration,
     drifted_objects,
+    migration_step,
     objects_in,
     plan_migration,
+    read_migrations,
     read_schema,
     schema_object,
 )
@@ -231,13 +235,92 @@ def test_dry_run_reports_without_changing() -> None:
     assert database.log == []
 
 
-def test_apply_reports_drift_and_leaves_the_object_alone() -> None:
+def test_drift_is_refused_before_anything_is_applied() -> None:
     database = _InMemoryDatabase([TOKENS_IN_DATABASE])
-    migration = apply_migration(database, [TOKENS_IN_FILE_CHANGED, "CREATE INDEX I ON T (x)"])
+    with pytest.raises(SchemaDrift) as refused:
+        apply_migration(database, [TOKENS_IN_FILE_CHANGED, "CREATE INDEX I ON T (x)"])
+    assert refused.value.drifted == [SchemaObject("TABLE", "CompanySigningTokens")]
+    assert refused.value.applied == []
+    assert database.log == []
+    with pytest.raises(SchemaDrift):
+        apply_migration(database, [TOKENS_IN_FILE_CHANGED], dry_run=True)
+
+
+def test_allowed_drift_is_reported_and_the_object_left_alone() -> None:
+    database = _InMemoryDatabase([TOKENS_IN_DATABASE])
+    migration = apply_migration(
+        database, [TOKENS_IN_FILE_CHANGED, "CREATE INDEX I ON T (x)"], allow_drift=True
+    )
     assert migration.statements == ["CREATE INDEX I ON T (x)"]
     assert migration.drifted == [SchemaObject("TABLE", "CompanySigningTokens")]
 
 
-def test_missing_database_is_reported() -> None:
-    with pytest.raises(DatabaseNotFound):
-        apply_migration(_InMemoryDatabase(None), DESIRED)
+# -- migrations.sql ---------------------------------------------------------------------
+
+T_OLD = "CREATE TABLE T (a INT64 NOT NULL) PRIMARY KEY (a)"
+T_NEW = "CREATE TABLE T (a INT64 NOT NULL, b STRING(MAX)) PRIMARY KEY (a)"
+T_INDEX = "CREATE INDEX TByB ON T (b)"
+ADD_B = "ALTER TABLE T ADD COLUMN b STRING(MAX)"
+U_NEW = "CREATE TABLE U (a INT64 NOT NULL) PRIMARY KEY (a)"
+
+
+def test_a_missing_column_is_added_and_its_index_follows_it() -> None:
+    existing = objects_in([T_OLD])
+    plan = plan_migration([T_NEW, T_INDEX, U_NEW], existing, [ADD_B, T_INDEX], [("T", "a")])
+    # the index the schema file declares waits for the migration that adds its column
+    assert plan == [U_NEW, ADD_B, T_INDEX]
+
+
+def test_migrations_whose_effect_is_there_are_skipped() -> None:
+    migrated = objects_in([T_NEW, T_INDEX])
+    columns = [("t", "A"), ("t", "B")]  # names are case-insensitive
+    assert plan_migration([T_NEW, T_INDEX], migrated, [ADD_B, T_INDEX], columns) == []
+
+
+def test_a_table_created_now_needs_none_of_its_migrations() -> None:
+    assert plan_migration([T_NEW, T_INDEX], set(), [ADD_B, T_INDEX], []) == [T_NEW, T_INDEX]
+
+
+@pytest.mark.parametrize(
+    ("migrations", "message"),
+    [
+        (["ALTER TABLE Nope ADD COLUMN b STRING(MAX)"], "does not create"),
+        (["CREATE INDEX Other ON T (b)"], "does not declare"),
+        ([ADD_B, ADD_B.lower()], "added twice"),
+        ([T_INDEX, T_INDEX], "created twice"),
+    ],
+)
+def test_migrations_the_schema_file_does_not_reflect_are_refused(
+    migrations: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_migration([T_NEW, T_INDEX], objects_in([T_OLD]), migrations, [("T", "a")])
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER TABLE T ALTER COLUMN b STRING(100)",
+        "ALTER TABLE T DROP COLUMN b",
+        "DROP INDEX TByB",
+        U_NEW,
+    ],
+)
+def test_migrations_other_than_add_column_or_create_are_refused(statement: str) -> None:
+    with pytest.raises(UnsupportedStatement):
+        migration_step(statement)
+    with pytest.raises(UnsupportedStatement):
+        plan_migration([T_NEW, U_NEW], objects_in([T_OLD]), [statement], [("T", "a")])
+
+
+def test_migration_step_names() -> None:
+    assert migration_step("alter table `T` add column if not exists `b` INT64") == AddColumn(
+        "T", "b"
+    )
+    assert migration_step(T_INDEX) == SchemaObject("INDEX", "TByB")
+
+
+def test_the_repository_migrations_agree_with_the_schema_file() -> None:
+    # every step is reflected in schema.sql, so a fresh database is the schema file exactly
+    plan = plan_migration(DESIRED, set(), read_migrations(MIGRATIONS_FILE), [])
+    assert sorted(plan) == sorted(DESIRED)

@@ -1,12 +1,24 @@
-"""Idempotent Spanner schema migration: create what schema.sql declares and the database lacks.
+"""Idempotent Spanner schema migration: bring a deployed database up to schema.sql.
 
-``schemas/spanner/schema.sql`` describes the schema as it should be; the local stack creates
-a fresh database from it. A deployed database already holds data, so deployment applies only
-the statements whose object (table, index, ...) does not exist yet, in file order, which is
-also the order interleaved tables and indexes need. Changes to an existing object (a new
-column, say) need an explicit ``ALTER`` and are out of scope: a statement of any kind other
-than ``CREATE <object>`` is refused instead of being silently skipped or run twice, and an
-existing object whose definition differs from the file is reported as drift.
+``schemas/spanner/schema.sql`` describes the schema as it should be; the local stack and
+Terraform create a fresh database from it. A deployed database already holds data, so
+deployment applies:
+
+1. the ``CREATE`` statements of schema.sql whose object (table, index, ...) does not exist
+   yet, in file order, which is also the order interleaved tables and indexes need;
+2. then the steps of ``schemas/spanner/migrations.sql``, in file order, each only when its
+   effect is missing: ``ALTER TABLE t ADD COLUMN c ...`` when the table exists without the
+   column (per INFORMATION_SCHEMA; a table created in step 1 already has its columns), and
+   ``CREATE INDEX`` (or another ``CREATE``, but not of a table) when the object does not
+   exist. An object that migrations.sql creates is created there, not in step 1, so an
+   index can follow the ADD COLUMN it needs.
+
+Each step must also be reflected in schema.sql (a new column at the end of its table, since
+that is where ADD COLUMN puts it), so that a fresh database and a migrated one end up alike.
+An existing object whose definition still differs from schema.sql afterwards is drift: new
+code may rely on the file's definition, so the migration refuses it (before changing
+anything when the plan does not touch the object) unless drift is explicitly allowed. Any
+other kind of statement is refused instead of being silently skipped or run twice.
 """
 
 from __future__ import annotations
@@ -15,12 +27,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from callpipe.spanner_db import read_ddl_statements
 from callpipe.topology import REPO_ROOT
 
 SCHEMA_FILE = REPO_ROOT / "schemas" / "spanner" / "schema.sql"
+MIGRATIONS_FILE = REPO_ROOT / "schemas" / "spanner" / "migrations.sql"
 
 _CREATE = re.compile(
     r"""
@@ -42,12 +55,36 @@ _CREATE = re.compile(
 )
 
 
-class UnsupportedStatement(ValueError):
+_NAME = r"(?:`[^`]+`|[A-Za-z_][A-Za-z0-9_]*)"
+_ADD_COLUMN = re.compile(
+    rf"""
+    ^\s*ALTER\s+TABLE\s+(?P<table>{_NAME})
+    \s+ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<column>{_NAME})\s
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+class InvalidSchema(ValueError):
+    """The schema or migrations file cannot be applied as written."""
+
+
+class UnsupportedStatement(InvalidSchema):
     """A desired statement that is not ``CREATE <object>``: it cannot be applied idempotently."""
 
 
 class DatabaseNotFound(LookupError):
     pass
+
+
+class SchemaDrift(RuntimeError):
+    """Existing objects differ from the schema file, and drift was not allowed."""
+
+    def __init__(self, drifted: Sequence[SchemaObject], applied: Sequence[str]) -> None:
+        names = ", ".join(f"{obj.kind} {obj.name}" for obj in drifted)
+        super().__init__(f"{names} differ(s) from the schema file")
+        self.drifted = list(drifted)
+        self.applied = list(applied)
 
 
 @dataclass(frozen=True)
@@ -73,30 +110,127 @@ def schema_object(statement: str) -> SchemaObject | None:
     return SchemaObject(kind=kind, name=match.group("name").strip("`"))
 
 
+@dataclass(frozen=True)
+class AddColumn:
+    """``ALTER TABLE table ADD COLUMN column ...``; names compare case-insensitively."""
+
+    table: str
+    column: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.table.casefold(), self.column.casefold())
+
+
+def migration_step(statement: str) -> AddColumn | SchemaObject:
+    """What a migrations.sql statement does, or UnsupportedStatement."""
+    match = _ADD_COLUMN.match(statement)
+    if match is not None:
+        return AddColumn(match.group("table").strip("`"), match.group("column").strip("`"))
+    obj = schema_object(statement)
+    if obj is not None and obj.kind != "TABLE":
+        return obj
+    raise UnsupportedStatement(
+        "a migration can only ALTER TABLE ... ADD COLUMN or CREATE an object other than a "
+        f"table (tables are created from the schema file), not: {_first_line(statement)}"
+    )
+
+
+def _first_line(statement: str) -> str:
+    return statement.strip().splitlines()[0] if statement.strip() else statement
+
+
 def objects_in(ddl_statements: Iterable[str]) -> set[SchemaObject]:
     """The objects a database's DDL (``database.ddl_statements``) creates; others ignored."""
     found = (schema_object(statement) for statement in ddl_statements)
     return {obj for obj in found if obj is not None}
 
 
-def plan_migration(desired: Sequence[str], existing: Iterable[SchemaObject]) -> list[str]:
-    """The desired statements whose object is not among ``existing``, in desired order."""
+def plan_migration(
+    desired: Sequence[str],
+    existing: Iterable[SchemaObject],
+    migrations: Sequence[str] = (),
+    columns: Iterable[tuple[str, str]] = (),
+) -> list[str]:
+    """What brings a database holding ``existing`` objects and ``columns`` ((table, column)
+    pairs) up to ``desired``: its missing CREATE statements in desired order, then the
+    ``migrations`` whose effect is missing, in their order."""
     present = set(existing)
+    created_by_migrations = _check_migrations(desired, migrations)
     seen: set[SchemaObject] = set()
     missing: list[str] = []
     for statement in desired:
         obj = schema_object(statement)
         if obj is None:
-            first_line = statement.strip().splitlines()[0] if statement.strip() else statement
             raise UnsupportedStatement(
-                f"only CREATE statements can be applied idempotently, not: {first_line}"
+                "only CREATE statements can be applied idempotently from the schema file, "
+                f"not: {_first_line(statement)} (changes to existing objects go in "
+                f"{MIGRATIONS_FILE.name})"
             )
         if obj in seen:
-            raise ValueError(f"{obj.kind} {obj.name} is created twice in the schema")
+            raise InvalidSchema(f"{obj.kind} {obj.name} is created twice in the schema")
         seen.add(obj)
-        if obj not in present:
+        if obj not in present and obj not in created_by_migrations:
             missing.append(statement)
+    # A table created just now comes whole from the schema file, new columns included.
+    tables_before = {obj.key for obj in present if obj.kind == "TABLE"}
+    have = {(table.casefold(), column.casefold()) for table, column in columns}
+    for statement in migrations:
+        step = migration_step(statement)
+        if isinstance(step, AddColumn):
+            if step.key[0] not in tables_before or step.key in have:
+                continue
+            have.add(step.key)
+        else:
+            if step in present:
+                continue
+            present.add(step)
+        missing.append(statement)
     return missing
+
+
+def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[SchemaObject]:
+    """The objects the migrations create; refuses steps that the schema file does not
+    reflect (a fresh database would then differ from a migrated one) or that repeat."""
+    declared = {obj for obj in (schema_object(s) for s in desired) if obj is not None}
+    tables = {obj.key for obj in declared if obj.kind == "TABLE"}
+    created: set[SchemaObject] = set()
+    added: set[tuple[str, str]] = set()
+    for statement in migrations:
+        step = migration_step(statement)
+        if isinstance(step, AddColumn):
+            if step.key[0] not in tables:
+                raise InvalidSchema(
+                    f"a migration adds {step.column} to table {step.table}, which the schema "
+                    "file does not create"
+                )
+            if step.key in added:
+                raise InvalidSchema(f"column {step.table}.{step.column} is added twice")
+            added.add(step.key)
+        else:
+            if step not in declared:
+                raise InvalidSchema(
+                    f"a migration creates {step.kind} {step.name}, which the schema file does "
+                    "not declare: a fresh database would lack it"
+                )
+            if step in created:
+                raise InvalidSchema(f"{step.kind} {step.name} is created twice in the migrations")
+            created.add(step)
+    return created
+
+
+def touched_objects(statements: Sequence[str]) -> set[SchemaObject]:
+    """The objects a plan creates or alters (their drift can only be judged afterwards)."""
+    touched: set[SchemaObject] = set()
+    for statement in statements:
+        match = _ADD_COLUMN.match(statement)
+        if match is not None:
+            touched.add(SchemaObject("TABLE", match.group("table").strip("`")))
+            continue
+        obj = schema_object(statement)
+        if obj is not None:
+            touched.add(obj)
+    return touched
 
 
 def _normalized(statement: str) -> str:
@@ -108,8 +242,8 @@ def _normalized(statement: str) -> str:
 def drifted_objects(desired: Sequence[str], existing_ddl: Iterable[str]) -> list[SchemaObject]:
     """Objects in both the schema file and the database whose definitions differ.
 
-    They are never altered by the migration; the caller should say so, since new code may
-    rely on the file's definition.
+    Only migrations.sql changes an existing object; whatever still differs is drift, which
+    new code relying on the file's definition would trip over.
     """
     current: dict[SchemaObject, str] = {}
     for statement in existing_ddl:
@@ -128,6 +262,11 @@ def read_schema(path: Path = SCHEMA_FILE) -> list[str]:
     return read_ddl_statements(path.read_text(encoding="utf-8"))
 
 
+def read_migrations(path: Path = MIGRATIONS_FILE) -> list[str]:
+    """The migration steps, in order; a missing file has none."""
+    return read_ddl_statements(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
 class SpannerDatabase(Protocol):
     """The part of ``google.cloud.spanner_v1.database.Database`` the migration uses."""
 
@@ -140,6 +279,8 @@ class SpannerDatabase(Protocol):
 
     def update_ddl(self, ddl_statements: Sequence[str]) -> _Operation: ...
 
+    def snapshot(self) -> Any: ...
+
 
 class _Operation(Protocol):
     def result(self, timeout: float | None = None) -> object: ...
@@ -150,17 +291,35 @@ class Migration:
     statements: list[str]
     """What was run (or, in a dry run, would be), in order."""
     drifted: list[SchemaObject]
-    """Existing objects that differ from the schema file and were left as they are."""
+    """Existing objects that differ from the schema file (only with ``allow_drift``)."""
+    unverified: list[SchemaObject] = field(default_factory=list)
+    """In a dry run: objects the plan changes, whose result is only checked when applied."""
+
+
+def existing_columns(database: SpannerDatabase) -> set[tuple[str, str]]:
+    """(table, column) of every user table, from INFORMATION_SCHEMA."""
+    with database.snapshot() as snapshot:
+        rows = snapshot.execute_sql(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ''"
+        )
+        return {(str(table), str(column)) for table, column in rows}
 
 
 def apply_migration(
     database: SpannerDatabase,
     desired: Sequence[str],
     *,
+    migrations: Sequence[str] = (),
     timeout: float = 1800.0,
     dry_run: bool = False,
+    allow_drift: bool = False,
 ) -> Migration:
-    """Create the objects of ``desired`` that ``database`` lacks.
+    """Bring ``database`` up to ``desired``: create what it lacks, run the missing
+    ``migrations``, then check that nothing differs from ``desired``.
+
+    Drift of an object the plan does not touch is refused before anything changes; drift
+    that remains after the plan ran is refused afterwards (the plan's changes only add, and
+    a rerun skips them). ``allow_drift`` reports drift instead (``Migration.drifted``).
 
     The statements go in one ``update_ddl`` call: Spanner validates them together and
     applies them in order, and the call returns once the long-running operation is done
@@ -170,7 +329,21 @@ def apply_migration(
         raise DatabaseNotFound("the Spanner database does not exist")
     database.reload()
     current = list(database.ddl_statements)
-    statements = plan_migration(desired, objects_in(current))
-    if statements and not dry_run:
+    needs_columns = any(_ADD_COLUMN.match(statement) for statement in migrations)
+    columns = existing_columns(database) if needs_columns else set()
+    statements = plan_migration(desired, objects_in(current), migrations, columns)
+    touched = touched_objects(statements)
+    drifted = [obj for obj in drifted_objects(desired, current) if obj not in touched]
+    if drifted and not allow_drift:
+        raise SchemaDrift(drifted, applied=[])
+    if dry_run:
+        unverified = sorted(touched & objects_in(current), key=lambda obj: obj.key)
+        return Migration(statements=statements, drifted=drifted, unverified=unverified)
+    if statements:
         database.update_ddl(statements).result(timeout=timeout)
-    return Migration(statements=statements, drifted=drifted_objects(desired, current))
+        database.reload()
+        current = list(database.ddl_statements)
+        drifted = drifted_objects(desired, current)
+        if drifted and not allow_drift:
+            raise SchemaDrift(drifted, applied=statements)
+    return Migration(statements=statements, drifted=drifted)

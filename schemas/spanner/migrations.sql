@@ -1,0 +1,10 @@
+-- Changes to objects that already exist in deployed databases, applied by
+-- `callpipe deploy ddl` (cloudbuild.yaml's migrate-schema step) after the CREATE statements
+-- of schema.sql that a database lacks. Statements are separated by semicolons and run in
+-- file order, each only when its effect is missing, so the file only ever grows:
+--   ALTER TABLE <table> ADD COLUMN <column> <type> ...;  -- skipped when the column exists
+--   CREATE [UNIQUE] [NULL_FILTERED] INDEX <name> ON ...;   -- skipped when the index exists
+-- Reflect every step in schema.sql too (a new column goes at the END of its CREATE TABLE,
+-- where ADD COLUMN puts it; a new index is declared there as well), so a fresh database and
+-- a migrated one are alike: deploy ddl fails when they are not. A new column must be
+-- nullable or have a DEFAULT, since the table already has rows.

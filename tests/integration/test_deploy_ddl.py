@@ -1,0 +1,166 @@
+"""``callpipe deploy ddl`` against the Spanner emulator: drift fails the deploy, and the
+migration steps bring an older database up to the schema file, once."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callpipe.devstack.stack import LocalStack
+from tests.integration.test_cli_and_stack import run_cli
+
+T_OLD = "CREATE TABLE T (\n  a INT64 NOT NULL,\n  note STRING(20),\n) PRIMARY KEY (a)"
+T_NEW = (
+    "CREATE TABLE T (\n  a INT64 NOT NULL,\n  note STRING(20),\n  b STRING(MAX),\n) PRIMARY KEY (a)"
+)
+T_INDEX = "CREATE INDEX TByB ON T (b)"
+ADD_B = "ALTER TABLE T ADD COLUMN b STRING(MAX)"
+U_NEW = "CREATE TABLE U (\n  a INT64 NOT NULL,\n) PRIMARY KEY (a)"
+
+
+@pytest.fixture
+def make_database(stack: LocalStack) -> Iterator[Callable[[list[str]], Any]]:
+    """A new database in the emulator holding ``ddl``, dropped after the test."""
+    from google.cloud import spanner
+
+    from callpipe.config import Settings
+
+    instance = spanner.Client(project=stack.config.project).instance(Settings().spanner_instance)
+    made: list[Any] = []
+
+    def make(ddl: list[str]) -> Any:
+        database = instance.database(f"ddl-{uuid.uuid4().hex[:12]}", ddl_statements=ddl)
+        database.create().result(timeout=60)
+        made.append(database)
+        return database
+
+    yield make
+    for database in made:
+        database.drop()
+
+
+def _sql(tmp_path: Path, name: str, statements: list[str]) -> Path:
+    path = tmp_path / name
+    path.write_text("-- test schema\n" + ";\n\n".join(statements) + (";\n" if statements else ""))
+    return path
+
+
+def _ddl(database: Any, *args: str) -> Any:
+    return run_cli(
+        "deploy", "ddl", *args, env={**os.environ, "SPANNER_DATABASE": database.database_id}
+    )
+
+
+def _current(database: Any) -> list[str]:
+    database.reload()
+    return list(database.ddl_statements)
+
+
+def _columns(database: Any, table: str) -> list[str]:
+    from google.cloud.spanner_v1 import param_types
+
+    with database.snapshot() as snapshot:
+        rows = snapshot.execute_sql(
+            "SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS "
+            "WHERE TABLE_SCHEMA = '' AND TABLE_NAME = @t ORDER BY ORDINAL_POSITION",
+            params={"t": table},
+            param_types={"t": param_types.STRING},
+        )
+        return [row[0] for row in rows]
+
+
+def test_a_changed_table_without_a_migration_fails_the_deploy_and_changes_nothing(
+    make_database: Callable[[list[str]], Any], tmp_path: Path
+) -> None:
+    database = make_database([T_OLD])
+    before = _current(database)
+    schema = _sql(tmp_path, "schema.sql", [T_NEW, U_NEW])
+
+    refused = _ddl(database, "--schema-file", str(schema))
+    assert refused.returncode == 1
+    assert "TABLE T differ" in refused.stderr
+    assert "ADD COLUMN" in refused.stderr and "--allow-drift" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert _current(database) == before  # not even the missing table U
+
+    allowed = _ddl(database, "--schema-file", str(schema), "--allow-drift")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "warning: TABLE T differs" in allowed.stderr
+    assert "applied: CREATE TABLE U (" in allowed.stdout
+    assert _columns(database, "T") == ["a", "note"]
+
+
+def test_migrations_bring_an_older_database_up_to_the_schema_file_once(
+    make_database: Callable[[list[str]], Any], tmp_path: Path
+) -> None:
+    database = make_database([T_OLD])
+    database.run_in_transaction(lambda txn: txn.insert("T", ["a", "note"], [(1, "kept")]))
+    schema = _sql(tmp_path, "schema.sql", [T_NEW, T_INDEX, U_NEW])
+    migrations = _sql(tmp_path, "migrations.sql", [ADD_B, T_INDEX])
+    args = ("--schema-file", str(schema), "--migrations-file", str(migrations))
+
+    planned = _ddl(database, *args, "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines() == [
+        "would apply: CREATE TABLE U (",
+        f"would apply: {ADD_B}",
+        f"would apply: {T_INDEX}",
+    ]
+    assert _columns(database, "T") == ["a", "note"]
+
+    applied = _ddl(database, *args)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines() == [
+        "applied: CREATE TABLE U (",
+        f"applied: {ADD_B}",
+        f"applied: {T_INDEX}",
+    ]
+    assert "warning" not in applied.stderr
+    assert _columns(database, "T") == ["a", "note", "b"]
+    assert _columns(database, "U") == ["a"]
+    assert any(s.startswith("CREATE INDEX TByB") for s in _current(database))
+    with database.snapshot() as snapshot:
+        assert list(snapshot.execute_sql("SELECT a, note, b FROM T")) == [[1, "kept", None]]
+
+    again = _ddl(database, *args)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().endswith("is up to date")
+
+
+def test_a_database_created_from_the_schema_file_needs_no_migration(
+    make_database: Callable[[list[str]], Any], tmp_path: Path
+) -> None:
+    database = make_database([T_NEW, T_INDEX, U_NEW])
+    schema = _sql(tmp_path, "schema.sql", [T_NEW, T_INDEX, U_NEW])
+    migrations = _sql(tmp_path, "migrations.sql", [ADD_B, T_INDEX])
+    result = _ddl(database, "--schema-file", str(schema), "--migrations-file", str(migrations))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("is up to date")
+
+
+def test_a_migration_that_does_not_match_the_schema_file_fails_after_applying(
+    make_database: Callable[[list[str]], Any], tmp_path: Path
+) -> None:
+    database = make_database([T_OLD])
+    schema = _sql(tmp_path, "schema.sql", [T_NEW])
+    # the file says STRING(MAX), the migration adds STRING(10): the result is drift
+    migrations = _sql(tmp_path, "migrations.sql", ["ALTER TABLE T ADD COLUMN b STRING(10)"])
+    result = _ddl(database, "--schema-file", str(schema), "--migrations-file", str(migrations))
+    assert result.returncode == 1
+    assert "applied: ALTER TABLE T ADD COLUMN b STRING(10)" in result.stdout
+    assert "TABLE T differ" in result.stderr
+    assert _columns(database, "T") == ["a", "note", "b"]
+
+
+def test_the_repository_schema_and_migrations_leave_the_stack_database_as_it_is(
+    stack: LocalStack,
+) -> None:
+    result = run_cli("deploy", "ddl")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("is up to date")
+    assert not result.stderr.strip()
