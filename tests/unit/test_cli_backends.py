@@ -95,3 +95,14 @@ def test_backend_mismatch(
         assert found is None
     else:
         assert found is not None and problem in found
+
+
+@pytest.mark.parametrize("value", ["localhost", "127.0.0.1:", "127.0.0.1:spanner", "[::1]:99999"])
+def test_an_emulator_address_without_a_port_is_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SPANNER_EMULATOR_HOST", value)
+    result = CliRunner().invoke(tenants.app, ["list"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "is not host:port: set it like 127.0.0.1:9010" in result.stderr

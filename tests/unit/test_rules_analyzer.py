@@ -744,6 +744,18 @@ def test_cli_rejects_json_that_is_not_a_transcript(cli: typer.Typer, tmp_path: P
     assert result.exit_code == 1
 
 
+@pytest.mark.parametrize("name", ["call.txt", "call.json"])
+def test_cli_refuses_a_file_that_is_not_utf8_with_a_message(
+    cli: typer.Typer, tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(CALL_TEXT.encode("utf-16"))
+    result = CliRunner().invoke(cli, [str(path)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # a message, not a traceback
+    assert "is not UTF-8 text (byte 0)" in result.stderr
+
+
 def test_text_lines_become_segments() -> None:
     t = transcript_from_text(CALL_TEXT)
     assert [s.speaker for s in t.segments] == ["agent", "caller", "agent", "caller"]

@@ -71,7 +71,14 @@ def transcript_from_text(text: str) -> Transcript:
 
 
 def read_transcript(path: Path) -> Transcript:
-    content = path.read_text(encoding="utf-8")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        # e.g. an audio file given by mistake, or a transcript saved as UTF-16
+        fail(
+            f"{path} is not UTF-8 text (byte {error.start}): give a Transcript JSON or a "
+            "UTF-8 text file; audio goes to `callpipe transcribe` first"
+        )
     if content.lstrip().startswith("{"):
         try:
             return Transcript.model_validate(jsonlib.loads(content))

@@ -36,6 +36,11 @@ def _repository() -> TenantRepository:
     emulator = os.environ.get("SPANNER_EMULATOR_HOST")
     if emulator:
         host, _, port = emulator.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            fail(
+                f"SPANNER_EMULATOR_HOST={emulator!r} is not host:port: set it like "
+                "127.0.0.1:9010 (or unset it to use the real database)"
+            )
         if not port_open(host or "127.0.0.1", int(port)):
             fail(
                 f"the Spanner emulator at {emulator} does not answer: start the stack with `make run`"
