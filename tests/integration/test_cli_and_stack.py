@@ -111,8 +111,13 @@ def test_tenant_onboarding_list_show_and_sign(
         == "rotated-api-key-42"
     )
 
+    (token_id,) = json.loads(added.stdout)["token_ids"]
     shown = run_cli("tenants", "show", tenant_id)
-    assert shown.returncode == 0 and company in shown.stdout and "active" in shown.stdout
+    assert shown.returncode == 0, shown.stderr
+    assert f"company  {company} → office main" in shown.stdout
+    # the token's own line (the tenant's status line says "active" too)
+    secret = f"callrail-webhook-token-{company.lower()}-{token_id}"
+    assert f"  token  {token_id} active, secret {secret}" in shown.stdout.splitlines()
     assert run_cli("tenants", "show", "no-such-tenant").returncode == 1
 
     body = tmp_path / "call.json"

@@ -173,8 +173,14 @@ def test_cli_issues_a_token_the_verifier_accepts(
     assert operator.exit_code == 0, operator.output
     assert verifier.verify(operator.stdout.strip().splitlines()[-1]).operator
 
-    assert runner.invoke(tokens.app, ["issue"]).exit_code != 0
-    assert runner.invoke(tokens.app, ["issue", "--tenant", "Bad/Id"]).exit_code != 0
+    nobody = runner.invoke(tokens.app, ["issue"])
+    assert nobody.exit_code == 1
+    assert "name the tenant with --tenant, or pass --operator" in nobody.stderr
+    assert nobody.stdout == ""  # no token
+    bad_id = runner.invoke(tokens.app, ["issue", "--tenant", "Bad/Id"])
+    assert bad_id.exit_code == 1
+    assert "invalid tenant id 'Bad/Id'" in bad_id.stderr
+    assert bad_id.stdout == ""
 
 
 def test_cli_does_not_create_a_key_in_production(
