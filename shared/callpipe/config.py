@@ -53,7 +53,17 @@ class Settings(BaseSettings):
     tenant_cache_stale_seconds: float = Field(
         default=900.0, ge=0, alias="TENANT_CACHE_STALE_SECONDS"
     )
+    # Quarantine budgets, per instance, by who can send the webhook (see README, intake).
     quarantine_max_per_minute: int = Field(default=120, ge=0, alias="QUARANTINE_MAX_PER_MINUTE")
+    quarantine_unusable_max_per_minute: int = Field(
+        default=600, ge=0, alias="QUARANTINE_UNUSABLE_MAX_PER_MINUTE"
+    )
+    quarantine_outage_max_per_minute: int = Field(
+        default=1200, ge=0, alias="QUARANTINE_OUTAGE_MAX_PER_MINUTE"
+    )
+    quarantine_unknown_max_body_bytes: int = Field(
+        default=262_144, ge=1024, alias="QUARANTINE_UNKNOWN_MAX_BODY_BYTES"
+    )
     publish_timeout_seconds: float = Field(default=10.0, gt=0, alias="PUBLISH_TIMEOUT_SECONDS")
     publish_batch_max_latency_ms: float = Field(
         default=0.0, ge=0, alias="PUBLISH_BATCH_MAX_LATENCY_MS"

@@ -192,7 +192,7 @@ def test_queue_unavailable_is_503_not_500(
     from datetime import timedelta as td
 
     from callpipe.config import Settings
-    from callpipe.intake.ratelimit import TokenBucket
+    from callpipe.intake.ratelimit import QuarantineBudgets, TokenBucket
     from callpipe.intake.service import IntakeConfig, IntakeRequest, WebhookIntake
     from callpipe.publishing import PubSubPublisher
     from callpipe.spanner_db import open_database
@@ -210,7 +210,7 @@ def test_queue_unavailable_is_503_not_500(
             10,
         ),
         PubSubPublisher(settings.google_cloud_project, timeout_seconds=5),
-        TokenBucket(10),
+        QuarantineBudgets(TokenBucket(10), TokenBucket(10), TokenBucket(10)),
     )
     body = post_call_body(tenant)
     outcome = intake.handle(

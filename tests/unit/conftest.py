@@ -25,7 +25,7 @@ import pytest
 
 from callpipe.archive import archive_object_name
 from callpipe.callrail.webhook import EventType
-from callpipe.intake.ratelimit import TokenBucket
+from callpipe.intake.ratelimit import QuarantineBudgets, TokenBucket
 from callpipe.intake.service import IntakeConfig, IntakeRequest, WebhookIntake
 from callpipe.logs import CloudLoggingFormatter
 from callpipe.messages import CallReceived, RawWebhook
@@ -297,6 +297,9 @@ def make_intake(
         quarantine_per_minute: int = 60,
         now: datetime = NOW,
         stale_seconds: float = 0.0,
+        unusable_per_minute: int = 60,
+        outage_per_minute: int = 60,
+        unknown_max_body: int = MAX_BODY,
     ) -> IntakeHarness:
         publisher = publisher if publisher is not None else RecordingPublisher()
         limiter_clock = FakeMonotonic()
@@ -315,10 +318,15 @@ def make_intake(
                 quarantine_topic=QUARANTINE_TOPIC,
                 max_body_bytes=MAX_BODY,
                 timestamp_tolerance=TOLERANCE,
+                unknown_company_max_body_bytes=unknown_max_body,
             ),
             directory,
             publisher,
-            TokenBucket(quarantine_per_minute, clock=limiter_clock),
+            QuarantineBudgets(
+                unknown_company=TokenBucket(quarantine_per_minute, clock=limiter_clock),
+                unusable=TokenBucket(unusable_per_minute, clock=limiter_clock),
+                directory_unavailable=TokenBucket(outage_per_minute, clock=limiter_clock),
+            ),
             clock=wall,
         )
         return IntakeHarness(intake, publisher, companies, secret_store, limiter_clock, wall)

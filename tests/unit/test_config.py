@@ -38,6 +38,9 @@ def test_defaults() -> None:
     assert s.unknown_company_cache_ttl_seconds == 10.0
     assert s.unknown_company_cache_ttl_seconds < s.tenant_cache_ttl_seconds
     assert s.quarantine_max_per_minute == 120
+    assert s.quarantine_unusable_max_per_minute == 600
+    assert s.quarantine_outage_max_per_minute == 1200
+    assert s.quarantine_unknown_max_body_bytes == 262_144
     assert s.local_secrets_dir == Path(".local/secrets")
     assert s.port == 8080
     assert not s.is_production
@@ -59,6 +62,9 @@ def test_every_field_has_an_upper_case_env_alias() -> None:
         ("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", "600", "webhook_timestamp_tolerance_seconds", 600),
         ("TENANT_CACHE_TTL_SECONDS", "2.5", "tenant_cache_ttl_seconds", 2.5),
         ("QUARANTINE_MAX_PER_MINUTE", "0", "quarantine_max_per_minute", 0),
+        ("QUARANTINE_UNUSABLE_MAX_PER_MINUTE", "30", "quarantine_unusable_max_per_minute", 30),
+        ("QUARANTINE_OUTAGE_MAX_PER_MINUTE", "0", "quarantine_outage_max_per_minute", 0),
+        ("QUARANTINE_UNKNOWN_MAX_BODY_BYTES", "4096", "quarantine_unknown_max_body_bytes", 4096),
         ("LOCAL_SECRETS_DIR", "/tmp/s", "local_secrets_dir", Path("/tmp/s")),
         ("PORT", "9000", "port", 9000),
         ("spanner_instance", "lowercase-works", "spanner_instance", "lowercase-works"),

@@ -340,6 +340,86 @@ def test_unknown_company_with_quarantine_limit_exhausted_is_not_kept(
     assert len(harness.publisher.on(QUARANTINE_TOPIC)) == 2
 
 
+def forged_unknown_company_flood(harness: IntakeHarness, requests: int) -> None:
+    """Requests anyone can send: unknown company, signed with a made-up token."""
+    for n in range(requests):
+        body = event_body(
+            "post_call", company_resource_id=f"COM{n:032d}", company_id=None, resource_id=None
+        )
+        harness.post(body, signature=sign("anything", body))
+
+
+def test_forged_unknown_company_requests_leave_the_outage_budget_to_real_webhooks(
+    make_intake: Callable[..., IntakeHarness],
+) -> None:
+    harness = make_intake(quarantine_per_minute=120)
+    forged_unknown_company_flood(harness, 121)
+    assert len(harness.publisher.on(QUARANTINE_TOPIC)) == 120  # its own budget is spent
+
+    harness.companies.error = ConnectionError("spanner: deadline exceeded")  # then an outage
+    body = event_body("post_call")
+    outcome = harness.post(body)
+
+    assert (outcome.status, outcome.outcome) == (503, "directory_unavailable")
+    assert outcome.fields["quarantined"] is True  # kept: a replay can still queue it
+    kept = harness.publisher.on(QUARANTINE_TOPIC)[-1]
+    assert kept.attributes["reason"] == "directory_unavailable"
+    assert QuarantinedWebhook.from_data(kept.data).webhook.body == body
+
+
+def test_forged_unknown_company_requests_leave_the_unusable_budget_to_signed_webhooks(
+    make_intake: Callable[..., IntakeHarness],
+) -> None:
+    harness = make_intake(quarantine_per_minute=120)
+    forged_unknown_company_flood(harness, 121)
+
+    outcome = harness.post(event_body("post_call", timestamp="yesterday-ish"))
+
+    assert (outcome.status, outcome.outcome) == (400, "invalid_payload")
+    assert outcome.fields["quarantined"] is True
+    assert harness.publisher.on(QUARANTINE_TOPIC)[-1].attributes["reason"] == "invalid_payload"
+
+
+@pytest.mark.parametrize("kind", ["unusable", "outage"])
+def test_the_unusable_and_outage_budgets_are_bounded_too(
+    make_intake: Callable[..., IntakeHarness], kind: str
+) -> None:
+    harness = make_intake(unusable_per_minute=1, outage_per_minute=1, quarantine_per_minute=0)
+    if kind == "outage":
+        harness.companies.error = ConnectionError("spanner: deadline exceeded")
+        body = event_body("post_call")
+    else:
+        body = event_body("post_call", timestamp="yesterday-ish")
+
+    first, second = harness.post(body), harness.post(body)
+
+    assert first.fields["quarantined"] is True
+    assert second.fields["quarantined"] is False
+    harness.limiter_clock.advance(60)
+    assert harness.post(body).fields["quarantined"] is True
+
+
+def test_unknown_company_body_over_its_size_limit_is_not_kept(
+    make_intake: Callable[..., IntakeHarness],
+) -> None:
+    small = event_body("post_call", company_resource_id=UNKNOWN_COMPANY, company_id=None)
+    limit = len(small)
+    harness = make_intake(quarantine_per_minute=1, unknown_max_body=limit)
+    big = event_body(
+        "post_call", company_resource_id=UNKNOWN_COMPANY, company_id=None, pad="x" * 64
+    )
+    assert len(big) > limit
+
+    outcome = harness.post(big)
+
+    assert (outcome.status, outcome.outcome) == (404, "unknown_company")
+    assert outcome.fields["quarantined"] is False
+    assert f"over {limit} bytes" in outcome.body["message"]
+    assert harness.publisher.messages == []
+    # it spent nothing of the budget: one at the limit is still kept
+    assert harness.post(small).fields["quarantined"] is True
+
+
 def test_unknown_company_when_quarantine_publish_fails_is_404_not_kept(
     make_intake: Callable[..., IntakeHarness],
 ) -> None:

@@ -1,10 +1,11 @@
-"""A token bucket (per process) bounding how much unverifiable traffic is kept."""
+"""Token buckets (per process) bounding how many webhooks intake keeps in quarantine."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class TokenBucket:
@@ -25,3 +26,22 @@ class TokenBucket:
                 self._tokens -= 1.0
                 return True
             return False
+
+
+@dataclass(frozen=True)
+class QuarantineBudgets:
+    """One budget per kind of quarantined webhook, by who can send it.
+
+    Anyone can send a webhook for an unknown company (nothing can verify it), so that
+    budget must not be the one authentic webhooks depend on: a flood of forged requests
+    would otherwise leave nothing for a signed webhook refused as unusable, or for the
+    webhooks of an outage of the directory, and CallRail never sends them again.
+    """
+
+    # not verifiable, and anyone can send it
+    unknown_company: TokenBucket
+    # verified with the company's token: forged requests never reach this budget
+    unusable: TokenBucket
+    # not verifiable either (the tokens could not be read), but spent only while Spanner or
+    # the secret store fail, for companies the instance has no recent mapping of
+    directory_unavailable: TokenBucket

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from callpipe.callrail.signature import verify_signature
 from callpipe.callrail.webhook import CallRailWebhook, EventType, id_text
 from callpipe.ids import InvalidIdentifier, check_resource_id, is_resource_id
-from callpipe.intake.ratelimit import TokenBucket
+from callpipe.intake.ratelimit import QuarantineBudgets, TokenBucket
 from callpipe.logs import log_event
 from callpipe.messages import (
     CallReceived,
@@ -53,6 +53,9 @@ class IntakeConfig:
     quarantine_topic: str
     max_body_bytes: int
     timestamp_tolerance: timedelta
+    # the largest body of an unknown company's webhook that is kept: anyone can send those,
+    # and a real CallRail webhook is far smaller than the request limit
+    unknown_company_max_body_bytes: int = 256 * 1024
 
 
 @dataclass
@@ -145,13 +148,13 @@ class WebhookIntake:
         config: IntakeConfig,
         directory: CompanyDirectory,
         publisher: Publisher,
-        quarantine_limiter: TokenBucket,
+        quarantine: QuarantineBudgets,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._config = config
         self._directory = directory
         self._publisher = publisher
-        self._quarantine_limiter = quarantine_limiter
+        self._budgets = quarantine
         self._clock = clock
 
     def handle(
@@ -298,6 +301,7 @@ class WebhookIntake:
 
             return self._quarantine(
                 keep_unknown,
+                self._budgets.directory_unavailable,
                 raw,
                 company_keys[0],
                 "directory_unavailable",
@@ -306,14 +310,18 @@ class WebhookIntake:
             )
         if company is None:
             company_key = company_keys[0]
+            body_limit = self._config.unknown_company_max_body_bytes
+            too_large = len(request.body) > body_limit
 
             def unknown(kept: bool) -> IntakeOutcome:
                 if kept:
                     note = "kept in quarantine for replay"
-                elif keep_unknown:
-                    note = "not kept: the quarantine is full"
-                else:
+                elif not keep_unknown:
                     note = "still unknown"
+                elif too_large:
+                    note = f"not kept: the body is over {body_limit} bytes"
+                else:
+                    note = "not kept: the quarantine is full"
                 return fail(
                     404,
                     "unknown_company",
@@ -323,7 +331,13 @@ class WebhookIntake:
                 )
 
             return self._quarantine(
-                keep_unknown, raw, company_key, "unknown_company", correlation_id, unknown
+                keep_unknown and not too_large,
+                self._budgets.unknown_company,
+                raw,
+                company_key,
+                "unknown_company",
+                correlation_id,
+                unknown,
             )
 
         mapping = company.mapping
@@ -344,7 +358,13 @@ class WebhookIntake:
                 return fail(400, code, message, tenant_id=mapping.tenant_id, quarantined=kept)
 
             return self._quarantine(
-                keep_unknown, raw, mapping.company_id, code, correlation_id, answer
+                keep_unknown,
+                self._budgets.unusable,
+                raw,
+                mapping.company_id,
+                code,
+                correlation_id,
+                answer,
             )
 
         if webhook is None:
@@ -431,15 +451,16 @@ class WebhookIntake:
     def _quarantine(
         self,
         keep: bool,
+        budget: TokenBucket,
         raw: RawWebhook,
         company_key: str,
         reason: str,
         correlation_id: str,
         answer: Callable[[bool], IntakeOutcome],
     ) -> IntakeOutcome | PendingPublish:
-        """Keep an authentic (or not yet verifiable) webhook for a replay, within the limit;
-        ``answer`` says whether it was kept."""
-        if not keep or not self._quarantine_limiter.take():
+        """Keep an authentic (or not yet verifiable) webhook for a replay, within its
+        budget; ``answer`` says whether it was kept."""
+        if not keep or not budget.take():
             return answer(False)
         message = QuarantinedWebhook(
             company_key=company_key, reason=reason, correlation_id=correlation_id, webhook=raw

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from callpipe.config import Settings
-from callpipe.intake.ratelimit import TokenBucket
+from callpipe.intake.ratelimit import QuarantineBudgets, TokenBucket
 from callpipe.intake.service import IntakeConfig, WebhookIntake
 from callpipe.publishing import PubSubPublisher
 from callpipe.publishing_async import AsyncPubSubPublisher
@@ -81,10 +81,15 @@ def build_intake_runtime(settings: Settings) -> IntakeRuntime:
             quarantine_topic=settings.quarantine_topic,
             max_body_bytes=settings.webhook_max_body_bytes,
             timestamp_tolerance=timedelta(seconds=settings.webhook_timestamp_tolerance_seconds),
+            unknown_company_max_body_bytes=settings.quarantine_unknown_max_body_bytes,
         ),
         directory,
         publisher,
-        TokenBucket(settings.quarantine_max_per_minute),
+        QuarantineBudgets(
+            unknown_company=TokenBucket(settings.quarantine_max_per_minute),
+            unusable=TokenBucket(settings.quarantine_unusable_max_per_minute),
+            directory_unavailable=TokenBucket(settings.quarantine_outage_max_per_minute),
+        ),
     )
     return IntakeRuntime(
         intake=intake,
