@@ -21,6 +21,7 @@ from callpipe.intake.service import (
     log_outcome,
 )
 from callpipe.messages import CallReceived, QuarantinedWebhook
+from callpipe.registration import RegisterCall
 from callpipe.secrets import signing_token_secret_name
 from callpipe.tenancy import CompanyMapping
 from tests.unit.conftest import (
@@ -36,7 +37,9 @@ from tests.unit.conftest import (
     TENANT_ID,
     TOKEN_ID,
     FailingPublisher,
+    InMemoryArchive,
     InMemoryCompanies,
+    InMemoryEventLedger,
     IntakeHarness,
     LogCapture,
     RecordingPublisher,
@@ -84,7 +87,7 @@ def test_signed_post_call_is_accepted_and_published(harness: IntakeHarness) -> N
         "office_id": OFFICE_ID,
         "call_id": POST_CALL_ID,
         "event_type": "post_call",
-        "event_key": f"post_call:{POST_CALL_ID}",
+        "event_key": f"completion:{POST_CALL_ID}",
         "correlation_id": outcome.correlation_id,
     }
     assert outcome.fields["message_id"] == published.message_id
@@ -684,7 +687,7 @@ def test_same_post_call_twice_has_the_same_event_key(harness: IntakeHarness) -> 
     harness.post(json.dumps(json.loads(body), indent=1).encode())  # re-serialised replay
     keys = {m.attributes["event_key"] for m in harness.publisher.messages}
     assert len(harness.publisher.messages) == 3
-    assert keys == {f"post_call:{POST_CALL_ID}"}
+    assert keys == {f"completion:{POST_CALL_ID}"}
 
 
 def test_two_call_modified_bodies_have_different_event_keys(harness: IntakeHarness) -> None:
@@ -696,16 +699,58 @@ def test_two_call_modified_bodies_have_different_event_keys(harness: IntakeHarne
     keys = [m.attributes["event_key"] for m in harness.publisher.messages]
     assert keys[0] != keys[1]
     assert keys[0] == keys[2]
-    assert all(k.startswith(f"call_modified:{POST_CALL_ID}:") for k in keys)
+    assert all(re.fullmatch(rf"body:{POST_CALL_ID}:[0-9a-f]{{40}}", k) for k in keys)
+
+
+def register_all(messages: list[CallReceived]) -> list[str]:
+    """Run the messages through register-call (in-memory ledger); its outcome for each."""
+    register = RegisterCall(
+        InMemoryArchive(), InMemoryEventLedger(), RecordingPublisher(), "calls.registered"
+    )
+    return [register(message)["outcome"] for message in messages]
+
+
+@pytest.mark.parametrize("event", ["post_call", "outbound_post_call", "call_modified"])
+def test_the_same_body_through_any_event_url_is_one_event(
+    harness: IntakeHarness, event: str
+) -> None:
+    """The URL's event type is not signed: it cannot make a second event of one body."""
+    body = event_body(event)
+    hints = [None, "post-call", "outbound-post-call", "call-modified", "outbound-call-modified"]
+    for hint in hints:
+        assert harness.post(body, hint=hint).status == 202
+
+    messages = received(harness)
+    assert len({m.event_key for m in messages}) == 1
+    assert register_all(messages) == ["registered"] + ["duplicate"] * (len(hints) - 1)
+
+
+def test_a_body_that_is_no_completion_never_takes_the_calls_completion_key(
+    harness: IntakeHarness,
+) -> None:
+    """A signed Pre-Call posted to the Post-Call URL (a captured one, replayed within the
+    window) must not take the key of the Post-Call that comes later, or that one would be
+    dropped as a duplicate."""
+    pre_call = event_body("pre_call", resource_id=POST_CALL_ID)
+    assert harness.post(pre_call, hint="post-call").status == 202
+    assert harness.post(event_body("post_call")).status == 202
+
+    first, second = received(harness)
+    assert first.event_type is EventType.POST_CALL  # the hint still sets the type
+    assert first.event_key.startswith(f"body:{POST_CALL_ID}:")
+    assert second.event_key == f"completion:{POST_CALL_ID}"
+    assert register_all([first, second]) == ["registered", "registered"]
 
 
 def test_event_key_function() -> None:
     assert event_key(EventType.POST_CALL, "CAL1", b"a") == event_key(
         EventType.POST_CALL, "CAL1", b"b"
     )
-    assert event_key(EventType.OUTBOUND_POST_CALL, "CAL1", b"a") == "outbound_post_call:CAL1"
+    assert event_key(EventType.POST_CALL, "CAL1", b"a") == "completion:CAL1"
+    assert event_key(EventType.OUTBOUND_POST_CALL, "CAL1", b"a") == "completion:CAL1"
     modified = event_key(EventType.CALL_MODIFIED, "CAL1", b"a")
-    assert re.fullmatch(r"call_modified:CAL1:[0-9a-f]{40}", modified)
+    assert re.fullmatch(r"body:CAL1:[0-9a-f]{40}", modified)
+    assert modified == event_key(EventType.OUTBOUND_CALL_MODIFIED, "CAL1", b"a")
     assert modified != event_key(EventType.CALL_MODIFIED, "CAL1", b"b")
     assert event_key(EventType.POST_CALL, "CAL1", b"a") != event_key(
         EventType.POST_CALL, "CAL2", b"a"

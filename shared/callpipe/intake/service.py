@@ -129,17 +129,20 @@ def correlation_id_from(headers: Mapping[str, str]) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def event_key(event_type: EventType, call_id: str, body: bytes) -> str:
-    """The deduplication key of an event within its tenant.
+def event_key(shape: EventType, call_id: str, body: bytes) -> str:
+    """The deduplication key of an event within its tenant, from the signed body alone.
 
-    A call completes once, so Post-Call is keyed by the call: a redelivery or a replay of
-    it, even re-serialised, is the same event. Modifications and other events are keyed
-    by their exact body, so distinct changes to one call stay distinct.
+    ``shape`` is the type the body itself shows (``CallRailWebhook.classify()`` without the
+    URL's hint): the URL is not signed, so the same body posted to another event's URL is
+    the same event. A call completes once, so a completion, inbound or outbound, is keyed
+    by the call: a redelivery or a replay of it, even re-serialised, is the same event.
+    Modifications and other events are keyed by their exact body, so distinct changes to
+    one call stay distinct.
     """
-    if event_type.is_call_completion:
-        return f"{event_type.value}:{call_id}"
+    if shape.is_call_completion:
+        return f"completion:{call_id}"
     digest = hashlib.sha256(body).hexdigest()[:40]
-    return f"{event_type.value}:{call_id}:{digest}"
+    return f"body:{call_id}:{digest}"
 
 
 class WebhookIntake:
@@ -398,6 +401,8 @@ class WebhookIntake:
                 )
 
         event_type = webhook.classify(hint)
+        # the key follows what the signed body shows, never the unsigned URL's hint
+        shape = event_type if hint is None else webhook.classify()
         message = CallReceived(
             tenant_id=mapping.tenant_id,
             office_id=mapping.office_id,
@@ -405,7 +410,7 @@ class WebhookIntake:
             callrail_account_id=webhook.callrail_account_id or mapping.callrail_account_id,
             call_id=call_id,
             event_type=event_type,
-            event_key=event_key(event_type, call_id, request.body),
+            event_key=event_key(shape, call_id, request.body),
             correlation_id=correlation_id,
             signing_token_id=token.token_id,
             webhook=raw,
