@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from callpipe.callrail.storable import unstorable
 from callpipe.messages import CallReceived, CallRegistered
 from callpipe.progress import CALL_STAGE_COLUMNS, call_stage_row
 from callpipe.publishing import Publisher
@@ -206,10 +207,14 @@ class RegisterCall:
     def __call__(self, message: CallReceived) -> dict[str, Any]:
         try:
             payload = json.loads(message.webhook.body)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise PermanentError("invalid_webhook_body", str(error)) from None
         if not isinstance(payload, dict):
             raise PermanentError("invalid_webhook_body", "the webhook body is not a JSON object")
+        # intake refuses these; a message queued before it did, or replayed, may still hold one
+        problem = unstorable(payload)
+        if problem is not None:
+            raise PermanentError("invalid_webhook_body", problem)
 
         archive_uri = self._archive.store(message)
         state = self._ledger.claim(message, archive_uri)
@@ -227,7 +232,6 @@ class RegisterCall:
             self._ledger.mark(message, EventState.IGNORED)
             return {**fields, "outcome": "ignored_event_type"}
 
-        self._ledger.start_call(message, payload)
         registered = CallRegistered(
             tenant_id=message.tenant_id,
             office_id=message.office_id,
@@ -242,9 +246,14 @@ class RegisterCall:
             webhook_archive_uri=archive_uri,
             webhook=payload,
         )
-        message_id = self._publisher.publish(
-            self._output_topic, registered.to_data(), registered.attributes()
-        )
+        # serialised before the call's row is written: a message that cannot be serialised
+        # never will be, so it is dead-lettered at once rather than retried
+        try:
+            data = registered.to_data()
+        except ValueError as error:  # PydanticSerializationError
+            raise PermanentError("unserializable_message", str(error)[:500]) from None
+        self._ledger.start_call(message, payload)
+        message_id = self._publisher.publish(self._output_topic, data, registered.attributes())
         self._ledger.mark(message, EventState.FORWARDED)
         return {
             **fields,

@@ -540,6 +540,22 @@ HUGE = "1" + "0" * 5000  # past Python's 4,300-digit limit on reading an integer
         ('"resource_id": null, "id": Infinity', 400, "invalid_payload"),
         ('"resource_id": null, "id": NaN', 400, "invalid_payload"),
         ('"resource_id": null, "id": 1' + "0" * 400, 400, "invalid_call_id"),
+        # JSON Python reads but register-call could neither store (Spanner's JSON type) nor
+        # serialise: refused, and kept, once the signature holds
+        ('"x": NaN', 400, "invalid_payload"),
+        ('"x": [1, Infinity]', 400, "invalid_payload"),
+        ('"x": {"y": -Infinity}', 400, "invalid_payload"),
+        ('"x": 1e400', 400, "invalid_payload"),
+        ('"tags": [1E+309]', 400, "invalid_payload"),
+        ('"x": "\\ud800"', 400, "invalid_payload"),
+        ('"x": {"\\udfff": 1}', 400, "invalid_payload"),
+        ('"x": ["a\\udc00\\ud83d"]', 400, "invalid_payload"),
+        ('"changes": ["\\ud800"]', 400, "invalid_payload"),
+        ('"x": ' + "[" * 64 + "]" * 64, 400, "invalid_payload"),  # 65 levels
+        ('"x": ' + "{" * 64 + "}" * 64, 400, "malformed_json"),  # objects need keys
+        ('"x": ' + '{"a": ' * 64 + "1" + "}" * 64, 400, "invalid_payload"),
+        ('"x": ' + "[" * 500 + "]" * 500, 400, "invalid_payload"),
+        ('"x": ' + "[" * 800 + "]" * 800, 400, "invalid_payload"),
         # JSON that Python cannot read: refused before any lookup
         ('"duration": ' + HUGE, 400, "malformed_json"),
         ('"extra": ' + "[" * 30_000 + "]" * 30_000, 400, "malformed_json"),
@@ -555,6 +571,33 @@ def test_numbers_and_nesting_out_of_range_are_refused(
         assert harness.publisher.messages == []
     else:
         assert_only_quarantined(harness, error)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        '"x": ' + "[" * 63 + "]" * 63,  # 64 levels, the limit
+        '"x": "\\ud83d\\ude00", "y": "caf\\u00e9"',  # a surrogate pair is one character
+        '"x": 1e308, "y": -0.0, "z": 1e-400',  # finite
+        '"x": "NaN Infinity"',
+    ],
+)
+def test_json_at_the_limits_of_what_the_pipeline_takes_is_accepted(
+    harness: IntakeHarness, fields: str
+) -> None:
+    body = f'{{"company_resource_id": "{COMPANY_ID}", "resource_id": "{POST_CALL_ID}", {fields}}}'
+    outcome = harness.post(body.encode())
+    assert outcome.status == 202, outcome.body
+    (message,) = received(harness)
+    assert register_all([message]) == ["ignored_event_type"]  # a Pre-Call's shape
+
+
+def test_an_unusable_payload_is_refused_without_quoting_it(harness: IntakeHarness) -> None:
+    body = event_body("post_call", customer_name="Marisol \ud800", note=float("nan"))
+    outcome = harness.post(body)
+    assert (outcome.status, outcome.outcome) == (400, "invalid_payload")
+    assert "Marisol" not in json.dumps(outcome.body)
+    assert_only_quarantined(harness, "invalid_payload")
 
 
 @pytest.mark.parametrize(

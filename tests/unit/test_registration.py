@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 
@@ -9,10 +10,10 @@ import pytest
 
 from callpipe.archive import archive_object_name
 from callpipe.callrail.webhook import EventType
-from callpipe.messages import CallRegistered
+from callpipe.messages import CallReceived, CallRegistered
 from callpipe.publishing import PublishFailed
 from callpipe.registration import EventState, RegisterCall
-from callpipe.steps import PermanentError
+from callpipe.steps import PermanentError, run_step
 from tests.unit.conftest import (
     ACCOUNT_ID,
     COMPANY_ID,
@@ -209,6 +210,54 @@ def test_non_json_or_non_object_webhook_body_is_a_permanent_error(
         world.register(message)
     assert caught.value.reason == "invalid_webhook_body"
     assert world.journal == []  # nothing archived, claimed or published
+
+
+UNUSABLE_BODIES = {
+    "lone surrogate": b'{"resource_id": "CAL1", "x": "\\ud800"}',
+    "NaN": b'{"resource_id": "CAL1", "x": NaN}',
+    "too large a number": b'{"resource_id": "CAL1", "x": [1e400]}',
+    "nested 500 levels": b'{"resource_id": "CAL1", "x": ' + b"[" * 499 + b"]" * 499 + b"}",
+}
+
+
+@pytest.mark.parametrize("body", UNUSABLE_BODIES.values(), ids=UNUSABLE_BODIES.keys())
+def test_a_body_the_pipeline_cannot_store_is_dead_lettered_at_once_not_retried(
+    body: bytes,
+) -> None:
+    """Queued before intake refused such bodies, or replayed: a permanent failure, found
+    before anything is written, rather than five transient ones after the call's row."""
+    world = World()
+    message = make_call_received(body=body)
+
+    result = run_step(
+        "register-call",
+        {"message": {"data": base64.b64encode(message.to_data()).decode(), "messageId": "7"}},
+        CallReceived,
+        world.register,
+        world.publisher,
+        "calls.received.dlq",
+    )
+
+    assert result == {"outcome": "dead_lettered", "reason": "invalid_webhook_body"}
+    assert world.journal == ["publish:calls.received.dlq"]  # nothing archived or claimed
+    assert world.ledger.calls == {}
+
+
+def test_a_message_that_cannot_be_serialised_is_a_permanent_error_before_the_call_row(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the checks before it miss, a serialisation error is never transient."""
+    monkeypatch.setattr("callpipe.registration.unstorable", lambda payload: None)
+    message = make_call_received(body=b'{"resource_id": "CAL1", "x": "\\ud800"}')
+
+    with pytest.raises(PermanentError) as caught:
+        world.register(message)
+
+    assert caught.value.reason == "unserializable_message"
+    assert "surrogate" in caught.value.detail
+    assert "start_call" not in world.journal
+    assert world.ledger.calls == {}
+    assert world.published() == []
 
 
 def test_archive_object_name_is_under_the_tenant_prefix() -> None:

@@ -3,7 +3,8 @@
 Order of checks, each with its own answer and nothing published before the last:
 method (405) → size (413) → content type (415) → Signature header present (401) →
 JSON object (400) → company id present (400) → company known (404, quarantined) →
-signature valid for one of the company's active tokens (401) → call id present (400) →
+signature valid for one of the company's active tokens (401) → payload usable downstream
+(400: no NaN or Infinity, not nested too deep, valid Unicode) → call id present (400) →
 timestamp within tolerance (401) → published to Pub/Sub (202, or 503 when it is not).
 The company id is read from the untrusted body only to choose the verification key;
 nothing else in the body is used before the signature holds.
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from callpipe.callrail.signature import verify_signature
+from callpipe.callrail.storable import unstorable, unstorable_webhook
 from callpipe.callrail.webhook import CallRailWebhook, EventType, id_text
 from callpipe.ids import InvalidIdentifier, check_resource_id, is_resource_id
 from callpipe.intake.ratelimit import QuarantineBudgets, TokenBucket
@@ -378,6 +380,11 @@ class WebhookIntake:
                     "invalid_payload",
                     f"unusable webhook payload: {summarize_validation_error(error)}",
                 )
+            problem = unstorable(document)  # json.loads reads what register-call cannot use
+        else:
+            problem = unstorable_webhook(webhook)
+        if problem is not None:
+            return unusable("invalid_payload", f"unusable webhook payload: {problem}")
         call_id = webhook.call_id
         if not call_id:
             return unusable("missing_call_id", "resource_id (or id) is required")
