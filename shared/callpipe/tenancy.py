@@ -525,6 +525,11 @@ _FLIGHT_WAIT_SECONDS = LOOKUP_TIMEOUT_SECONDS
 # background reload runs; a reload that takes longer is a slow or failing directory, and
 # requests then load the company themselves (and get the outage's answer).
 RELOAD_GRACE_SECONDS = LOOKUP_TIMEOUT_SECONDS
+# A signature that none of a company's tokens match may be made with a token added since the
+# company was loaded (`callpipe tenants add-token`): the company is loaded again, if its
+# mapping is older than this, and at most once this often per company, so that forged
+# signatures cannot turn into a stream of Spanner and Secret Manager reads.
+SIGNATURE_RELOAD_SECONDS = 5.0
 
 
 class NotCached(LookupError):
@@ -578,6 +583,11 @@ class CompanyDirectory:
     busy company's expiry never holds a webhook up or sends it through a worker thread.
     Once the reload has taken ``RELOAD_GRACE_SECONDS``, or failed with no outage window to
     fall back on, requests load the company themselves, and so get the outage's answer.
+
+    A signature that none of a cached company's tokens match reloads the company
+    (``reload_for_signature``), so a token added with ``callpipe tenants add-token`` is
+    honoured within seconds rather than after the TTL; forged signatures cost at most one
+    reload per company every ``SIGNATURE_RELOAD_SECONDS``.
     """
 
     def __init__(
@@ -609,6 +619,12 @@ class CompanyDirectory:
         self._background = background or _daemon_thread
         # background reloads under way, and when each was asked for; guarded by _flights_lock
         self._reloading: dict[str, float] = {}
+        # reloads for a signature: those under way (what concurrent requests wait for), and
+        # the companies reloaded lately (no other reload until the entry expires)
+        self._signature_reloads: dict[str, threading.Event] = {}
+        self._signature_reloaded: TTLCache[str, bool] = TTLCache(
+            SIGNATURE_RELOAD_SECONDS, clock=clock
+        )
 
     def resolve(self, keys: Sequence[str], cached_only: bool = False) -> ResolvedCompany | None:
         """The first key's company, from the cache or loaded (and cached).
@@ -633,6 +649,75 @@ class CompanyDirectory:
             if resolved is not None:
                 return resolved
         return None
+
+    def reload_for_signature(
+        self, keys: Sequence[str], seen: ResolvedCompany, cached_only: bool = False
+    ) -> ResolvedCompany | None:
+        """The company ``resolve(keys)`` answered with ``seen``, loaded again because a
+        signature matched none of its tokens: perhaps a token was added since it was loaded.
+
+        None when there is nothing newer to try: the mapping is younger than
+        ``SIGNATURE_RELOAD_SECONDS``, the company was reloaded for a signature less than that
+        ago (so forged signatures cost at most one reload per company in that time), or the
+        reload failed. Requests that come while a reload runs wait for it (at most 5 s). With
+        ``cached_only``, raises ``NotCached`` instead of loading or waiting.
+        """
+        key = self._key_of(keys, seen)
+        if key is None:
+            return None
+        hit, known = self._known.get(key)
+        if not hit or known is None:
+            return None
+        loaded_at, current = known
+        if current is not seen:
+            return current  # loaded again since the caller looked: that one may do
+        with self._flights_lock:
+            running = self._signature_reloads.get(key)
+            if running is None:
+                recent, _ = self._signature_reloaded.get(key)
+                if recent or self._clock() - loaded_at < SIGNATURE_RELOAD_SECONDS:
+                    return None
+            if cached_only:
+                raise NotCached(key)
+            leading = running is None
+            if running is None:
+                running = self._signature_reloads[key] = threading.Event()
+                self._signature_reloaded.put(key, True)
+        if not leading:
+            running.wait(_FLIGHT_WAIT_SECONDS)
+            hit, known = self._known.get(key)
+            return known[1] if hit and known is not None and known[1] is not seen else None
+        try:
+            resolved = self._load_once(key, force=True)
+        except DirectoryUnavailable as error:
+            log_event(
+                logger,
+                logging.WARNING,
+                "company directory unavailable: could not reload a company for a signature",
+                tenant_id=seen.mapping.tenant_id,
+                company_id=seen.mapping.company_id,
+                error=str(error),
+            )
+            return None
+        finally:
+            with self._flights_lock:
+                del self._signature_reloads[key]
+            running.set()
+        return resolved if resolved is not seen else None
+
+    def _key_of(self, keys: Sequence[str], seen: ResolvedCompany) -> str | None:
+        """Which of ``keys`` answered ``seen``: its last load, or else one of the same
+        company (loaded again since)."""
+        same_company = None
+        for key in keys:
+            hit, known = self._known.get(key)
+            if not hit or known is None:
+                continue
+            if known[1] is seen:
+                return key
+            if same_company is None and known[1].mapping.company_id == seen.mapping.company_id:
+                same_company = key
+        return same_company
 
     def invalidate(self) -> None:
         self._cache.invalidate()
@@ -684,8 +769,12 @@ class CompanyDirectory:
             with self._flights_lock:
                 self._reloading.pop(key, None)
 
-    def _load_once(self, key: str) -> ResolvedCompany | None:
-        """Load and cache ``key``, or wait for the load another request started."""
+    def _load_once(self, key: str, force: bool = False) -> ResolvedCompany | None:
+        """Load and cache ``key``, or wait for the load another request started.
+
+        With ``force``, a load is what the caller wants even though the company is cached:
+        neither the cache nor its last known mapping is answered instead.
+        """
         with self._flights_lock:
             flight = self._flights.get(key)
             leading = flight is None
@@ -694,7 +783,7 @@ class CompanyDirectory:
             else:
                 flight.waiters += 1
         if not leading:
-            known = self._last_known(key, self._stale)
+            known = None if force else self._last_known(key, self._stale)
             if known is not None:
                 return known  # the load under way refreshes it
             if not flight.done.wait(_FLIGHT_WAIT_SECONDS):
@@ -707,7 +796,7 @@ class CompanyDirectory:
             return flight.result
         try:
             # a load that ended between this request's miss and its flight filled the cache
-            hit, value = self._cache.get(key)
+            hit, value = (False, None) if force else self._cache.get(key)
             flight.result = value if hit else self._load_and_cache(key)
             flight.error = None
         except DirectoryUnavailable as error:

@@ -494,6 +494,90 @@ def test_company_with_no_usable_token_rejects_every_signature(
     assert harness.publisher.messages == []
 
 
+# -- token rotation: a token added since the company was loaded ------------------------------
+
+
+def add_token(companies: InMemoryCompanies, secret_store: Any, token_id: str, secret: str) -> None:
+    """What `callpipe tenants add-token` does, seen from the directory's side."""
+    (mapping,) = companies.mappings
+    companies.mappings = [company_mapping((*mapping.tokens, token_ref(token_id)))]
+    secret_store.put(signing_token_secret_name(COMPANY_ID, token_id), secret)
+
+
+def test_a_token_added_since_the_company_was_loaded_is_honoured_within_seconds(
+    harness: IntakeHarness, companies: InMemoryCompanies, secret_store: Any
+) -> None:
+    assert harness.post(event_body("post_call")).status == 202  # loaded, cached for 60 s
+    add_token(companies, secret_store, "toknew0002", "the-new-token")
+    harness.limiter_clock.advance(6)  # the directory's clock: well within the TTL
+
+    body = event_body("post_call", resource_id=OTHER_CALL_ID)
+    outcome = harness.post(body, signature=sign("the-new-token", body))
+
+    assert outcome.status == 202, outcome.body
+    assert outcome.fields["token_id"] == "toknew0002"
+    assert companies.calls == [COMPANY_ID, COMPANY_ID]  # loaded once more
+    # and the reloaded company is what the next requests find
+    assert harness.post(body, signature=sign("the-new-token", body)).status == 202
+    assert companies.calls == [COMPANY_ID, COMPANY_ID]
+
+
+def test_wrong_signatures_reload_a_company_at_most_once_every_few_seconds(
+    harness: IntakeHarness, companies: InMemoryCompanies
+) -> None:
+    body = event_body("post_call")
+    harness.post(body)  # loaded
+    forged = sign("not-the-token", body)
+    assert harness.post(body, signature=forged).status == 401
+    assert companies.calls == [COMPANY_ID]  # just loaded: nothing newer to find
+
+    harness.limiter_clock.advance(6)
+    for _ in range(50):
+        assert harness.post(body, signature=forged).status == 401
+    assert companies.calls == [COMPANY_ID, COMPANY_ID]
+
+    harness.limiter_clock.advance(5)
+    for _ in range(50):
+        assert harness.post(body, signature=forged).status == 401
+    assert companies.calls == [COMPANY_ID] * 3
+    assert len(harness.publisher.messages) == 1  # the first request's, nothing since
+
+
+def test_a_failed_reload_for_a_signature_is_a_401_and_not_retried_at_once(
+    harness: IntakeHarness, companies: InMemoryCompanies
+) -> None:
+    body = event_body("post_call")
+    harness.post(body)
+    harness.limiter_clock.advance(6)
+    companies.error = ConnectionError("spanner: deadline exceeded")
+    forged = sign("not-the-token", body)
+
+    assert harness.post(body, signature=forged).status == 401
+    assert harness.post(body, signature=forged).status == 401
+    assert len(companies.calls) == 2  # the first load and one reload
+
+
+def test_handle_async_reloads_for_a_new_token_off_the_loop(
+    harness: IntakeHarness, companies: InMemoryCompanies, secret_store: Any
+) -> None:
+    harness.post(event_body("post_call"))
+    add_token(companies, secret_store, "toknew0002", "the-new-token")
+    harness.limiter_clock.advance(6)
+    body = event_body("post_call", resource_id=OTHER_CALL_ID)
+    publisher = RecordingPublisher()
+
+    async def on_the_loop() -> tuple[int, IntakeOutcome]:
+        request = harness.request(body, signature=sign("the-new-token", body))
+        outcome = await harness.intake.handle_async(request, OnTheLoop(publisher))
+        return threading.get_ident(), outcome
+
+    loop_thread, outcome = asyncio.run(on_the_loop())
+
+    assert (outcome.status, outcome.fields["token_id"]) == (202, "toknew0002")
+    assert len(companies.threads) == 2 and companies.threads[1] != loop_thread
+    assert [m.topic for m in publisher.messages] == [CALLS_TOPIC]
+
+
 # -- checks after the signature ------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from callpipe.callrail.signature import SigningToken
 from callpipe.secrets import signing_token_secret_name
 from callpipe.tenancy import (
     RELOAD_GRACE_SECONDS,
+    SIGNATURE_RELOAD_SECONDS,
     CompanyDirectory,
     CompanyMapping,
     DirectoryUnavailable,
@@ -640,3 +641,114 @@ def test_tokens_dropped_during_a_secret_store_outage_stay_dropped_on_the_loop(
     answer = directory.resolve([COMPANY_ID], cached_only=True)
     assert answer is not None
     assert [t.token_id for t in answer.tokens] == [TOKEN_ID]
+
+
+# -- reloading a company for a signature its tokens do not match ------------------------------
+
+
+def add_token(companies: InMemoryCompanies, secret_store: DictSecretStore) -> None:
+    (mapping,) = companies.mappings
+    companies.mappings = [company_mapping((*mapping.tokens, token_ref("toknew0002")))]
+    secret_store.put(signing_token_secret_name(COMPANY_ID, "toknew0002"), "the-new-token")
+
+
+def token_ids(resolved: object) -> list[str]:
+    assert resolved is not None
+    return [t.token_id for t in resolved.tokens]  # type: ignore[attr-defined]
+
+
+def test_reload_for_signature_finds_a_token_added_since_the_load(
+    directory: CompanyDirectory,
+    companies: InMemoryCompanies,
+    secret_store: DictSecretStore,
+    monotonic: FakeMonotonic,
+) -> None:
+    seen = directory.resolve([COMPANY_ID])
+    assert seen is not None
+    add_token(companies, secret_store)
+    assert directory.reload_for_signature([COMPANY_ID], seen) is None  # loaded just now
+
+    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
+    reloaded = directory.reload_for_signature([COMPANY_ID], seen)
+
+    assert token_ids(reloaded) == [TOKEN_ID, "toknew0002"]
+    assert directory.resolve([COMPANY_ID]) is reloaded  # cached for the next requests
+    # a request that still holds the old answer gets the new one without another load
+    assert directory.reload_for_signature([COMPANY_ID], seen) is reloaded
+    assert companies.calls == [COMPANY_ID, COMPANY_ID]
+
+
+def test_reload_for_signature_uses_the_key_that_found_the_company(
+    directory: CompanyDirectory,
+    companies: InMemoryCompanies,
+    secret_store: DictSecretStore,
+    monotonic: FakeMonotonic,
+) -> None:
+    keys = [UNKNOWN, LEGACY_COMPANY_ID]  # a resource id nobody has, and the legacy id
+    seen = directory.resolve(keys)
+    assert seen is not None
+    add_token(companies, secret_store)
+    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
+
+    reloaded = directory.reload_for_signature(keys, seen)
+
+    assert token_ids(reloaded) == [TOKEN_ID, "toknew0002"]
+    assert companies.calls == [UNKNOWN, LEGACY_COMPANY_ID, LEGACY_COMPANY_ID]
+    assert directory.resolve(keys) is reloaded
+
+
+def test_reload_for_signature_on_an_event_loop_asks_for_a_thread(
+    directory: CompanyDirectory, companies: InMemoryCompanies, monotonic: FakeMonotonic
+) -> None:
+    seen = directory.resolve([COMPANY_ID])
+    assert seen is not None
+    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
+    with pytest.raises(NotCached):
+        directory.reload_for_signature([COMPANY_ID], seen, cached_only=True)
+    assert companies.calls == [COMPANY_ID]  # nothing loaded on the loop
+
+
+def test_requests_during_a_reload_for_a_signature_wait_for_it(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    release = threading.Event()
+    slow = threading.Event()
+
+    def lookup(key: str) -> CompanyMapping | None:
+        if slow.is_set():
+            release.wait(10)
+        return companies(key)
+
+    directory = CompanyDirectory(lookup, secret_store, 60, 10, clock=monotonic)
+    seen = directory.resolve([COMPANY_ID])
+    assert seen is not None
+    add_token(companies, secret_store)
+    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
+    slow.set()
+    answers: dict[str, object] = {}
+
+    def reload(name: str) -> None:
+        answers[name] = directory.reload_for_signature([COMPANY_ID], seen)
+
+    first = threading.Thread(target=reload, args=("first",))
+    first.start()
+    wait_until(lambda: COMPANY_ID in directory._signature_reloads)
+    running = directory._signature_reloads[COMPANY_ID]
+    waiting = threading.Event()
+    wait = running.wait
+
+    def observed_wait(timeout: float | None = None) -> bool:
+        waiting.set()
+        return wait(timeout)
+
+    running.wait = observed_wait  # type: ignore[method-assign]
+    second = threading.Thread(target=reload, args=("second",))
+    second.start()
+    assert waiting.wait(10)  # the second request waits for the first one's reload
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    assert token_ids(answers["first"]) == [TOKEN_ID, "toknew0002"]
+    assert answers["second"] is answers["first"]
+    assert companies.calls == [COMPANY_ID, COMPANY_ID]

@@ -189,7 +189,8 @@ class WebhookIntake:
         """Process one request on an event loop, which it never blocks.
 
         Everything but the publish is CPU work, unless the company directory has to load a
-        company: then the checks run again in a thread, where waiting on Spanner is harmless.
+        company (one it has not loaded recently, or one whose tokens the signature did not
+        match): then the checks run again in a thread, where waiting on Spanner is harmless.
         """
         try:
             step = self.check(request, cached_only=True)
@@ -212,7 +213,7 @@ class WebhookIntake:
     ) -> IntakeOutcome | PendingPublish:
         """Every check of one request, up to the message it should publish, if any.
 
-        With ``cached_only``, raises ``NotCached`` rather than load an unknown company.
+        With ``cached_only``, raises ``NotCached`` rather than load a company.
         """
         headers = {k.lower(): v for k, v in request.headers.items()}
         correlation_id = correlation_id_from(headers)
@@ -345,8 +346,17 @@ class WebhookIntake:
                 unknown,
             )
 
-        mapping = company.mapping
         token = verify_signature(request.body, signature, company.tokens)
+        if token is None:
+            # perhaps signed with a token added since the company was loaded (a rotation):
+            # the directory loads it again, at most every few seconds per company
+            reloaded = self._directory.reload_for_signature(
+                company_keys, company, cached_only=cached_only
+            )
+            if reloaded is not None:
+                company = reloaded
+                token = verify_signature(request.body, signature, company.tokens)
+        mapping = company.mapping
         if token is None:
             return fail(
                 401,
