@@ -76,6 +76,26 @@ def _rows_not_written(error: Exception, secret_names: Sequence[str]) -> RowsNotW
     return RowsNotWritten(f"Spanner {verb} the rows ({detail})", secret_names, refused=refused)
 
 
+class InvalidSigningToken(ValueError):
+    pass
+
+
+# CallRail's signing tokens are long random strings; a shorter one is a paste gone wrong.
+MIN_SIGNING_TOKEN_LENGTH = 8
+
+
+def signing_token_from_input(value: str) -> str:
+    """A webhook signing token as an operator gave it, ready to store: surrounding
+    whitespace (a pasted newline) is no part of it, and CallRail would sign with the token
+    alone, so a stored space would make every webhook fail its signature."""
+    token = value.strip()
+    if len(token) < MIN_SIGNING_TOKEN_LENGTH:
+        raise InvalidSigningToken(
+            f"a signing token must have at least {MIN_SIGNING_TOKEN_LENGTH} characters"
+        )
+    return token
+
+
 class DirectoryUnavailable(RuntimeError):
     """The mapping could not be read (Spanner or the secret store did not answer)."""
 
@@ -183,6 +203,7 @@ class TenantRepository:
         legacy_id = (request.legacy_company_id or "").strip() or None
         if legacy_id is not None:
             check_numeric_id(legacy_id, "legacy company id")
+        signing_tokens = [signing_token_from_input(token) for token in request.signing_tokens]
         if self.get_tenant(request.tenant_id) is not None:
             raise TenantExists(f"tenant {request.tenant_id} already exists")
         self._check_company_ids_free(request.callrail_company_id, legacy_id)
@@ -194,7 +215,7 @@ class TenantRepository:
             written.append(api_secret)
         token_rows = []
         token_ids = []
-        for token in request.signing_tokens:
+        for token in signing_tokens:
             token_id = new_token_id()
             name = signing_token_secret_name(request.callrail_company_id, token_id)
             secrets.put(name, token)
@@ -325,6 +346,7 @@ class TenantRepository:
         from google.api_core.exceptions import GoogleAPICallError
         from google.cloud import spanner
 
+        token = signing_token_from_input(token)
         mapping = self.find_company(company_id)
         if mapping is None:
             raise TenantNotFound(f"CallRail company {company_id} is not mapped to any tenant")

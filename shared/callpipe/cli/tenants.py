@@ -13,6 +13,7 @@ from callpipe.ids import InvalidIdentifier
 from callpipe.secrets import SecretStore
 from callpipe.tenancy import (
     CompanyAlreadyMapped,
+    InvalidSigningToken,
     OnboardingRequest,
     RevokeOutcome,
     RowsNotWritten,
@@ -20,6 +21,7 @@ from callpipe.tenancy import (
     TenantNotFound,
     TenantRecord,
     TenantRepository,
+    signing_token_from_input,
 )
 from callpipe.wiring import backend_mismatch, build_secret_store
 
@@ -117,8 +119,10 @@ def add(
         tokens = [os.environ["CALLPIPE_SIGNING_TOKEN"]]
     if not tokens:
         tokens = [typer.prompt("Webhook signing token", hide_input=True)]
-    if any(len(t.strip()) < 8 for t in tokens):
-        fail("a signing token must have at least 8 characters")
+    try:
+        tokens = [signing_token_from_input(t) for t in tokens]
+    except InvalidSigningToken as error:
+        fail(str(error))
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env, "").strip()
@@ -133,7 +137,7 @@ def add(
         office_id=office_id,
         office_name=office_name,
         time_zone=time_zone,
-        signing_tokens=[t.strip() for t in tokens],
+        signing_tokens=tokens,
         api_key=api_key,
     )
     try:
@@ -216,18 +220,25 @@ def add_token(
 ) -> None:
     """Add a signing token to a company (rotation: both tokens verify until one is revoked)."""
     store = _secret_store()
-    token = (
+    given = (
         signing_token
         or os.environ.get("CALLPIPE_SIGNING_TOKEN")
         or typer.prompt("Webhook signing token", hide_input=True)
     )
+    try:
+        token = signing_token_from_input(given)
+    except InvalidSigningToken as error:
+        fail(str(error))
     try:
         token_id = _repository().add_signing_token(company_id, token, store)
     except TenantNotFound as error:
         fail(str(error))
     except RowsNotWritten as error:
         fail(_not_written(error, "`callpipe tenants show`"))
-    typer.echo(f"token {token_id} added to {company_id}; intake picks it up within the cache TTL")
+    typer.echo(
+        f"token {token_id} added to {company_id}; intake verifies with it within seconds "
+        "(it reloads a company whose tokens do not match a signature)"
+    )
 
 
 @app.command("set-api-key")
