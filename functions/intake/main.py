@@ -16,6 +16,7 @@ import asyncio
 import gc
 import json
 import time
+from collections.abc import Mapping
 
 import functions_framework.aio
 from starlette.requests import ClientDisconnect, Request
@@ -27,7 +28,9 @@ from callpipe.intake.service import (
     WEBHOOK_PATH,
     IntakeRequest,
     client_disconnected,
+    correlation_id_from,
     log_outcome,
+    refusal,
 )
 from callpipe.intake.wiring import IntakeRuntime, build_intake_runtime
 from callpipe.logs import configure_logging
@@ -43,6 +46,8 @@ def _json(status: int, body: dict[str, object]) -> Response:
 
 
 async def _runtime_ready() -> IntakeRuntime:
+    """The runtime, built on first use; raises what building it raised, and the next
+    request tries again (``Lazy`` keeps nothing from a failed build)."""
     runtime = _runtime.peek()
     if runtime is None:
         # built once, in a thread: it opens Spanner and Pub/Sub clients
@@ -53,6 +58,23 @@ async def _runtime_ready() -> IntakeRuntime:
         # fell from about 90 ms to about 35 ms in the benchmark).
         gc.freeze()
     return runtime
+
+
+def _unavailable(
+    path: str, headers: Mapping[str, str], error: Exception, started: float
+) -> Response:
+    """The runtime could not be built (say credentials or the metadata server failing at a
+    cold start): a 503 CallRail and probes can act on, never a 500, and an ERROR line."""
+    outcome = refusal(
+        503,
+        "unavailable",
+        "intake could not start; retry later",
+        correlation_id_from(headers),
+        path=path,
+        detail=f"{error.__class__.__name__}: {str(error)[:300]}",
+    )
+    log_outcome(outcome, (time.perf_counter() - started) * 1000.0)
+    return _json(outcome.status, outcome.body)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -88,7 +110,10 @@ async def intake(request: Request) -> Response:
     if path == "/health":
         if request.method not in ("GET", "HEAD"):
             return _json(405, {"error": "method_not_allowed", "message": "use GET"})
-        runtime = await _runtime_ready()
+        try:
+            runtime = await _runtime_ready()
+        except Exception as error:  # noqa: BLE001 - any failure to start is a 503
+            return _unavailable(path, _read_headers(request), error, started)
         report = await asyncio.to_thread(runtime.health.report)
         return _json(200 if report["status"] == "ok" else 503, report)
 
@@ -106,7 +131,10 @@ async def intake(request: Request) -> Response:
         gone = client_disconnected(headers)
         log_outcome(gone, (time.perf_counter() - started) * 1000.0)
         return _json(gone.status, gone.body)
-    runtime = await _runtime_ready()
+    try:
+        runtime = await _runtime_ready()
+    except Exception as error:  # noqa: BLE001 - any failure to start is a 503
+        return _unavailable(path, headers, error, started)
     outcome = await runtime.intake.handle_async(
         IntakeRequest(
             method=request.method,

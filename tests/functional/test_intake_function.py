@@ -182,6 +182,63 @@ def test_unknown_route_and_health(client: Any) -> None:
     assert report["checks"]["pubsub"]["ok"] and report["checks"]["spanner"]["ok"]
 
 
+def test_a_runtime_that_cannot_be_built_is_a_503_and_is_built_again_next_time(
+    client: Any, tenant: Tenant
+) -> None:
+    """At a cold start the credentials or the metadata server can fail: never a 500."""
+    import io
+    import logging
+    import sys
+
+    from google.auth.exceptions import TransportError
+
+    from callpipe.logs import CloudLoggingFormatter
+    from callpipe.wiring import Lazy
+
+    main = sys.modules["main"]
+    built = main._runtime
+    builds: list[str] = []
+    failing = True
+
+    def build() -> Any:
+        builds.append("build")
+        if failing:
+            raise TransportError("Failed to retrieve the metadata server's token")
+        return built.get()
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(CloudLoggingFormatter())
+    intake_logger = logging.getLogger("callpipe.intake")
+    intake_logger.addHandler(handler)
+    main._runtime = Lazy(build)
+    try:
+        body = post_call_body(tenant)
+        refused = post(client, body, sign(tenant.token, body))
+        unhealthy = client.get("/health")
+        failing = False
+        accepted = post(client, body, sign(tenant.token, body))
+        healthy = client.get("/health")
+    finally:
+        main._runtime = built
+        intake_logger.removeHandler(handler)
+
+    for response in (refused, unhealthy):
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/json"
+        answer = response.json()
+        assert answer["error"] == "unavailable" and answer["message"]
+        assert len(answer["correlation_id"]) == 32
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    failures = [line for line in lines if line.get("outcome") == "unavailable"]
+    assert [line["severity"] for line in failures] == ["ERROR", "ERROR"]
+    assert all("TransportError" in line["detail"] for line in failures)
+    # built again on the next request, which then goes through as usual
+    assert accepted.status_code == 202, accepted.json()
+    assert healthy.status_code == 200
+    assert builds == ["build"] * 3
+
+
 def test_control_characters_in_the_path_are_a_plain_404(client: Any) -> None:
     # The framework's router matches no path with a newline, so the function never sees it.
     for path in ("/api/v1/callrail/webhook/%0A%06x", "/nope/%0A%06x"):
