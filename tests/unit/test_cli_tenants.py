@@ -33,7 +33,8 @@ class FakeRepository:
 def repository(monkeypatch: pytest.MonkeyPatch) -> FakeRepository:
     repository = FakeRepository()
     monkeypatch.setattr(tenants, "_repository", lambda: repository)
-    monkeypatch.setattr(tenants, "build_secret_store", lambda settings: DictSecretStore())
+    # the secret store that goes with the (fake) database; the backend check has its tests
+    monkeypatch.setattr(tenants, "_secret_store", DictSecretStore)
     monkeypatch.delenv("CALLPIPE_SIGNING_TOKEN", raising=False)
     return repository
 
