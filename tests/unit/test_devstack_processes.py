@@ -24,8 +24,9 @@ CHILD = textwrap.dedent(
     process = ManagedProcess(
         "stubborn", ["bash", "-c", "trap '' TERM; sleep 300"], Path(sys.argv[1])
     ).start()
-    print(process.process.pid, flush=True)
     try:
+        # announced inside the try: a Ctrl-C sent as soon as it is read must find the handler
+        print(process.process.pid, flush=True)
         while True:
             signal.pause()
     except KeyboardInterrupt:
