@@ -86,8 +86,11 @@ def test_backend_mismatch(
 ) -> None:
     from callpipe.wiring import backend_mismatch
 
-    for name in ("SPANNER_EMULATOR_HOST", "ENVIRONMENT", "SECRET_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
+    # only what the case sets: what other tests' stacks export (RECORDING_INSECURE_HOSTS for
+    # the CallRail simulator) is refused in production and would fail Settings() itself
+    for field in Settings.model_fields.values():
+        if field.alias:
+            monkeypatch.delenv(field.alias, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     found = backend_mismatch(Settings())
