@@ -142,7 +142,15 @@ class PersistCall:
                     f"no Calls row for tenant {message.tenant_id}, call {message.call_id}",
                 )
             stored_analyzed_at, stored_completed_at, stored_status = rows[0]
-            if stored_analyzed_at is not None and stored_analyzed_at > message.analyzed_at:
+            # A result replaces a failure whatever their order: the failure may have been
+            # persisted first (a replayed old dead letter, a delivery held up in backoff).
+            result_over_failure = (
+                stored_status == "failed" and message.analysis_status == "analyzed"
+            )
+            newer_stored = (
+                stored_analyzed_at is not None and stored_analyzed_at > message.analyzed_at
+            )
+            if newer_stored and not result_over_failure:
                 return None  # a newer analysis is stored already
             same = stored_analyzed_at == message.analyzed_at and stored_completed_at is not None
             completed_at = stored_completed_at if same else self._clock()
@@ -156,9 +164,10 @@ class PersistCall:
                     frozenset() if message.transcript is not None else TRANSCRIPT_COLUMNS
                 )
                 columns = {k: v for k, v in columns.items() if k not in dropped}
+                took = "took the new transcript" if message.transcript else "kept the transcript"
                 columns["StageDetail"] = (
-                    f"transcript {message.transcript_status}; kept the stored analysis, a later "
-                    f"one failed: {message.analysis_reason or 'no reason given'}"
+                    f"{took} and the stored analysis; a later analysis failed: "
+                    f"{message.analysis_reason or 'no reason given'}"
                 )[:2000]
             columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
             txn.update("Calls", list(columns), [tuple(columns.values())])

@@ -199,6 +199,32 @@ def test_a_failed_analysis_never_replaces_a_stored_result(
     assert len(publisher.sent) == 1
 
 
+def test_a_result_replaces_a_failure_persisted_before_it_whatever_their_age(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """The failure reached persist first (a replayed old dead letter, a delivery held up in
+    backoff): the result analyzed before it still takes its place."""
+    tenant, call_id = registered_call(make_tenant, database)
+    good = analyzed(tenant, call_id)
+    failed = good.model_copy(
+        update={
+            "analysis_status": "failed",
+            "analysis_reason": "refused: finish_reason SAFETY",
+            "result": None,
+            "analyzed_at": NOW + timedelta(minutes=5),
+        }
+    )
+    publisher = Publisher()
+    step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
+    step(failed)
+    assert row(database, tenant, call_id)["LeadScore"] is None
+
+    assert step(good)["outcome"] == "persisted"
+    assert row(database, tenant, call_id)["LeadScore"] == 72
+    assert step(failed)["outcome"] == "kept_analysis"  # and the failure, again, changes nothing
+    assert row(database, tenant, call_id)["LeadScore"] == 72
+
+
 def test_a_completion_not_published_leaves_the_stage_open_for_its_dead_letter(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:
