@@ -7,12 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 # Phone numbers as CallRail writes them (+15551234567), as people do ((555) 123-4567), a
-# local number with its hyphen (555-1234), and international ones written in groups
-# (+44 20 7946 0958): a "+" then 8 to 15 digits, checked in _phone.
+# local number with its hyphen (555-1234; not a price or size range: "$500-1000",
+# "250-1000 sq ft"), and international ones written in groups (+44 20 7946 0958: a "+" then
+# 8 to 15 digits, checked in _phone).
 _PHONE = re.compile(
     r"(?<![\w])(?:\+?1[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?![\w])"
-    r"|(?<![\w.-])\d{3}-\d{4}(?![\w-])"
-    r"|\+\d[\d\s.-]{6,22}\d(?![\w])"
+    r"|(?<![\w.$€£-])[2-9]\d{2}-\d{4}(?![\w-])"
+    r"(?!\s*(?:sq\b|square|ft\b|feet|foot|dollars|bucks|per\b|a\s+month|/))"
+    r"|\+\d{8,15}(?![\w])"
+    r"|\+\d{1,3}(?:[\s.-]\d{1,4}){2,5}(?![\w])"
 )
 
 
@@ -49,7 +52,9 @@ PII_KEYS = frozenset(
 REDACTED = "[redacted]"
 
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Anchored at the start of a run of address characters, and bounded: unanchored, a long
+# run without an "@" ("1-1-1-…") was scanned again from each of its characters.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+")
 
 
 # Both patterns need a digit or an "@": a text with neither cannot hold a match.
@@ -66,7 +71,8 @@ def redact_text(text: str) -> str:
         return text
     if _MATCHABLE.search(text) is None:
         return text
-    return _EMAIL.sub("[email]", redact_phones(text))
+    text = redact_phones(text)
+    return _EMAIL.sub("[email]", text) if "@" in text else text
 
 
 def redact_value(value: Any) -> Any:
