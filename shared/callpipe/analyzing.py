@@ -12,6 +12,7 @@ from callpipe.analysis import AnalysisFailed, Analyzer, CallContext
 from callpipe.messages import CallAnalyzed, CallTranscribed
 from callpipe.progress import Progress, Stage, StageStatus, record_and_hand_on
 from callpipe.publishing import Publisher
+from callpipe.steps import delivery_attempt
 
 
 class ContextSource(Protocol):
@@ -72,6 +73,10 @@ def _as_dict(value: Any) -> dict[str, Any]:
         return {}
 
 
+# how the stage's detail starts when the analysis had a transcript (CallTranscribed.status)
+_WITH_TRANSCRIPT = "transcribed"
+
+
 class AnalyzeCall:
     def __init__(
         self,
@@ -92,12 +97,17 @@ class AnalyzeCall:
         self._clock = clock
 
     def __call__(self, message: CallTranscribed) -> dict[str, Any]:
-        if self._progress.is_done(
+        done = self._progress.done_detail(
             message.tenant_id, message.call_id, Stage.ANALYZE, message.correlation_id
+        )
+        # Recorded only once its result was published: this is a redelivery (a lost
+        # acknowledgement) or a replay of finished work. Analyzing again would pay for the
+        # model again and could hand persist a different, or failed, answer. Unless this
+        # message has the transcript the analysis lacked: two deliveries of one recording's
+        # notification, one that gave up on the transcription and one that did not.
+        if done is not None and not (
+            message.status == "transcribed" and not done.startswith(f"{_WITH_TRANSCRIPT}:")
         ):
-            # Recorded only once its result was published: this is a redelivery (a lost
-            # acknowledgement) or a replay of finished work. Analyzing again would pay for
-            # the model again and could hand persist a different, or failed, answer.
             return {"outcome": "already_analyzed"}
         context = self._contexts.context_for(message.tenant_id, message.call_id)
         base = {
@@ -116,8 +126,11 @@ class AnalyzeCall:
         except AnalysisFailed as error:
             detail = str(error)[:2000]
             if not error.permanent:
-                attempts = self._progress.count_attempt(
-                    message.tenant_id, message.call_id, Stage.ANALYZE, detail
+                attempts = max(
+                    self._progress.count_attempt(
+                        message.tenant_id, message.call_id, Stage.ANALYZE, detail
+                    ),
+                    delivery_attempt() or 0,
                 )
                 if attempts < self._max_attempts:
                     raise
@@ -135,7 +148,8 @@ class AnalyzeCall:
         self._record_and_publish(
             analyzed,
             StageStatus.OK,
-            f"{result.engine} {result.model}: {analysis.intent}, lead score {analysis.lead_score}",
+            f"{message.status}: {result.engine} {result.model}: {analysis.intent}, "
+            f"lead score {analysis.lead_score}",
         )
         return {
             "outcome": "analyzed",

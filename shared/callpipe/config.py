@@ -9,8 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -124,11 +125,21 @@ class Settings(BaseSettings):
     analysis_max_transcript_chars: int = Field(
         default=24_000, ge=1000, alias="ANALYSIS_MAX_TRANSCRIPT_CHARS"
     )
-    vertex_ai_thinking_budget: int = Field(
-        default=1024, ge=-1, le=32_768, alias="VERTEX_AI_THINKING_BUDGET"
+    # None (set to an empty value) sends no thinking setting, for models that take none;
+    # 24,576 is the most the 2.5 Flash models accept.
+    vertex_ai_thinking_budget: int | None = Field(
+        default=1024, ge=-1, le=24_576, alias="VERTEX_AI_THINKING_BUDGET"
     )
+
+    # All Gemini calls and waits of one analysis; below analyze's 300 s ack deadline, which
+    # must also cover reading the call's context and recording the outcome.
+    @field_validator("vertex_ai_thinking_budget", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     analysis_time_budget_seconds: float = Field(
-        default=240.0, ge=10, alias="ANALYSIS_TIME_BUDGET_SECONDS"
+        default=240.0, ge=10, le=280, alias="ANALYSIS_TIME_BUDGET_SECONDS"
     )
 
     # Read by the Storage client itself; the API also needs it to hand out playable URLs.

@@ -79,8 +79,11 @@ class Progress(Protocol):
 
     def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int: ...
 
-    def is_done(self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str) -> bool:
-        """Whether ``stage`` completed (ok or skipped) for this event already."""
+    def done_detail(
+        self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str
+    ) -> str | None:
+        """The detail ``stage`` recorded when it completed (ok or skipped) for this event,
+        "" if it recorded none; None when it has not completed for this event."""
         ...
 
 
@@ -98,7 +101,7 @@ def record_and_hand_on(
     """Record a stage's outcome and publish the call's next message, in the safe order.
 
     A success is recorded after the message is out: a recorded success then means the next
-    step has its message, so a redelivery can be skipped (``is_done``) and a dead letter
+    step has its message, so a redelivery can be skipped (``done_detail``) and a dead letter
     after it is a duplicate (``SpannerProgress.record``). Recorded first, a publish that
     then failed on every attempt would leave the call "ok" while its message sat in the
     dead-letter topic. A failure is recorded first: the message it hands on may be finished
@@ -235,19 +238,23 @@ class SpannerProgress:
 
         return int(self._db.run_in_transaction(work))
 
-    def is_done(self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str) -> bool:
+    def done_detail(
+        self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str
+    ) -> str | None:
         from google.cloud import spanner
 
         with self._db.snapshot() as snapshot:
             rows = list(
                 snapshot.read(
                     "CallStages",
-                    ["Status", "CorrelationId"],
+                    ["Status", "CorrelationId", "Detail"],
                     spanner.KeySet(keys=[[tenant_id, call_id, stage.value]]),
                 )
             )
-        return bool(
+        if (
             rows
             and rows[0][0] in (StageStatus.OK, StageStatus.SKIPPED)
             and rows[0][1] == correlation_id
-        )
+        ):
+            return str(rows[0][2] or "")
+        return None

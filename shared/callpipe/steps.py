@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -35,6 +36,17 @@ logger = logging.getLogger("callpipe.steps")
 M = TypeVar("M", bound=Message)
 
 DLQ_ATTRIBUTES = ("dlq_step", "dlq_reason", "dlq_error", "dlq_at", "dlq_message_id")
+
+
+_delivery_attempt: ContextVar[int | None] = ContextVar("delivery_attempt", default=None)
+
+
+def delivery_attempt() -> int | None:
+    """Pub/Sub's count of deliveries of the message being handled (None when unknown).
+
+    It counts what a step's own count of failures does not: deliveries refused while every
+    instance was busy, and runs stopped by the function's timeout."""
+    return _delivery_attempt.get()
 
 
 class PermanentError(Exception):
@@ -111,7 +123,11 @@ def run_step(
             raise PermanentError("invalid_message", _validation_summary(error)) from None
         except ValueError as error:
             raise PermanentError("invalid_message", _short(error)) from None
-        result = handler(message)
+        token = _delivery_attempt.set(attempt)
+        try:
+            result = handler(message)
+        finally:
+            _delivery_attempt.reset(token)
     except PermanentError as error:
         if on_dead_letter is not None:
             on_dead_letter(envelope.attributes, error)

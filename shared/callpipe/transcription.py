@@ -27,6 +27,7 @@ from callpipe.messages import (
 )
 from callpipe.progress import Progress, Stage, StageStatus, record_and_hand_on
 from callpipe.publishing import Publisher
+from callpipe.steps import delivery_attempt
 from callpipe.transcripts import AudioInput, Transcriber, Transcript, TranscriptionFailed
 
 logger = logging.getLogger(__name__)
@@ -245,7 +246,10 @@ class TranscribeCall:
     ) -> dict[str, Any]:
         detail = str(error)[:2000]
         if not error.permanent:
-            attempts = self._progress.count_attempt(tenant_id, call_id, Stage.TRANSCRIBE, detail)
+            attempts = max(
+                self._progress.count_attempt(tenant_id, call_id, Stage.TRANSCRIBE, detail),
+                delivery_attempt() or 0,
+            )
             if attempts < self._max_attempts:
                 raise error
             detail = f"{detail} (gave up after {attempts} attempts)"

@@ -364,6 +364,11 @@ def test_backoff_jitter_stays_within_its_band(fake: VertexGeminiFake, sleeps: Sl
             id="likely-spam-scored-as-lead",
         ),
         pytest.param(
+            {"spam_likelihood": "0.9", "lead_score": 90},
+            {"spam_likelihood": 0.9, "lead_score": 19},
+            id="spam-as-a-string-scored-as-lead",
+        ),
+        pytest.param(
             {"key_details": [f"detail {i}" for i in range(14)]},
             {"key_details": [f"detail {i}" for i in range(10)]},
             id="too-many-details",
@@ -380,6 +385,18 @@ def test_an_answer_out_of_bounds_is_brought_within_the_contract(
 
     assert result.analysis.model_dump(include=set(expected)) == expected
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("field", ["lead_score", "spam_likelihood"])
+def test_a_number_too_large_for_a_float_is_off_schema_not_a_crash(
+    fake: VertexGeminiFake, sleeps: Sleeps, field: str
+) -> None:
+    huge = text_reply(json.dumps(GOOD).replace('"summary"', f'"{field}": {"9" * 400}, "summary"'))
+    fake.script(huge, huge)
+    with pytest.raises(AnalysisFailed) as failure:
+        analyzer(fake, sleeps).analyze(CALL, CONTEXT)
+
+    assert failure.value.permanent and "off-schema" in str(failure.value)
 
 
 def test_a_summary_too_long_is_cut_at_a_word(fake: VertexGeminiFake, sleeps: Sleeps) -> None:

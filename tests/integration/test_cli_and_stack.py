@@ -318,19 +318,28 @@ def test_a_dead_letter_of_a_stage_done_for_the_same_event_is_not_recorded(
         view = json.loads(shown.stdout)[0]
         return [(s["stage"], s["status"]) for s in view["stages"]]
 
-    assert progress.is_done(tenant.tenant_id, message.call_id, Stage.FETCH, message.correlation_id)
-    assert not progress.is_done(tenant.tenant_id, message.call_id, Stage.FETCH, "f" * 32)
-    assert not progress.is_done(
-        tenant.tenant_id, message.call_id, Stage.ANALYZE, message.correlation_id
+    assert (
+        progress.done_detail(tenant.tenant_id, message.call_id, Stage.FETCH, message.correlation_id)
+        is not None
+    )
+    assert progress.done_detail(tenant.tenant_id, message.call_id, Stage.FETCH, "f" * 32) is None
+    assert (
+        progress.done_detail(
+            tenant.tenant_id, message.call_id, Stage.ANALYZE, message.correlation_id
+        )
+        is None
     )
     dead_letter(message.correlation_id)  # the same event: done already
     assert ("fetch", "ok") in stages()
     dead_letter("f" * 32)  # another event of the call (a modification) did fail
     assert ("fetch", "dead_lettered") in stages()
-    assert not progress.is_done(tenant.tenant_id, message.call_id, Stage.FETCH, "f" * 32)
+    assert progress.done_detail(tenant.tenant_id, message.call_id, Stage.FETCH, "f" * 32) is None
     progress.count_attempt(tenant.tenant_id, message.call_id, Stage.DOWNLOAD, "503")
-    assert not progress.is_done(
-        tenant.tenant_id, message.call_id, Stage.DOWNLOAD, message.correlation_id
+    assert (
+        progress.done_detail(
+            tenant.tenant_id, message.call_id, Stage.DOWNLOAD, message.correlation_id
+        )
+        is None
     )
 
 

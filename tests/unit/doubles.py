@@ -27,6 +27,7 @@ class Progress:
         self.records: list[tuple[Stage, StageStatus, dict[str, Any]]] = []
         self.details: list[str | None] = []
         self.rows: dict[tuple[str, str, Stage], tuple[StageStatus, int, str | None]] = {}
+        self.done_details: dict[tuple[str, str, Stage], str] = {}
 
     def record(
         self,
@@ -42,6 +43,7 @@ class Progress:
         self.details.append(detail)
         _, attempts, _ = self.rows.get((tenant_id, call_id, stage), (status, 1, None))
         self.rows[(tenant_id, call_id, stage)] = (status, attempts, correlation_id)
+        self.done_details[(tenant_id, call_id, stage)] = detail or ""
 
     def count_attempt(self, tenant_id: str, call_id: str, stage: Stage, detail: str) -> int:
         status, attempts, event = self.rows.get(
@@ -51,6 +53,10 @@ class Progress:
         self.rows[(tenant_id, call_id, stage)] = (StageStatus.RETRYING, attempts, event)
         return attempts
 
-    def is_done(self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str) -> bool:
+    def done_detail(
+        self, tenant_id: str, call_id: str, stage: Stage, correlation_id: str
+    ) -> str | None:
         status, _, event = self.rows.get((tenant_id, call_id, stage), (None, 0, None))
-        return status in (StageStatus.OK, StageStatus.SKIPPED) and event == correlation_id
+        if status in (StageStatus.OK, StageStatus.SKIPPED) and event == correlation_id:
+            return self.done_details[(tenant_id, call_id, stage)]
+        return None

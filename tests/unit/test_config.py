@@ -148,3 +148,28 @@ def test_every_environment_variable_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     undocumented = [alias for alias in ALIASES if f"`{alias}`" not in readme]
     assert undocumented == []
+
+
+def test_an_empty_thinking_budget_sends_none_and_bounds_are_the_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().vertex_ai_thinking_budget == 1024
+    monkeypatch.setenv("VERTEX_AI_THINKING_BUDGET", "")
+    assert Settings().vertex_ai_thinking_budget is None
+    monkeypatch.setenv("VERTEX_AI_THINKING_BUDGET", "32768")  # Flash takes at most 24,576
+    with pytest.raises(ValidationError, match="VERTEX_AI_THINKING_BUDGET"):
+        Settings()
+
+
+def test_the_analysis_time_budget_stays_under_the_ack_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from callpipe.topology import load_topology
+
+    (analyze,) = [s for s in load_topology().subscriptions() if s.step == "analyze"]
+    monkeypatch.setenv("ANALYSIS_TIME_BUDGET_SECONDS", str(analyze.ack_deadline_seconds))
+    with pytest.raises(ValidationError, match="ANALYSIS_TIME_BUDGET_SECONDS"):
+        Settings()
+    assert Settings.model_fields["analysis_time_budget_seconds"].default < (
+        analyze.ack_deadline_seconds - 30
+    )

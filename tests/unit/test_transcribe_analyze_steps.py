@@ -237,7 +237,7 @@ def test_a_transcript_not_handed_on_is_not_recorded_as_done() -> None:
     with pytest.raises(PublishFailed):
         step(stored_event())
     assert progress.records == []
-    assert not progress.is_done("acme", "CAL1", Stage.TRANSCRIBE, "c0ffee")
+    assert progress.done_detail("acme", "CAL1", Stage.TRANSCRIBE, "c0ffee") is None
 
 
 def test_a_call_without_audio_not_handed_on_is_not_recorded_as_skipped() -> None:
@@ -416,6 +416,19 @@ def test_a_redelivered_analysis_is_not_run_again() -> None:
     assert len(analyzer.seen) == 1 and len(publisher.sent) == 1
 
 
+def test_the_transcript_an_analysis_lacked_is_analyzed_for_the_same_event() -> None:
+    """Two deliveries of one recording's notification: one gave up on the transcription and
+    was analyzed without it, the other transcribed it. The transcript must reach persist;
+    the reverse order must not replace the better analysis."""
+    analyzer, publisher, progress = Analyzer(), Publisher(), Progress()
+    step = analyze_step(analyzer, progress, publisher)
+    assert step(transcribed(with_transcript=False))["outcome"] == "analyzed"
+    assert step(transcribed())["outcome"] == "analyzed"
+    assert step(transcribed(with_transcript=False)) == {"outcome": "already_analyzed"}
+    assert step(transcribed()) == {"outcome": "already_analyzed"}
+    assert len(analyzer.seen) == 2
+
+
 def test_another_event_of_the_call_is_analyzed_again() -> None:
     analyzer, publisher, progress = Analyzer(), Publisher(), Progress()
     step = analyze_step(analyzer, progress, publisher)
@@ -441,7 +454,7 @@ def test_an_analysis_not_handed_on_is_not_recorded_as_done() -> None:
     with pytest.raises(PublishFailed):
         step(transcribed())
     assert progress.records == []
-    assert not progress.is_done("acme", "CAL1", Stage.ANALYZE, "c0ffee")
+    assert progress.done_detail("acme", "CAL1", Stage.ANALYZE, "c0ffee") is None
 
 
 @pytest.mark.parametrize("step", ["transcribe", "analyze"])
@@ -460,3 +473,31 @@ def test_the_steps_give_up_before_pub_sub_dead_letters_and_not_early(
     assert attempts is not None
     monkeypatch.setenv("MAX_DELIVERY_ATTEMPTS", str(attempts))
     assert give_up_after(Settings()) == attempts - 1 >= 8
+
+
+def test_analyze_gives_up_by_pub_sub_s_count_when_its_own_lags() -> None:
+    """Deliveries refused while every instance was busy, or stopped by the timeout, count
+    for Pub/Sub but not in the step's own count: on Pub/Sub's second-to-last delivery the
+    call goes on without an analysis instead of being dead-lettered."""
+    from callpipe.steps import run_step
+    from tests.unit.test_steps import push_body
+
+    analyzer = Analyzer([AnalysisFailed("429 RESOURCE_EXHAUSTED") for _ in range(2)])
+    publisher, progress = Publisher(), Progress()
+    step = AnalyzeCall(
+        lambda: analyzer, Contexts(), progress, publisher, "calls.analyzed", max_attempts=9
+    )
+    message = transcribed()
+
+    def deliver(attempt: int) -> dict[str, Any]:
+        body = {**push_body(message.to_data(), message.attributes()), "deliveryAttempt": attempt}
+        return run_step(
+            "analyze", body, CallTranscribed, step, publisher, "calls.transcribed.dlq", None, 10
+        )
+
+    with pytest.raises(AnalysisFailed):
+        deliver(3)  # counted: 1
+    assert deliver(9)["outcome"] == "analysis_failed"  # counted: 2, but Pub/Sub says 9
+    assert "gave up after 9 attempts" in (
+        CallAnalyzed.from_data(publisher.sent[-1][1]).analysis_reason or ""
+    )

@@ -213,9 +213,11 @@ class GeminiAnalyzer:
         fake); by default one is built with Application Default Credentials.
 
         ``max_output_tokens`` counts thinking tokens on 2.5 models, hence the room above the
-        ~500 tokens the JSON needs. ``thinking_budget`` None keeps the model's default; 0 turns
-        thinking off on gemini-2.5-flash (cheaper, output price applies to thoughts) but is
-        rejected (400) by models that cannot stop thinking, so it is opt-in.
+        ~500 tokens the JSON needs. ``thinking_budget`` None sends no thinking setting (the
+        model's default; for models that take none); the deployment sets it from
+        ``VERTEX_AI_THINKING_BUDGET`` (1024) so thinking cannot use up the output allowance.
+        0 turns thinking off on gemini-2.5-flash but is rejected (400) by models that cannot
+        stop thinking.
         ``timeout_seconds`` bounds each HTTP call, ``time_budget_seconds`` all of them with
         the backoff between them: the analyze step must answer Pub/Sub within its ack
         deadline (300 s), or its function is stopped before it can say why."""
@@ -469,9 +471,20 @@ def conform(answer: Any) -> Any:
 
 
 def _number(value: Any) -> float | None:
+    """A JSON number, or a number written as a string (which validation would accept as
+    one, so it must be bounded too); None for anything else."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)  # an integer of 310+ digits does not fit
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _shorten(text: str, limit: int) -> str:
