@@ -631,6 +631,8 @@ HUGE = "1" + "0" * 5000  # past Python's 4,300-digit limit on reading an integer
         ('"x": {"y": -Infinity}', 400, "invalid_payload"),
         ('"x": 1e400', 400, "invalid_payload"),
         ('"tags": [1E+309]', 400, "invalid_payload"),
+        ('"x": 1' + "0" * 400, 400, "invalid_payload"),  # an integer past any double
+        ('"x": [-1' + "0" * 309 + "]", 400, "invalid_payload"),
         ('"x": "\\ud800"', 400, "invalid_payload"),
         ('"x": {"\\udfff": 1}', 400, "invalid_payload"),
         ('"x": ["a\\udc00\\ud83d"]', 400, "invalid_payload"),
@@ -837,19 +839,60 @@ def register_all(messages: list[CallReceived]) -> list[str]:
     return [register(message)["outcome"] for message in messages]
 
 
-@pytest.mark.parametrize("event", ["post_call", "outbound_post_call", "call_modified"])
-def test_the_same_body_through_any_event_url_is_one_event(
+@pytest.mark.parametrize("event", ["post_call", "outbound_post_call"])
+def test_the_same_completion_through_any_completion_url_is_one_event(
     harness: IntakeHarness, event: str
 ) -> None:
-    """The URL's event type is not signed: it cannot make a second event of one body."""
+    """The URL's event type is not signed: it cannot make a second completion of one body."""
     body = event_body(event)
-    hints = [None, "post-call", "outbound-post-call", "call-modified", "outbound-call-modified"]
+    hints = [None, "post-call", "outbound-post-call"]
     for hint in hints:
         assert harness.post(body, hint=hint).status == 202
 
     messages = received(harness)
+    assert {m.event_key for m in messages} == {f"completion:{messages[0].call_id}"}
+    assert register_all(messages) == ["registered", "duplicate", "duplicate"]
+
+
+def test_the_same_body_through_other_urls_is_one_more_event_at_most(
+    harness: IntakeHarness,
+) -> None:
+    """A completion posted to modification URLs is keyed by its body there (see the next
+    test for why it cannot take the completion key): one more event however many times."""
+    body = event_body("post_call")
+    for hint in [None, "call-modified", "outbound-call-modified", "call-modified"]:
+        assert harness.post(body, hint=hint).status == 202
+
+    messages = received(harness)
+    assert len({m.event_key for m in messages}) == 2
+    assert register_all(messages) == ["registered", "registered", "duplicate", "duplicate"]
+
+
+def test_a_modification_through_any_url_is_one_event(harness: IntakeHarness) -> None:
+    body = event_body("call_modified")
+    hints = [None, "post-call", "outbound-post-call", "call-modified", "outbound-call-modified"]
+    for hint in hints:
+        assert harness.post(body, hint=hint).status == 202
+    messages = received(harness)
     assert len({m.event_key for m in messages}) == 1
-    assert register_all(messages) == ["registered"] + ["duplicate"] * (len(hints) - 1)
+
+
+def test_a_routing_event_that_looks_like_a_completion_leaves_the_post_call_its_key(
+    harness: IntakeHarness,
+) -> None:
+    """A Call Routing Complete (or Pre-Call) body with null recording fields has a
+    completion's shape; through its own URL it must not take the call's completion key, or
+    the real Post-Call would be dropped as a duplicate."""
+    routing = load_event("pre_call")
+    routing.update(resource_id=POST_CALL_ID, recording=None, recording_duration=None)
+    for hint in ["call-routing-complete", "pre-call"]:
+        assert harness.post(json.dumps(routing).encode(), hint=hint).status == 202
+    assert harness.post(event_body("post_call")).status == 202
+
+    *routed, post_call = received(harness)
+    assert post_call.event_key == f"completion:{POST_CALL_ID}"
+    assert all(m.event_key != post_call.event_key for m in routed)
+    assert register_all([*routed, post_call])[-1] == "registered"
 
 
 def test_a_body_that_is_no_completion_never_takes_the_calls_completion_key(

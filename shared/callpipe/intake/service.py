@@ -418,8 +418,14 @@ class WebhookIntake:
                 )
 
         event_type = webhook.classify(hint)
-        # the key follows what the signed body shows, never the unsigned URL's hint
-        shape = event_type if hint is None else webhook.classify()
+        # The key follows what the signed body shows, never the unsigned URL's hint alone:
+        # the same completion posted to two completion URLs is one event. But a body that
+        # only looks like a completion (a routing event with null recording fields) and came
+        # through another event's URL keeps a key of its own, or the call's real Post-Call
+        # would find its key taken and be dropped as a duplicate.
+        shape = webhook.classify()
+        if hint is not None and not hint.is_call_completion:
+            shape = hint
         message = CallReceived(
             tenant_id=mapping.tenant_id,
             office_id=mapping.office_id,
