@@ -10,6 +10,7 @@ the next step can never process. The examples are derived from the test's own co
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -125,6 +126,15 @@ def assert_spanner_json_takes(payload: dict[str, Any]) -> None:
     UTF-8, nested at most 80 levels."""
     json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")
     assert depth(payload) <= 80
+    assert all(abs(n) <= sys.float_info.max for n in numbers(payload))  # 1e400 is refused
+
+
+def numbers(value: Any) -> list[int | float]:
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in numbers(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in numbers(item)]
+    return [value] if type(value) in (int, float) else []
 
 
 def register(message: CallReceived) -> None:

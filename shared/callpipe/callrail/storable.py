@@ -5,8 +5,8 @@ serialises it into ``CallRegistered``. JSON that Python reads but those cannot t
 refused at intake, where the authentic body is kept in quarantine, rather than accepted
 and then retried and dead-lettered in register-call after the call's row was written:
 
-- NaN and Infinity (the literals, or a number too large for a double): not JSON, and
-  Spanner refuses them;
+- NaN and Infinity (the literals, or a number too large for a double, decimal or integer:
+  ``1e400``, or 400 digits): not JSON, and Spanner refuses them;
 - nesting deeper than ``MAX_DEPTH``: Spanner's JSON type takes 80 levels at most (and
   pydantic's serialiser stops at a few hundred); CallRail's payloads nest 3 or 4;
 - text that is no valid Unicode (a lone surrogate escape such as ``"\\ud800"``): it cannot
@@ -16,6 +16,7 @@ and then retried and dead-lettered in register-call after the call's row was wri
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from callpipe.callrail.webhook import CallRailWebhook
@@ -28,7 +29,9 @@ _NOT_UNICODE = "the body holds text that is not valid Unicode (a lone surrogate 
 
 
 # values that are never a problem, skipped without a call (intake runs this per webhook)
-_FINE = frozenset({int, bool, type(None)})
+_FINE = frozenset({bool, type(None)})
+# Python reads an integer of any length; past this Spanner cannot store it (as Infinity)
+_MAX_DOUBLE = sys.float_info.max
 _FINE_OR_TEXT = _FINE | {str}
 
 
@@ -60,6 +63,9 @@ def unstorable(value: Any, check_text: bool = True, depth: int = 1) -> str | Non
                 return problem
     elif kind is float:
         if not math.isfinite(value):
+            return _NOT_FINITE
+    elif kind is int:
+        if not -_MAX_DOUBLE <= value <= _MAX_DOUBLE:
             return _NOT_FINITE
     elif kind is str and check_text and not _is_unicode(value):
         return _NOT_UNICODE
