@@ -20,6 +20,7 @@ from typing import Any
 from callpipe.cache import TTLCache
 from callpipe.callrail.signature import SigningToken
 from callpipe.ids import check_numeric_id, check_resource_id, check_tenant_id
+from callpipe.intake.ratelimit import TokenBucket
 from callpipe.logs import log_event
 from callpipe.secrets import (
     SecretNotFound,
@@ -212,7 +213,8 @@ class TenantRepository:
         if request.api_key:
             api_secret = api_key_secret_name(request.tenant_id)
             secrets.put(api_secret, request.api_key)
-            written.append(api_secret)
+            # not listed as left over: named after the tenant, it may be the secret of a
+            # concurrent onboarding of the same tenant that won (and this put replaced)
         token_rows = []
         token_ids = []
         for token in signing_tokens:
@@ -392,6 +394,11 @@ class TenantRepository:
         """
         from google.cloud import spanner
 
+        # The key may be the legacy numeric id, as add-token accepts; rows use the resource id.
+        mapping = self.find_company(company_id)
+        if mapping is not None:
+            company_id = mapping.company_id
+
         def work(txn: Any) -> Revocation:
             # the whole company, in the same transaction: a concurrent revocation of the
             # other active token cannot leave the company with none
@@ -552,6 +559,11 @@ RELOAD_GRACE_SECONDS = LOOKUP_TIMEOUT_SECONDS
 # mapping is older than this, and at most once this often per company, so that forged
 # signatures cannot turn into a stream of Spanner and Secret Manager reads.
 SIGNATURE_RELOAD_SECONDS = 5.0
+# Across all companies, so that forged signatures for many companies cannot either.
+SIGNATURE_RELOADS_PER_MINUTE = 60
+# Requests that wait for a company's reload hold a worker thread each (up to 5 s); beyond
+# these, a request whose signature matched no token is answered (401) at once.
+SIGNATURE_RELOAD_WAITERS = 4
 
 
 class NotCached(LookupError):
@@ -647,6 +659,8 @@ class CompanyDirectory:
         self._signature_reloaded: TTLCache[str, bool] = TTLCache(
             SIGNATURE_RELOAD_SECONDS, clock=clock
         )
+        self._signature_waiters = 0
+        self._signature_budget = TokenBucket(SIGNATURE_RELOADS_PER_MINUTE, clock=clock)
 
     def resolve(self, keys: Sequence[str], cached_only: bool = False) -> ResolvedCompany | None:
         """The first key's company, from the cache or loaded (and cached).
@@ -699,14 +713,24 @@ class CompanyDirectory:
                 recent, _ = self._signature_reloaded.get(key)
                 if recent or self._clock() - loaded_at < SIGNATURE_RELOAD_SECONDS:
                     return None
+            elif self._signature_waiters >= SIGNATURE_RELOAD_WAITERS:
+                return None
             if cached_only:
                 raise NotCached(key)
             leading = running is None
             if running is None:
+                if not self._signature_budget.take():
+                    return None
                 running = self._signature_reloads[key] = threading.Event()
                 self._signature_reloaded.put(key, True)
+            else:
+                self._signature_waiters += 1
         if not leading:
-            running.wait(_FLIGHT_WAIT_SECONDS)
+            try:
+                running.wait(_FLIGHT_WAIT_SECONDS)
+            finally:
+                with self._flights_lock:
+                    self._signature_waiters -= 1
             hit, known = self._known.get(key)
             return known[1] if hit and known is not None and known[1] is not seen else None
         try:
@@ -724,6 +748,9 @@ class CompanyDirectory:
         finally:
             with self._flights_lock:
                 del self._signature_reloads[key]
+                # the quiet time runs from the end of a reload: a slow one is not followed
+                # straight away by the next
+                self._signature_reloaded.put(key, True)
             running.set()
         return resolved if resolved is not seen else None
 

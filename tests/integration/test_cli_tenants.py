@@ -354,10 +354,15 @@ def test_a_commit_refused_after_the_secrets_names_them(
             legacy_id,
             "--signing-token",
             "raced-signing-token",
+            "--api-key-env",
+            "RACED_API_KEY",
         ],
+        env={"RACED_API_KEY": "raced-api-key"},
     )
     assert result.exit_code == 1
     assert not _tenant_exists(database, tenant_id)
+    # named after the tenant, the API key's secret may be the winner's: never "delete it"
+    assert f"callrail-api-key-{tenant_id}" not in result.stderr
     ours = [
         name
         for name in _secret_files(stack)
@@ -395,3 +400,13 @@ def test_an_empty_api_key_does_not_replace_the_tenants_key(
     assert "empty" in result.stderr
     keys = TenantApiKeys(database, LocalSecretStore(stack.secrets_dir))
     assert keys.key_for(tenant.tenant_id) == "the-working-api-key"
+
+
+def test_a_token_is_revoked_by_the_legacy_company_id_too(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    """add-token takes the legacy numeric id; revoke-token must find the same company."""
+    tenant = make_tenant()
+    revoked = _revoke(tenant.legacy_company_id, tenant.token_id, "--force")
+    assert revoked.returncode == 0, revoked.stderr
+    assert not _tokens(database, tenant.company_id)[tenant.token_id][1]

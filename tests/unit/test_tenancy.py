@@ -12,6 +12,7 @@ from callpipe.secrets import signing_token_secret_name
 from callpipe.tenancy import (
     RELOAD_GRACE_SECONDS,
     SIGNATURE_RELOAD_SECONDS,
+    SIGNATURE_RELOAD_WAITERS,
     CompanyDirectory,
     CompanyMapping,
     DirectoryUnavailable,
@@ -752,3 +753,56 @@ def test_requests_during_a_reload_for_a_signature_wait_for_it(
     assert token_ids(answers["first"]) == [TOKEN_ID, "toknew0002"]
     assert answers["second"] is answers["first"]
     assert companies.calls == [COMPANY_ID, COMPANY_ID]
+
+
+def test_forged_signatures_during_a_reload_hold_no_more_than_a_few_threads(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    """Each request waiting for a company's reload holds a worker thread for up to 5 s; a
+    flood of forged signatures would take them all from the requests that need one."""
+    release = threading.Event()
+    slow = threading.Event()
+
+    def lookup(key: str) -> CompanyMapping | None:
+        if slow.is_set():
+            release.wait(10)
+        return companies(key)
+
+    directory = CompanyDirectory(lookup, secret_store, 60, 10, clock=monotonic)
+    seen = directory.resolve([COMPANY_ID])
+    assert seen is not None
+    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
+    slow.set()
+    threads = [
+        threading.Thread(target=directory.reload_for_signature, args=([COMPANY_ID], seen))
+        for _ in range(1 + SIGNATURE_RELOAD_WAITERS)
+    ]
+    try:
+        threads[0].start()
+        wait_until(lambda: COMPANY_ID in directory._signature_reloads)
+        for thread in threads[1:]:
+            thread.start()
+        wait_until(lambda: directory._signature_waiters == SIGNATURE_RELOAD_WAITERS)
+
+        # answered at once, on a thread or on the event loop (no thread asked for)
+        assert directory.reload_for_signature([COMPANY_ID], seen) is None
+        assert directory.reload_for_signature([COMPANY_ID], seen, cached_only=True) is None
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    assert directory._signature_waiters == 0
+
+
+def test_signature_reloads_are_bounded_across_companies(
+    directory: CompanyDirectory, companies: InMemoryCompanies, monotonic: FakeMonotonic
+) -> None:
+    seen = directory.resolve([COMPANY_ID])
+    assert seen is not None
+    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
+    while directory._signature_budget.take():  # other companies' forged signatures
+        pass
+    assert directory.reload_for_signature([COMPANY_ID], seen) is None
+    assert companies.calls == [COMPANY_ID]  # nothing loaded
+    monotonic.advance(2)  # the budget refills (one a second)
+    assert directory.reload_for_signature([COMPANY_ID], seen) is not None
