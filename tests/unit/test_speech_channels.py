@@ -124,3 +124,22 @@ def test_channel_count_is_read_from_wav_and_mp3_headers(tmp_path: Path) -> None:
     assert audio_channel_count(unknown) is None
     assert channels_identical(unknown) is None
     assert channels_identical(tmp_path / "missing.wav") is None
+
+
+@pytest.mark.parametrize(
+    ("rate", "width"), [(0xFFFFFFFF, 2), (8000, 0xFFFF // 2), (8000, 0), (0, 2)]
+)
+def test_a_wav_header_that_lies_is_answered_not_known(
+    tmp_path: Path, rate: int, width: int
+) -> None:
+    """Sizes come from the header: a corrupt one must not ask for gigabytes (MemoryError)
+    or fail the call; Speech may still decode the audio."""
+    voice = mono_samples()[:800]
+    interleaved = b"".join(struct.pack("<hh", v, v) for v in voice)
+    fmt = struct.pack("<HHIIHH", 1, 2, rate, 0, 2 * width & 0xFFFF, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(interleaved)) + interleaved
+    path = tmp_path / "lying.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+    assert channels_identical(path) in (None, True)

@@ -74,7 +74,9 @@ def channels_identical(path: Path) -> bool | None:
             if start is None:
                 return None
             return _mp3_identical(_read(path, start, int(PROBE_SECONDS * _MP3_MAX_BYTE_RATE)))
-    except OSError:
+    except (OSError, ValueError, ArithmeticError, IndexError, MemoryError):
+        # a header that lies (sizes, rates) in a file Speech may still decode: not knowing
+        # leaves the decision to the declared channel count
         return None
     return None
 
@@ -88,9 +90,12 @@ def _head(path: Path) -> bytes:
 
 
 def _read(path: Path, offset: int, size: int) -> bytes:
+    """At most ``size`` bytes from ``offset``, and never more than the file holds: the size
+    comes from a header, and ``read`` allocates what it is asked for before reading."""
     with path.open("rb") as source:
+        available = source.seek(0, 2) - offset
         source.seek(offset)
-        return source.read(size)
+        return source.read(max(0, min(size, available)))
 
 
 # --- WAV ---------------------------------------------------------------------------------
