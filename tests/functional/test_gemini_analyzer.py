@@ -512,6 +512,8 @@ def test_bad_request_fails_permanently(fake: VertexGeminiFake, sleeps: Sleeps) -
         (CallContext(direction="inbound", answered=False, first_call=True), "other", 35, True),
         (CallContext(direction="inbound", answered=True, duration_seconds=40), "other", 25, False),
         (CallContext(direction="inbound", callrail_spam=True), "spam", 5, False),
+        (CallContext(direction="inbound", answered=False, voicemail=True), "other", 30, True),
+        (CallContext(direction="inbound", voicemail=True, first_call=True), "other", 35, True),
         (CallContext(direction="outbound", answered=True), "other", 20, False),
     ],
 )

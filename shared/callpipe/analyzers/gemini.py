@@ -504,13 +504,15 @@ def analyze_without_transcript(context: CallContext) -> CallAnalysis:
     most likely to invent a project. It would still cost the whole ~2,000-token system
     prompt per call. Scores follow the prompt's lead-score rubric v1 ("a voicemail or short
     call with no project details": 20-39; spam: 1-19)."""
-    facts = ["No recording or transcript available"]
+    facts = ["No transcript available (no recording, or no speech in it)"]
     if context.source:
         facts.append(f"Source: {context.source}")
     if context.duration_seconds is not None:
         facts.append(f"Duration: {context.duration_seconds} s")
     if context.first_call:
         facts.append("First call from this number")
+    if context.direction != "outbound" and context.voicemail:
+        facts.append("Voicemail left")
 
     inbound = context.direction != "outbound"
     if context.callrail_spam:
@@ -529,17 +531,26 @@ def analyze_without_transcript(context: CallContext) -> CallAnalysis:
             spam_reasons=["Flagged as spam by CallRail", "No recording to check"],
             summary="Call flagged as spam by CallRail; no recording is available.",
         )
-    missed = inbound and context.answered is False
-    if missed:
-        who = "a first-time caller" if context.first_call else "a caller"
-        summary = f"Missed inbound call from {who} with no recording; the call should be returned."
+    # "no transcript": no recording, or one with no speech in it
+    voicemail = inbound and bool(context.voicemail)
+    missed = voicemail or (inbound and context.answered is False)
+    who = "a first-time caller" if context.first_call else "a caller"
+    if voicemail:
+        summary = (
+            f"Voicemail from {who}, with no transcript to say what about; the call should "
+            "be returned."
+        )
+        # someone cared enough to leave a message (the rubric's voicemail band, 20-39)
+        score = 35 if context.first_call else 30
+    elif missed:
+        summary = f"Missed inbound call from {who} with no transcript; the call should be returned."
         # A missed first call is the most valuable of these: someone new tried to reach us.
         score = 35 if context.first_call else 25
     elif inbound:
-        summary = "Inbound call with no recording; what was discussed is unknown."
+        summary = "Inbound call with no transcript; what was discussed is unknown."
         score = 25
     else:
-        summary = "Outbound call with no recording; what was discussed is unknown."
+        summary = "Outbound call with no transcript; what was discussed is unknown."
         score = 20
     return CallAnalysis(
         intent="other",
