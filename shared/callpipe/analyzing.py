@@ -138,14 +138,14 @@ class AnalyzeCall:
             failed = CallAnalyzed(
                 **base, analysis_status="failed", analysis_reason=detail, analyzed_at=self._clock()
             )
-            self._record_and_publish(failed, StageStatus.FAILED, detail)
+            self._hand_on(failed, StageStatus.FAILED, detail)
             return {"outcome": "analysis_failed", "detail": detail}
 
         analysis = result.analysis
         analyzed = CallAnalyzed(
             **base, analysis_status="analyzed", result=result, analyzed_at=self._clock()
         )
-        self._record_and_publish(
+        self._hand_on(
             analyzed,
             StageStatus.OK,
             f"{message.status}: {result.engine} {result.model}: {analysis.intent}, "
@@ -159,16 +159,13 @@ class AnalyzeCall:
             "spam_likelihood": analysis.spam_likelihood,
         }
 
-    def _record_and_publish(self, message: CallAnalyzed, status: StageStatus, detail: str) -> None:
+    def _hand_on(self, message: CallAnalyzed, status: StageStatus, detail: str) -> None:
         record_and_hand_on(
             self._progress,
-            lambda: self._publisher.publish(
-                self._output_topic, message.to_data(), message.attributes()
-            ),
-            message.tenant_id,
-            message.call_id,
+            self._publisher,
+            self._output_topic,
+            message,
             Stage.ANALYZE,
             status,
             detail,
-            message.correlation_id,
         )

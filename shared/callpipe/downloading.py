@@ -268,15 +268,12 @@ class DownloadRecording:
         )
         record_and_hand_on(
             self._progress,
-            lambda: self._publisher.publish(
-                self._no_audio_topic, notice.to_data(), notice.attributes()
-            ),
-            message.tenant_id,
-            message.call_id,
+            self._publisher,
+            self._no_audio_topic,
+            notice,
             Stage.DOWNLOAD,
             StageStatus.SKIPPED if reason == "no_recording" else StageStatus.FAILED,
             detail,
-            message.correlation_id,
             call_columns={"RecordingStatus": reason, "RecordingDetail": detail[:2000]},
         )
         return {"outcome": "without_audio", "reason": reason, "detail": detail}

@@ -3,9 +3,10 @@ the Calls row, so `callpipe` and the API can show what is stuck or dead-lettered
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Protocol
+
+from callpipe.publishing import Publisher
 
 
 class Stage(StrEnum):
@@ -87,15 +88,31 @@ class Progress(Protocol):
         ...
 
 
+class CallMessage(Protocol):
+    """A message about one call, as the steps hand them on (callpipe.messages)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def correlation_id(self) -> str: ...
+
+    def to_data(self) -> bytes: ...
+
+    def attributes(self) -> dict[str, str]: ...
+
+
 def record_and_hand_on(
     progress: Progress,
-    hand_on: Callable[[], object],
-    tenant_id: str,
-    call_id: str,
+    publisher: Publisher,
+    topic: str,
+    message: CallMessage,
     stage: Stage,
     status: StageStatus,
     detail: str | None,
-    correlation_id: str,
     call_columns: dict[str, Any] | None = None,
 ) -> None:
     """Record a stage's outcome and publish the call's next message, in the safe order.
@@ -112,14 +129,17 @@ def record_and_hand_on(
 
     def record() -> None:
         progress.record(
-            tenant_id,
-            call_id,
+            message.tenant_id,
+            message.call_id,
             stage,
             status,
             detail=detail,
-            correlation_id=correlation_id,
+            correlation_id=message.correlation_id,
             call_columns=call_columns,
         )
+
+    def hand_on() -> None:
+        publisher.publish(topic, message.to_data(), message.attributes())
 
     if status in (StageStatus.OK, StageStatus.SKIPPED):
         hand_on()

@@ -149,9 +149,7 @@ class TranscribeCall:
             status="no_transcript",
             reason=notice.reason,
         )
-        self._record_and_publish(
-            transcribed, StageStatus.SKIPPED, f"{notice.reason}: {notice.detail}"[:2000]
-        )
+        self._hand_on(transcribed, StageStatus.SKIPPED, f"{notice.reason}: {notice.detail}"[:2000])
         return {"outcome": "no_transcript", "reason": notice.reason}
 
     def _transcribe(self, stored: StoredObjectEvent) -> dict[str, Any]:
@@ -191,7 +189,7 @@ class TranscribeCall:
                 },
             )
 
-        self._record_and_publish(
+        self._hand_on(
             CallTranscribed(
                 tenant_id=tenant_id,
                 office_id=office_id,
@@ -253,7 +251,7 @@ class TranscribeCall:
             if attempts < self._max_attempts:
                 raise error
             detail = f"{detail} (gave up after {attempts} attempts)"
-        self._record_and_publish(
+        self._hand_on(
             CallTranscribed(
                 tenant_id=tenant_id,
                 office_id=office_id,
@@ -268,20 +266,15 @@ class TranscribeCall:
         )
         return {"outcome": "no_transcript", "reason": "transcription_failed", "detail": detail}
 
-    def _record_and_publish(
-        self, message: CallTranscribed, status: StageStatus, detail: str
-    ) -> None:
+    def _hand_on(self, message: CallTranscribed, status: StageStatus, detail: str) -> None:
         record_and_hand_on(
             self._progress,
-            lambda: self._publisher.publish(
-                self._output_topic, message.to_data(), message.attributes()
-            ),
-            message.tenant_id,
-            message.call_id,
+            self._publisher,
+            self._output_topic,
+            message,
             Stage.TRANSCRIBE,
             status,
             detail,
-            message.correlation_id,
         )
 
 
