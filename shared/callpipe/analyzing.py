@@ -105,10 +105,19 @@ class AnalyzeCall:
         # model again and could hand persist a different, or failed, answer. Unless this
         # message has the transcript the analysis lacked: two deliveries of one recording's
         # notification, one that gave up on the transcription and one that did not.
-        if done is not None and not (
-            message.status == "transcribed" and not done.startswith(f"{_WITH_TRANSCRIPT}:")
-        ):
-            return {"outcome": "already_analyzed"}
+        if done is not None:
+            if not (
+                message.status == "transcribed" and not done.startswith(f"{_WITH_TRANSCRIPT}:")
+            ):
+                return {"outcome": "already_analyzed"}
+            # Analyzed again: the stage is open until this run hands its result on, so that
+            # a dead letter of this message is recorded rather than taken for finished work.
+            self._progress.count_attempt(
+                message.tenant_id,
+                message.call_id,
+                Stage.ANALYZE,
+                "analyzing again: the transcript arrived after an analysis without it",
+            )
         context = self._contexts.context_for(message.tenant_id, message.call_id)
         base = {
             "tenant_id": message.tenant_id,

@@ -3,9 +3,11 @@
 One read-write transaction per message. The newest analysis wins: a message analyzed
 before the one already stored (a redelivery that arrives late, a replay of an old dead
 letter, a Call Modified processed before the Post-Call) changes nothing and publishes
-nothing. Running the same message again leaves the same row (its first CompletedAt kept)
-and publishes the same CallCompleted, which tells downstream consumers the call is
-complete.
+nothing. Two exceptions keep results over failures: a result replaces a stored failure
+whatever their order, and a failed analysis never replaces a stored result
+(``kept_analysis``). A message without a transcript never erases a stored one. Running
+the same message again leaves the same row (its first CompletedAt kept) and publishes the
+same CallCompleted, which tells downstream consumers the call is complete.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class PersistCall:
             rows = list(
                 txn.read(
                     "Calls",
-                    ["AnalyzedAt", "CompletedAt", "AnalysisStatus"],
+                    ["AnalyzedAt", "CompletedAt", "AnalysisStatus", "TranscriptStatus"],
                     spanner.KeySet(keys=[[message.tenant_id, message.call_id]]),
                 )
             )
@@ -141,7 +143,7 @@ class PersistCall:
                     "unknown_call",
                     f"no Calls row for tenant {message.tenant_id}, call {message.call_id}",
                 )
-            stored_analyzed_at, stored_completed_at, stored_status = rows[0]
+            stored_analyzed_at, stored_completed_at, stored_status, stored_transcript = rows[0]
             # A result replaces a failure whatever their order: the failure may have been
             # persisted first (a replayed old dead letter, a delivery held up in backoff).
             result_over_failure = (
@@ -160,15 +162,16 @@ class PersistCall:
                 # A failed analysis never replaces a result (a replay during a model outage,
                 # a re-analysis refused): the call keeps its analysis and its completion,
                 # and takes only what is newer, a transcript if it brings one.
-                dropped = ANALYSIS_COLUMNS | (
-                    frozenset() if message.transcript is not None else TRANSCRIPT_COLUMNS
-                )
-                columns = {k: v for k, v in columns.items() if k not in dropped}
+                columns = {k: v for k, v in columns.items() if k not in ANALYSIS_COLUMNS}
                 took = "took the new transcript" if message.transcript else "kept the transcript"
                 columns["StageDetail"] = (
                     f"{took} and the stored analysis; a later analysis failed: "
                     f"{message.analysis_reason or 'no reason given'}"
                 )[:2000]
+            if message.transcript is None and stored_transcript == "transcribed":
+                # Two deliveries of one recording's notification, one of which gave up on
+                # the transcription: a message without the transcript never erases it.
+                columns = {k: v for k, v in columns.items() if k not in TRANSCRIPT_COLUMNS}
             columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
             txn.update("Calls", list(columns), [tuple(columns.values())])
             txn.insert_or_update(

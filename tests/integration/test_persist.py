@@ -225,6 +225,34 @@ def test_a_result_replaces_a_failure_persisted_before_it_whatever_their_age(
     assert row(database, tenant, call_id)["LeadScore"] == 72
 
 
+def test_a_message_without_the_transcript_never_erases_it(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """Two deliveries of one recording's notification: one gave up on the transcription
+    (analyzed without it, earlier), the other transcribed it but its analysis failed. In
+    that arrival order the result replaces the failure, and the transcript stays."""
+    tenant, call_id = registered_call(make_tenant, database)
+    good = analyzed(tenant, call_id)
+    transcribed_but_failed = good.model_copy(
+        update={
+            "analysis_status": "failed",
+            "analysis_reason": "refused: finish_reason SAFETY",
+            "result": None,
+            "analyzed_at": NOW + timedelta(minutes=5),
+        }
+    )
+    without_transcript = good.model_copy(
+        update={"transcript": None, "transcript_status": "no_transcript"}
+    )
+    step = PersistCall(database, Publisher(), "calls.completed", clock=lambda: NOW)
+    step(transcribed_but_failed)
+    assert step(without_transcript)["outcome"] == "persisted"
+
+    stored = row(database, tenant, call_id)
+    assert stored["LeadScore"] == 72
+    assert stored["TranscriptText"] == "caller: I need a new roof before winter."
+
+
 def test_a_completion_not_published_leaves_the_stage_open_for_its_dead_letter(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:

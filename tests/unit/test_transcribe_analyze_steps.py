@@ -429,6 +429,17 @@ def test_the_transcript_an_analysis_lacked_is_analyzed_for_the_same_event() -> N
     assert len(analyzer.seen) == 2
 
 
+def test_analyzing_again_for_the_transcript_opens_the_stage_for_its_dead_letter() -> None:
+    """While the second analysis runs, the stage is not "done": if it fails on every
+    attempt, its dead letter must be recorded, not taken for finished work."""
+    publisher, progress = Publisher(), Progress()
+    analyze_step(Analyzer(), progress, publisher)(transcribed(with_transcript=False))
+    failing = analyze_step(Analyzer([RuntimeError("Spanner unavailable")]), progress, publisher)
+    with pytest.raises(RuntimeError):
+        failing(transcribed())
+    assert progress.done_detail("acme", "CAL1", Stage.ANALYZE, "c0ffee") is None
+
+
 def test_another_event_of_the_call_is_analyzed_again() -> None:
     analyzer, publisher, progress = Analyzer(), Publisher(), Progress()
     step = analyze_step(analyzer, progress, publisher)
@@ -461,7 +472,7 @@ def test_an_analysis_not_handed_on_is_not_recorded_as_done() -> None:
 def test_the_steps_give_up_before_pub_sub_dead_letters_and_not_early(
     step: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pub/Sub's backoff (10 s doubling to 10 min) spans about 40 minutes over the
+    """Pub/Sub's backoff (10 s doubling to 10 min) spans about half an hour over the
     attempts: an outage that long ends a call without its transcript or analysis, not a
     two-minute one."""
     from callpipe.config import Settings
