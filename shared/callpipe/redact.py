@@ -12,10 +12,10 @@ from typing import Any
 # 8 to 15 digits, checked in _phone).
 _PHONE = re.compile(
     r"(?<![\w])(?:\+?1[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?![\w])"
-    r"|(?<![\w.$€£-])[2-9]\d{2}-\d{4}(?![\w-])"
-    r"(?!\s*(?:sq\b|square|ft\b|feet|foot|dollars|bucks|per\b|a\s+month|/))"
+    r"|(?<![\w.,$€£-])[2-9]\d{2}-\d{4}(?![\w-])"
+    r"(?!\s*(?:sq|square|ft\b|feet|foot|dollars|bucks))"
     r"|\+\d{8,15}(?![\w])"
-    r"|\+\d{1,3}(?:[\s.-]\d{1,4}){2,5}(?![\w])"
+    r"|\+\d{1,3}(?:[\s.-]\d{1,10}){1,5}(?![\w])"
 )
 
 

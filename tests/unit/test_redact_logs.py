@@ -37,6 +37,10 @@ from tests.unit.conftest import LogCapture
         "+52 55 1234 5678",
         "+33 1 23 45 67 89",
         "555-1234",
+        "+44 7911 123456",
+        "+91 98765 43210",
+        "+49 30 123456789",
+        "+49 170 1234567",
     ],
 )
 def test_phone_numbers_are_redacted(phone: str) -> None:
@@ -51,6 +55,9 @@ def test_phone_numbers_are_redacted(phone: str) -> None:
         ("+442079460958 20 30 40", "[phone] 20 30 40"),
         ("caller +33123456789 12 34 56 78", "caller [phone] 12 34 56 78"),
         ("call +44 20 7946 0958 or 555-1234 today", "call [phone] or [phone] today"),
+        ("555-1234 per my email", "[phone] per my email"),
+        ("555-1234/555-5678", "[phone]/[phone]"),
+        ("555-1234 a month ago", "[phone] a month ago"),
     ],
 )
 def test_phone_numbers_followed_by_other_numbers_are_still_redacted(
@@ -86,6 +93,8 @@ def test_several_phone_numbers_in_one_text() -> None:
         "latency_ms=123.4567",
         "ticket 2025-1234-5678",
         "budget is $500-1000",
+        "budget is $1,500-2000",
+        "a 250-1000 sqft room",
         "a 250-1000 sq ft room",
         "between 300-1200 dollars",
         "Wed Nov 26 09:24:05 +0000 2025",
