@@ -632,6 +632,9 @@ HUGE = "1" + "0" * 5000  # past Python's 4,300-digit limit on reading an integer
         ('"x": 1e400', 400, "invalid_payload"),
         ('"tags": [1E+309]', 400, "invalid_payload"),
         ('"x": 1' + "0" * 400, 400, "invalid_payload"),  # an integer past any double
+        ('"duration": 1' + "0" * 400, 400, "invalid_payload"),  # typed fields are INT64
+        ('"recording_duration": 99999999999999999999', 400, "invalid_payload"),
+        ('"duration": "99999999999999999999"', 400, "invalid_payload"),
         ('"x": [-1' + "0" * 309 + "]", 400, "invalid_payload"),
         ('"x": "\\ud800"', 400, "invalid_payload"),
         ('"x": {"\\udfff": 1}', 400, "invalid_payload"),

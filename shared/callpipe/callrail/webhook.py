@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class EventType(StrEnum):
@@ -107,7 +107,17 @@ def _blank_to_none(value: Any) -> Any:
 
 
 LooseBool = Annotated[bool | None, BeforeValidator(_to_bool)]
-LooseInt = Annotated[int | None, BeforeValidator(_to_int)]
+
+
+def _int64(value: int | None) -> int | None:
+    # the columns these land in (Calls.DurationSeconds) are INT64: a larger number is no
+    # duration, and Spanner would refuse it in register-call, after intake said 202
+    if value is not None and not -(2**63) <= value < 2**63:
+        raise ValueError("out of range for a 64-bit integer")
+    return value
+
+
+LooseInt = Annotated[int | None, BeforeValidator(_to_int), AfterValidator(_int64)]
 LooseId = Annotated[str | None, BeforeValidator(_to_str)]
 LooseTime = Annotated[datetime | None, BeforeValidator(_blank_to_none)]
 
