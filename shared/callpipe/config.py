@@ -110,8 +110,8 @@ class Settings(BaseSettings):
     speech_location: str = Field(default="us", alias="SPEECH_LOCATION")
     enable_diarization: bool = Field(default=True, alias="ENABLE_DIARIZATION")
     speech_max_speakers: int = Field(default=2, ge=1, le=6, alias="SPEECH_MAX_SPEAKERS")
-    # Must stay under the transcribe function's timeout (its Pub/Sub ack deadline, at most
-    # 540 s for an event-driven gen2 function): an instance still waiting then is killed
+    # Must stay under the transcribe function's timeout (its push subscription's ack
+    # deadline, 600 s at most): an instance still waiting then is killed
     # before the step can record or count the failure.
     speech_batch_timeout_seconds: float = Field(
         default=480.0, gt=0, alias="SPEECH_BATCH_TIMEOUT_SECONDS"

@@ -614,8 +614,9 @@ def test_batch_timeout_comes_from_settings_and_fits_the_function_timeout(
 
     monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "P"))
     default = Settings(SPEECH_ENGINE="google").speech_batch_timeout_seconds
-    # The function's timeout is the step's ack deadline, and an event-driven gen2 function
-    # runs at most 540 s; the download before and the write and publish after need time too.
+    # The function's timeout is the step's ack deadline (at most 600 s; 540 s would be the
+    # limit were the step given an event trigger); the download before and the write and
+    # publish after need time too.
     topology = load_topology(REPO_ROOT / "schemas" / "pipeline.yaml")
     ack = topology.steps["transcribe"].ack_deadline_seconds
     assert default <= min(ack or topology.defaults.ack_deadline_seconds, 540) - 60

@@ -7,6 +7,7 @@ import math
 import struct
 import wave
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,35 @@ def test_a_wav_header_that_lies_is_answered_not_known(
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
     assert channels_identical(path) in (None, True)
+
+
+def test_a_probe_never_asks_for_more_than_the_file_holds(tmp_path: Path) -> None:
+    """read(n) allocates n bytes before reading: a size from a lying header must be cut to
+    what the file holds, not left to fail (and be caught) as MemoryError."""
+    path = tmp_path / "short.wav"
+    path.write_bytes(b"x" * 1000)
+    asked: list[int] = []
+
+    class Recording:
+        def __init__(self, source: Any) -> None:
+            self._source = source
+
+        def __enter__(self) -> Recording:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._source.close()
+
+        def seek(self, *args: int) -> int:
+            return int(self._source.seek(*args))
+
+        def read(self, size: int) -> bytes:
+            asked.append(size)
+            return bytes(self._source.read(size))
+
+    class RecordingPath:
+        def open(self, mode: str) -> Recording:
+            return Recording(path.open(mode))
+
+    assert channels._read(RecordingPath(), 100, 30 * 0xFFFFFFFF * 4) == b"x" * 900  # type: ignore[arg-type]
+    assert asked == [900]

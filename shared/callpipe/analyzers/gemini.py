@@ -528,8 +528,8 @@ def analyze_without_transcript(context: CallContext) -> CallAnalysis:
             follow_up_required=False,
             key_details=facts,
             spam_likelihood=0.9,
-            spam_reasons=["Flagged as spam by CallRail", "No recording to check"],
-            summary="Call flagged as spam by CallRail; no recording is available.",
+            spam_reasons=["Flagged as spam by CallRail", "No transcript to check"],
+            summary="Call flagged as spam by CallRail; there is no transcript to check it by.",
         )
     # "no transcript": no recording, or one with no speech in it
     voicemail = inbound and bool(context.voicemail)

@@ -213,7 +213,9 @@ def show(
 
 @app.command("add-token")
 def add_token(
-    company_id: Annotated[str, typer.Option(help="CallRail company resource id.")],
+    company_id: Annotated[
+        str, typer.Option(help="CallRail company resource id (COM…) or legacy numeric id.")
+    ],
     signing_token: Annotated[
         str | None, typer.Option(help="The new token (or CALLPIPE_SIGNING_TOKEN, or a prompt).")
     ] = None,
@@ -270,7 +272,9 @@ def set_api_key(
 
 @app.command("revoke-token")
 def revoke_token(
-    company_id: Annotated[str, typer.Option(help="CallRail company resource id.")],
+    company_id: Annotated[
+        str, typer.Option(help="CallRail company resource id (COM…) or legacy numeric id.")
+    ],
     token_id: Annotated[str, typer.Option(help="The token id (see `tenants show`).")],
     force: Annotated[
         bool,

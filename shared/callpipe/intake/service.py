@@ -135,9 +135,11 @@ def event_key(shape: EventType, call_id: str, body: bytes) -> str:
     """The deduplication key of an event within its tenant, from the signed body alone.
 
     ``shape`` is the type the body itself shows (``CallRailWebhook.classify()`` without the
-    URL's hint): the URL is not signed, so the same body posted to another event's URL is
-    the same event. A call completes once, so a completion, inbound or outbound, is keyed
-    by the call: a redelivery or a replay of it, even re-serialised, is the same event.
+    URL's hint), or the hint when it names an event that is no completion: the URL is not
+    signed, so it must not split one completion into several events, nor let a body that
+    only looks like a completion take the call's completion key. A call completes once,
+    so a completion, inbound or outbound, is keyed by the call: a redelivery or a replay
+    of it, even re-serialised, is the same event.
     Modifications and other events are keyed by their exact body, so distinct changes to
     one call stay distinct.
     """

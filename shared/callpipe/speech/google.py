@@ -52,8 +52,8 @@ STEREO_SPEAKERS = ("agent", "caller")
 # A pause this long inside one speaker's words starts a new segment, so a mono transcript
 # without diarization is not one wall of text.
 SEGMENT_PAUSE_SECONDS = 2.0
-# What one attempt of the transcribe step gives Speech-to-Text: under the 540 s most an
-# event-driven gen2 function may run (its timeout is the step's ack deadline), leaving room
+# What one attempt of the transcribe step gives Speech-to-Text: under the function's timeout
+# (the step's ack deadline, 600 s, the most a push subscription allows), leaving room
 # for the download before and the transcript's write and publish after.
 DEFAULT_BATCH_TIMEOUT_SECONDS = 480.0
 # chirp_3's BatchRecognize gives word timestamps for up to 20 minutes of audio. Past that
