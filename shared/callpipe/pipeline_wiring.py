@@ -82,7 +82,7 @@ def _step_adapters(settings: Settings) -> tuple[Any, PubSubPublisher, SpannerPro
     return database, build_publisher(settings), SpannerProgress(database)
 
 
-def _callrail_clients(settings: Settings, database: Any) -> CallRailClients:
+def callrail_clients(settings: Settings, database: Any) -> CallRailClients:
     limiter = SpannerRateLimiter(
         database,
         RateLimit(
@@ -102,7 +102,7 @@ def build_fetch_call(settings: Settings) -> StepRuntime:
     database, publisher, progress = _step_adapters(settings)
     handler = FetchCall(
         TenantApiKeys(database, build_secret_store(settings)),
-        _callrail_clients(settings, database),
+        callrail_clients(settings, database),
         progress,
         publisher,
         settings.calls_fetched_topic,
@@ -174,7 +174,7 @@ def build_download_recording(settings: Settings) -> StepRuntime:
     database, publisher, progress = _step_adapters(settings)
     handler = DownloadRecording(
         TenantApiKeys(database, build_secret_store(settings)),
-        _callrail_clients(settings, database),
+        callrail_clients(settings, database),
         GcsRecordingStore(settings.audio_storage_bucket),
         build_fetch_policy(settings),
         progress,

@@ -176,13 +176,17 @@ class CallRailClient:
         per_page: int = 250,
         fields: Sequence[str] = (),
         on_page: Callable[[int, int], None] | None = None,
+        company_id: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every call of the account in the date range, walking the pages in order."""
+        """Every call of the account (or of one of its companies) in the date range,
+        walking the pages in order."""
         params: dict[str, str] = {
             "per_page": str(min(max(per_page, 1), 250)),
             "sort": "start_time",
             "order": "asc",
         }
+        if company_id is not None:
+            params["company_id"] = company_id
         if start is not None:
             params["start_date"] = start.isoformat()
         if end is not None:

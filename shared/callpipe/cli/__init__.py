@@ -14,6 +14,7 @@ from callpipe.cli import (
     deploy,
     dev,
     ops,
+    reconcile,
     schemas,
     sim,
     tenants,
@@ -36,6 +37,7 @@ app.add_typer(tenants.app, name="tenants")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(ops.quarantine_app, name="quarantine")
 app.add_typer(ops.dlq_app, name="dlq")
+app.command("reconcile")(reconcile.reconcile)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dev.app, name="dev")
 app.command("transcribe")(transcribe.transcribe)

@@ -1,0 +1,93 @@
+"""``callpipe reconcile``: queue the calls CallRail has and the pipeline never received."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
+
+import typer
+
+from callpipe.callrail.client import CallRailError
+from callpipe.cli.common import fail, info, print_json, settings
+from callpipe.publishing import PublishFailed
+from callpipe.reconcile import DEFAULT_SETTLE, ReconcileError, Reconciler, SpannerKnownCalls
+
+
+def reconcile(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant whose calls to check.")],
+    since: Annotated[
+        str | None,
+        typer.Option(help="First day (YYYY-MM-DD, UTC) or time (ISO 8601); default 2 days ago."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last day or time, inclusive; default now.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the missing calls, queue nothing.")
+    ] = False,
+    settle_minutes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Leave calls younger than this alone: their Post-Call may still come.",
+        ),
+    ] = int(DEFAULT_SETTLE.total_seconds() // 60),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per call.")] = False,
+) -> None:
+    """List the tenant's calls from the CallRail API and queue each one the pipeline has
+    no row of, as its Post-Call would have been (CallRail never sends a failed webhook
+    again). Safe to run again: a call is queued under its Post-Call's event key, so it
+    enters the pipeline once."""
+    from callpipe.apikeys import TenantApiKeys
+    from callpipe.cli.tenants import _repository
+    from callpipe.pipeline_wiring import callrail_clients
+    from callpipe.wiring import build_publisher, build_secret_store
+
+    start = _moment(since, "--since") if since else datetime.now(UTC) - timedelta(days=2)
+    end = _moment(until, "--until", end_of_day=True) if until else None
+    config = settings()
+    repository = _repository()
+    database = repository.database
+    reconciler = Reconciler(
+        repository.get_tenant,
+        TenantApiKeys(database, build_secret_store(config)).key_for,
+        callrail_clients(config, database),
+        SpannerKnownCalls(database),
+        build_publisher(config),
+        config.calls_received_topic,
+        settle=timedelta(minutes=settle_minutes),
+    )
+    counts: Counter[str] = Counter()
+    try:
+        for result in reconciler.run(tenant_id, start, end, dry_run=dry_run):
+            counts[result.outcome] += 1
+            if as_json:
+                print_json(asdict(result))
+            elif result.outcome in ("missing", "queued"):
+                typer.echo(f"{result.outcome:8} {result.call_id}  started {result.started}")
+    except ReconcileError as error:
+        fail(str(error))
+    except (CallRailError, PublishFailed) as error:
+        fail(f"{error} (after {sum(counts.values())} calls: {_summary(counts)})")
+    total = sum(counts.values())
+    info(f"{total} call{'' if total == 1 else 's'} since {start.isoformat()}: {_summary(counts)}")
+
+
+def _summary(counts: Counter[str]) -> str:
+    order = ("known", "queued", "missing", "too_recent")
+    return ", ".join(f"{counts[key]} {key.replace('_', ' ')}" for key in order if counts[key]) or (
+        "none"
+    )
+
+
+def _moment(text: str, option: str, end_of_day: bool = False) -> datetime:
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

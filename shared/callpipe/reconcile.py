@@ -1,0 +1,227 @@
+"""Reconciliation: calls CallRail has that never reached the pipeline.
+
+CallRail does not send a webhook again when a delivery fails, and it disables a webhook
+that keeps failing; a call whose Post-Call was lost that way exists only in CallRail. An
+operator (or a scheduled job) lists a tenant's calls from the CallRail API over a time
+range and queues each one the pipeline has no row of, on ``calls.received`` as intake
+would have queued its Post-Call. From there it is registered, fetched, downloaded,
+transcribed, analyzed and stored like any other call.
+
+Nothing is queued twice: a queued call carries the Post-Call's event key
+(``completion:<call>``), so register-call takes it and the webhook that arrives after it
+(or a second reconciliation) for one event. Calls younger than the settling time are left
+alone: their Post-Call may still be on its way (CallRail sends it up to 20 minutes after
+the call).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from callpipe.callrail.webhook import EventType
+from callpipe.intake.service import event_key
+from callpipe.messages import CallReceived, RawWebhook
+from callpipe.publishing import Publisher
+from callpipe.tenancy import CompanyMapping, TenantRecord
+
+# Post-Call comes at most 20 minutes after the call; a margin on top.
+DEFAULT_SETTLE = timedelta(minutes=30)
+# The marker that stands where a webhook's signing token id would be.
+RECONCILED = "reconcile"
+_BATCH = 100
+
+Outcome = Literal["known", "missing", "queued", "too_recent"]
+
+
+class ReconcileError(RuntimeError):
+    """The tenant cannot be reconciled (unknown, no CallRail account or API key)."""
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    call_id: str
+    company_id: str
+    started: str | None
+    outcome: Outcome
+
+
+class ListsCalls(Protocol):
+    def iter_calls(
+        self,
+        account_id: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        per_page: int = 250,
+        fields: Sequence[str] = (),
+        on_page: Callable[[int, int], None] | None = None,
+        company_id: str | None = None,
+    ) -> Iterator[dict[str, Any]]: ...
+
+
+class KnownCalls(Protocol):
+    def known(self, tenant_id: str, call_ids: Sequence[str]) -> set[str]:
+        """Which of ``call_ids`` the pipeline has a row of."""
+        ...
+
+
+class SpannerKnownCalls:
+    def __init__(self, database: Any) -> None:
+        self._db = database
+
+    def known(self, tenant_id: str, call_ids: Sequence[str]) -> set[str]:
+        from google.cloud.spanner_v1 import param_types
+
+        if not call_ids:
+            return set()
+        with self._db.snapshot() as snapshot:
+            rows = snapshot.execute_sql(
+                "SELECT CallId FROM Calls WHERE TenantId = @t AND CallId IN UNNEST(@ids)",
+                params={"t": tenant_id, "ids": list(call_ids)},
+                param_types={
+                    "t": param_types.STRING,
+                    "ids": param_types.Array(param_types.STRING),
+                },
+            )
+            return {row[0] for row in rows}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        tenants: Callable[[str], TenantRecord | None],
+        api_key_for: Callable[[str], str],
+        client_for: Callable[[str], ListsCalls],
+        calls: KnownCalls,
+        publisher: Publisher,
+        calls_topic: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        settle: timedelta = DEFAULT_SETTLE,
+    ) -> None:
+        self._tenants = tenants
+        self._api_key_for = api_key_for
+        self._client_for = client_for
+        self._calls = calls
+        self._publisher = publisher
+        self._calls_topic = calls_topic
+        self._clock = clock
+        self._settle = settle
+
+    def run(
+        self,
+        tenant_id: str,
+        start: datetime,
+        end: datetime | None = None,
+        dry_run: bool = False,
+    ) -> Iterator[Reconciled]:
+        """Every call of the tenant's companies that started in [start, end], with what
+        was done about it; results stream as the pages come."""
+        tenant = self._tenants(tenant_id)
+        if tenant is None:
+            raise ReconcileError(f"no tenant {tenant_id}")
+        if tenant.status != "active":
+            raise ReconcileError(f"tenant {tenant_id} is {tenant.status}, not active")
+        if not tenant.callrail_account_id:
+            raise ReconcileError(f"tenant {tenant_id} has no CallRail account id")
+        if not tenant.companies:
+            raise ReconcileError(f"tenant {tenant_id} has no active CallRail company")
+        try:
+            api_key = self._api_key_for(tenant_id)
+        except LookupError as error:
+            raise ReconcileError(
+                f"tenant {tenant_id} has no CallRail API key ({error}): "
+                "set one with `callpipe tenants set-api-key`"
+            ) from None
+        client = self._client_for(api_key)
+        now = self._clock()
+        for company in tenant.companies:
+            listed = client.iter_calls(
+                tenant.callrail_account_id,
+                start,
+                end,
+                fields=("company_id", "start_time", "direction"),
+                company_id=company.company_id,
+            )
+            for batch in _batches(listed, _BATCH):
+                yield from self._settle_batch(tenant, company, batch, now, dry_run)
+
+    def _settle_batch(
+        self,
+        tenant: TenantRecord,
+        company: CompanyMapping,
+        batch: list[dict[str, Any]],
+        now: datetime,
+        dry_run: bool,
+    ) -> Iterator[Reconciled]:
+        calls = [call for call in batch if isinstance(call.get("id"), str)]
+        known = self._calls.known(tenant.tenant_id, [call["id"] for call in calls])
+        for call in calls:
+            call_id, started = call["id"], call.get("start_time")
+            if call_id in known:
+                outcome: Outcome = "known"
+            elif _started_after(started, now - self._settle):
+                outcome = "too_recent"
+            elif dry_run:
+                outcome = "missing"
+            else:
+                self._queue(tenant, company, call, now)
+                outcome = "queued"
+            yield Reconciled(call_id, company.company_id, started, outcome)
+
+    def _queue(
+        self, tenant: TenantRecord, company: CompanyMapping, call: dict[str, Any], now: datetime
+    ) -> None:
+        outbound = str(call.get("direction") or "").lower() == "outbound"
+        event_type = EventType.OUTBOUND_POST_CALL if outbound else EventType.POST_CALL
+        # the call as CallRail's API gave it, with the ids a Post-Call carries
+        body = json.dumps(
+            {**call, "resource_id": call["id"], "company_resource_id": company.company_id}
+        ).encode("utf-8")
+        message = CallReceived(
+            tenant_id=tenant.tenant_id,
+            office_id=company.office_id,
+            company_id=company.company_id,
+            callrail_account_id=tenant.callrail_account_id,
+            call_id=call["id"],
+            event_type=event_type,
+            event_key=event_key(event_type, call["id"], body),
+            correlation_id=secrets.token_hex(16),
+            signing_token_id=RECONCILED,
+            webhook=RawWebhook(
+                body_base64=base64.b64encode(body).decode("ascii"),
+                headers={"content-type": "application/json", "x-callpipe-source": RECONCILED},
+                path="/reconcile",
+                received_at=now,
+            ),
+        )
+        self._publisher.publish(self._calls_topic, message.to_data(), message.attributes())
+
+
+def _started_after(started: Any, moment: datetime) -> bool:
+    """Whether the call started after ``moment``; a time that cannot be read counts as
+    recent (its Post-Call may still come), so it is left for a later run."""
+    if not isinstance(started, str):
+        return True
+    try:
+        when = datetime.fromisoformat(started)
+    except ValueError:
+        return True
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when > moment
+
+
+def _batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

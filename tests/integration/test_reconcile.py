@@ -1,0 +1,99 @@
+"""Reconciliation against the CallRail simulator, Spanner and Pub/Sub emulators, and the
+running functions: a call whose Post-Call never came is queued and goes through the whole
+pipeline; known and too recent calls are left alone; a second run queues nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from callpipe.callrail.client import CallRailClient, ClientSettings
+from callpipe.devstack.stack import LocalStack
+from callpipe.publishing import PubSubPublisher
+from callpipe.reconcile import Reconciled, Reconciler, SpannerKnownCalls
+from callpipe.tenancy import TenantRepository
+from tests.conftest import TEST_API_KEY, Tenant
+from tests.integration.test_fetch_and_download import add_call, call_row, send, wait_for
+
+
+def started(stack: LocalStack, call: dict[str, Any], ago: timedelta) -> None:
+    """Move the simulator's call to ``ago`` before now."""
+    call["start_time"] = (datetime.now(UTC) - ago).isoformat()
+    path = stack.simulator_data_dir / "calls" / f"{call['id']}.json"
+    path.write_text(json.dumps(call))
+
+
+def reconciler(stack: LocalStack, database: Any) -> Reconciler:
+    settings = ClientSettings(base_url=f"{stack.simulator_url}/v3")
+    return Reconciler(
+        TenantRepository(database).get_tenant,
+        lambda tenant_id: TEST_API_KEY,
+        lambda key: CallRailClient(key, settings),
+        SpannerKnownCalls(database),
+        PubSubPublisher(stack.config.project),
+        "calls.received",
+    )
+
+
+def outcomes(results: list[Reconciled]) -> dict[str, str]:
+    return {r.call_id: r.outcome for r in results}
+
+
+def test_a_call_whose_post_call_never_came_is_queued_once_and_completes(
+    functions_running: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    stack = functions_running
+    tenant = make_tenant()
+    delivered = add_call(stack, tenant, "kitchen")
+    lost = add_call(stack, tenant, "bathroom")
+    recent = add_call(stack, tenant, "missed")
+    started(stack, delivered, timedelta(hours=3))
+    started(stack, lost, timedelta(hours=2))
+    started(stack, recent, timedelta(minutes=5))
+    send(stack, tenant, delivered)
+    wait_for(lambda: call_row(database, tenant, delivered["id"]), what="the delivered call")
+    since = datetime.now(UTC) - timedelta(days=1)
+
+    looked = list(reconciler(stack, database).run(tenant.tenant_id, since, dry_run=True))
+    assert outcomes(looked) == {
+        delivered["id"]: "known",
+        lost["id"]: "missing",
+        recent["id"]: "too_recent",
+    }
+    assert call_row(database, tenant, lost["id"]) is None  # a dry run queues nothing
+
+    done = list(reconciler(stack, database).run(tenant.tenant_id, since))
+    assert outcomes(done)[lost["id"]] == "queued"
+
+    def completed() -> dict[str, Any] | None:
+        row = call_row(database, tenant, lost["id"])
+        return row if row and row["stage"] == "persist" and row["status"] == "ok" else None
+
+    row = wait_for(completed, timeout=240, what="the reconciled call to complete")
+    assert row["recording_status"] == "stored"  # fetched and downloaded like any call
+
+    again = list(reconciler(stack, database).run(tenant.tenant_id, since))
+    assert outcomes(again)[lost["id"]] == "known"
+
+
+def test_the_cli_lists_what_it_would_queue(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    from tests.integration.test_cli_and_stack import run_cli
+
+    tenant = make_tenant()
+    lost = add_call(stack, tenant, "bathroom")
+    started(stack, lost, timedelta(hours=2))
+
+    result = run_cli("reconcile", tenant.tenant_id, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"missing  {lost['id']}" in result.stdout
+    assert "1 call since" in result.stderr and "1 missing" in result.stderr
+    assert call_row(database, tenant, lost["id"]) is None
+
+    unknown = run_cli("reconcile", "no-such-tenant")
+    assert unknown.returncode == 1 and "no tenant no-such-tenant" in unknown.stderr
+    bad = run_cli("reconcile", tenant.tenant_id, "--since", "last week")
+    assert bad.returncode == 1 and "--since 'last week'" in bad.stderr
