@@ -9,9 +9,11 @@ transcribed, analyzed and stored like any other call.
 
 Nothing is queued twice: a queued call carries the Post-Call's event key
 (``completion:<call>``), so register-call takes it and the webhook that arrives after it
-(or a second reconciliation) for one event. Calls younger than the settling time are left
-alone: their Post-Call may still be on its way (CallRail sends it up to 20 minutes after
-the call).
+(or a second reconciliation) for one event. So a call is queued only once its Post-Call
+is overdue: it has ended (CallRail gives its duration) more than the settling time ago
+(CallRail sends the Post-Call, recording ready, up to 20 minutes after the call ends).
+Queued earlier, the call could be fetched before its recording exists, go on without it
+for good, and the real Post-Call would then be dropped as a duplicate.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Reconciler:
     def __init__(
         self,
         tenants: Callable[[str], TenantRecord | None],
+        active_company: Callable[[str], CompanyMapping | None],
         api_key_for: Callable[[str], str],
         client_for: Callable[[str], ListsCalls],
         calls: KnownCalls,
@@ -104,6 +107,7 @@ class Reconciler:
         settle: timedelta = DEFAULT_SETTLE,
     ) -> None:
         self._tenants = tenants
+        self._active_company = active_company
         self._api_key_for = api_key_for
         self._client_for = client_for
         self._calls = calls
@@ -118,9 +122,12 @@ class Reconciler:
         start: datetime,
         end: datetime | None = None,
         dry_run: bool = False,
+        limit: int | None = None,
     ) -> Iterator[Reconciled]:
-        """Every call of the tenant's companies that started in [start, end], with what
-        was done about it; results stream as the pages come."""
+        """Every call of the tenant's active companies that started in [start, end], with
+        what was done about it; results stream as the pages come. At most ``limit`` calls
+        are queued (a backlog goes in over several runs, without crowding out live calls
+        on the shared CallRail rate limit); the rest of the missing ones are listed."""
         tenant = self._tenants(tenant_id)
         if tenant is None:
             raise ReconcileError(f"no tenant {tenant_id}")
@@ -128,7 +135,9 @@ class Reconciler:
             raise ReconcileError(f"tenant {tenant_id} is {tenant.status}, not active")
         if not tenant.callrail_account_id:
             raise ReconcileError(f"tenant {tenant_id} has no CallRail account id")
-        if not tenant.companies:
+        # a deactivated company's webhooks are refused by intake: its calls are not wanted
+        companies = [c for c in tenant.companies if self._active_company(c.company_id)]
+        if not companies:
             raise ReconcileError(f"tenant {tenant_id} has no active CallRail company")
         try:
             api_key = self._api_key_for(tenant_id)
@@ -139,16 +148,17 @@ class Reconciler:
             ) from None
         client = self._client_for(api_key)
         now = self._clock()
-        for company in tenant.companies:
+        budget = [limit if limit is not None else -1]
+        for company in companies:
             listed = client.iter_calls(
                 tenant.callrail_account_id,
                 start,
                 end,
-                fields=("company_id", "start_time", "direction"),
+                fields=("company_id", "start_time", "duration", "direction"),
                 company_id=company.company_id,
             )
             for batch in _batches(listed, _BATCH):
-                yield from self._settle_batch(tenant, company, batch, now, dry_run)
+                yield from self._settle_batch(tenant, company, batch, now, dry_run, budget)
 
     def _settle_batch(
         self,
@@ -157,19 +167,27 @@ class Reconciler:
         batch: list[dict[str, Any]],
         now: datetime,
         dry_run: bool,
+        budget: list[int],
     ) -> Iterator[Reconciled]:
-        calls = [call for call in batch if isinstance(call.get("id"), str)]
+        # only this company's calls, whatever the API's filter did
+        calls = [
+            call
+            for call in batch
+            if isinstance(call.get("id"), str)
+            and call.get("company_id") in (None, company.company_id)
+        ]
         known = self._calls.known(tenant.tenant_id, [call["id"] for call in calls])
         for call in calls:
             call_id, started = call["id"], call.get("start_time")
             if call_id in known:
                 outcome: Outcome = "known"
-            elif _started_after(started, now - self._settle):
+            elif not _ended_before(call, now - self._settle):
                 outcome = "too_recent"
-            elif dry_run:
+            elif dry_run or budget[0] == 0:
                 outcome = "missing"
             else:
                 self._queue(tenant, company, call, now)
+                budget[0] -= 1
                 outcome = "queued"
             yield Reconciled(call_id, company.company_id, started, outcome)
 
@@ -202,18 +220,22 @@ class Reconciler:
         self._publisher.publish(self._calls_topic, message.to_data(), message.attributes())
 
 
-def _started_after(started: Any, moment: datetime) -> bool:
-    """Whether the call started after ``moment``; a time that cannot be read counts as
-    recent (its Post-Call may still come), so it is left for a later run."""
-    if not isinstance(started, str):
-        return True
+def _ended_before(call: dict[str, Any], moment: datetime) -> bool:
+    """Whether the call ended before ``moment``. A call without a readable start time or
+    duration (one still going has none) counts as not ended: a later run decides."""
+    started, duration = call.get("start_time"), call.get("duration")
+    if not isinstance(started, str) or not isinstance(duration, int | float | str):
+        return False
     try:
         when = datetime.fromisoformat(started)
-    except ValueError:
-        return True
+        seconds = float(duration)  # CallRail may send it as text
+    except (TypeError, ValueError):
+        return False
+    if not 0 <= seconds < 7 * 24 * 3600:  # NaN too
+        return False
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when > moment
+    return when + timedelta(seconds=seconds) < moment
 
 
 def _batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -27,8 +27,10 @@ def started(stack: LocalStack, call: dict[str, Any], ago: timedelta) -> None:
 
 def reconciler(stack: LocalStack, database: Any) -> Reconciler:
     settings = ClientSettings(base_url=f"{stack.simulator_url}/v3")
+    repository = TenantRepository(database)
     return Reconciler(
-        TenantRepository(database).get_tenant,
+        repository.get_tenant,
+        repository.find_company,
         lambda tenant_id: TEST_API_KEY,
         lambda key: CallRailClient(key, settings),
         SpannerKnownCalls(database),

@@ -11,20 +11,21 @@ from typing import Any
 import pytest
 
 from callpipe.callrail.webhook import EventType
-from callpipe.intake.service import event_key
 from callpipe.messages import CallReceived
 from callpipe.reconcile import ReconcileError, Reconciler
 from callpipe.registration import RegisterCall
 from callpipe.tenancy import CompanyMapping, TenantRecord
 from tests.unit.conftest import (
     ACCOUNT_ID,
+    CALLS_TOPIC,
     COMPANY_ID,
     OFFICE_ID,
     TENANT_ID,
     InMemoryArchive,
     InMemoryEventLedger,
+    IntakeHarness,
     RecordingPublisher,
-    make_call_received,
+    event_body,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -75,10 +76,12 @@ class Known:
 
 
 def call(call_id: str, ago: timedelta, **fields: Any) -> dict[str, Any]:
+    """A call that started ``ago`` and lasted 2 minutes (unless ``duration`` says)."""
     return {
         "id": call_id,
         "company_id": COMPANY_ID,
         "start_time": (NOW - ago).isoformat(),
+        "duration": 120,
         "direction": "inbound",
         **fields,
     }
@@ -90,9 +93,13 @@ def reconciler(
     record: TenantRecord | None = None,
     publisher: RecordingPublisher | None = None,
     api_key: Callable[[str], str] = lambda tenant_id: "api-key",
+    inactive: Sequence[str] = (),
 ) -> Reconciler:
+    chosen = record or tenant()
+    active = {c.company_id: c for c in chosen.companies if c.company_id not in inactive}
     return Reconciler(
-        lambda tenant_id: record or tenant(),
+        lambda tenant_id: chosen,
+        active.get,
         api_key,
         lambda key: callrail,
         Known(known or set()),
@@ -109,6 +116,9 @@ def test_known_recent_and_missing_calls_each_get_their_outcome() -> None:
             call("CALlost", timedelta(hours=2)),
             call("CALrecent", timedelta(minutes=10)),
             call("CALnotime", timedelta(hours=1), start_time="yesterday"),
+            # started 40 minutes ago, ended 15 minutes ago: its Post-Call may still come
+            call("CALlong", timedelta(minutes=40), duration="1500"),
+            call("CALgoing", timedelta(hours=1), duration=None),  # not ended
         ]
     )
     publisher = RecordingPublisher()
@@ -119,6 +129,8 @@ def test_known_recent_and_missing_calls_each_get_their_outcome() -> None:
         "CALlost": "queued",
         "CALrecent": "too_recent",  # its Post-Call may still come
         "CALnotime": "too_recent",  # when unsure, a later run decides
+        "CALlong": "too_recent",
+        "CALgoing": "too_recent",
     }
     assert [CallReceived.from_data(m.data).call_id for m in publisher.messages] == ["CALlost"]
     assert (
@@ -173,18 +185,15 @@ def test_the_queued_message_is_the_post_call_intake_would_have_queued() -> None:
     assert message.webhook.received_at == NOW
 
 
-def test_a_reconciled_call_and_its_late_post_call_are_one_event() -> None:
-    """register-call takes whichever comes first; the other is a duplicate."""
+def test_a_reconciled_call_and_its_late_post_call_are_one_event(harness: IntakeHarness) -> None:
+    """register-call takes whichever comes first; the other is a duplicate. The webhook
+    goes through intake as CallRail would send it."""
     publisher = RecordingPublisher()
-    listed = call("CALlate", timedelta(hours=2))
+    listed = call("CALf3a91c2e7b5d4a08e6c1b9d7a2e4f530", timedelta(hours=2))
     list(reconciler(CallRail([listed]), publisher=publisher).run(TENANT_ID, NOW))
     queued = CallReceived.from_data(publisher.messages[0].data)
-    body = json.dumps({"resource_id": "CALlate", "company_resource_id": COMPANY_ID}).encode()
-    webhook = make_call_received(
-        body=body,
-        call_id="CALlate",
-        event_key=event_key(EventType.POST_CALL, "CALlate", body),
-    )
+    assert harness.post(event_body("post_call", resource_id=listed["id"])).status == 202
+    (webhook,) = [CallReceived.from_data(m.data) for m in harness.publisher.on(CALLS_TOPIC)]
 
     register = RegisterCall(
         InMemoryArchive(), InMemoryEventLedger(), RecordingPublisher(), "calls.registered"
@@ -193,11 +202,41 @@ def test_a_reconciled_call_and_its_late_post_call_are_one_event() -> None:
     assert register(webhook)["outcome"] == "duplicate"
 
 
+def test_at_most_the_limit_is_queued_and_the_rest_listed() -> None:
+    publisher = RecordingPublisher()
+    calls = [call(f"CAL{i}", timedelta(hours=2)) for i in range(5)]
+    results = list(reconciler(CallRail(calls), publisher=publisher).run(TENANT_ID, NOW, limit=2))
+    assert [r.outcome for r in results] == ["queued", "queued", "missing", "missing", "missing"]
+    assert len(publisher.messages) == 2
+
+
+def test_deactivated_companies_and_calls_of_other_companies_are_left_alone() -> None:
+    both = tenant(companies=(COMPANY_ID, OTHER_COMPANY))
+    calls = [
+        call("CALmine", timedelta(hours=2)),
+        call("CALtheirs", timedelta(hours=2), company_id=OTHER_COMPANY),
+    ]
+    callrail = CallRail(calls)
+    results = list(reconciler(callrail, record=both, inactive=(OTHER_COMPANY,)).run(TENANT_ID, NOW))
+    assert [r.call_id for r in results] == ["CALmine"]
+    assert [a["company"] for a in callrail.asked] == [COMPANY_ID]
+
+    class Unfiltered(CallRail):
+        """An API that ignored the company filter."""
+
+        def iter_calls(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            yield from self.calls
+
+    results = list(reconciler(Unfiltered(calls)).run(TENANT_ID, NOW))
+    assert [r.call_id for r in results] == ["CALmine"]
+
+
 @pytest.mark.parametrize(
     ("record", "api_key", "problem"),
     [
         (tenant(status="suspended"), None, "is suspended, not active"),
         (tenant(companies=()), None, "no active CallRail company"),
+        (tenant(status="active"), "inactive", "no active CallRail company"),
         (tenant(), "missing", "set-api-key"),
     ],
 )
@@ -209,5 +248,10 @@ def test_a_tenant_that_cannot_be_reconciled_says_why(
             raise LookupError("no secret")
         return "api-key"
 
+    inactive = [COMPANY_ID] if api_key == "inactive" else []
     with pytest.raises(ReconcileError, match=problem):
-        list(reconciler(CallRail([]), record=record, api_key=key).run(TENANT_ID, NOW))
+        list(
+            reconciler(CallRail([]), record=record, api_key=key, inactive=inactive).run(
+                TENANT_ID, NOW
+            )
+        )

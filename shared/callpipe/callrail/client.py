@@ -188,9 +188,9 @@ class CallRailClient:
         if company_id is not None:
             params["company_id"] = company_id
         if start is not None:
-            params["start_date"] = start.isoformat()
+            params["start_date"] = _api_time(start)
         if end is not None:
-            params["end_date"] = end.isoformat()
+            params["end_date"] = _api_time(end)
         if fields:
             params["fields"] = ",".join(fields)
         page = 1
@@ -276,6 +276,14 @@ class CallRailClient:
         raise CallRailUnavailable(
             f"{last} (after {retry.max_attempts} attempts)", last.status, last.retry_after
         )
+
+
+def _api_time(value: date | datetime) -> str:
+    """A date, or a time to the second with its offset (CallRail's examples have no
+    fractions of a second)."""
+    if isinstance(value, datetime):
+        return value.replace(microsecond=0).isoformat()
+    return value.isoformat()
 
 
 def _seg(value: str) -> str:

@@ -12,6 +12,7 @@ import typer
 from callpipe.callrail.client import CallRailError
 from callpipe.cli.common import fail, info, print_json, settings
 from callpipe.publishing import PublishFailed
+from callpipe.ratelimit import RateLimited
 from callpipe.reconcile import DEFAULT_SETTLE, ReconcileError, Reconciler, SpannerKnownCalls
 
 
@@ -19,7 +20,9 @@ def reconcile(
     tenant_id: Annotated[str, typer.Argument(help="The tenant whose calls to check.")],
     since: Annotated[
         str | None,
-        typer.Option(help="First day (YYYY-MM-DD, UTC) or time (ISO 8601); default 2 days ago."),
+        typer.Option(
+            help="First day (YYYY-MM-DD, a UTC day) or time (ISO 8601); default 2 days ago."
+        ),
     ] = None,
     until: Annotated[
         str | None, typer.Option(help="Last day or time, inclusive; default now.")
@@ -34,6 +37,10 @@ def reconcile(
             help="Leave calls younger than this alone: their Post-Call may still come.",
         ),
     ] = int(DEFAULT_SETTLE.total_seconds() // 60),
+    limit: Annotated[
+        int | None,
+        typer.Option(min=0, help="Queue at most this many calls; list the rest as missing."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per call.")] = False,
 ) -> None:
     """List the tenant's calls from the CallRail API and queue each one the pipeline has
@@ -52,6 +59,7 @@ def reconcile(
     database = repository.database
     reconciler = Reconciler(
         repository.get_tenant,
+        repository.find_company,
         TenantApiKeys(database, build_secret_store(config)).key_for,
         callrail_clients(config, database),
         SpannerKnownCalls(database),
@@ -61,7 +69,7 @@ def reconcile(
     )
     counts: Counter[str] = Counter()
     try:
-        for result in reconciler.run(tenant_id, start, end, dry_run=dry_run):
+        for result in reconciler.run(tenant_id, start, end, dry_run=dry_run, limit=limit):
             counts[result.outcome] += 1
             if as_json:
                 print_json(asdict(result))
@@ -69,8 +77,12 @@ def reconcile(
                 typer.echo(f"{result.outcome:8} {result.call_id}  started {result.started}")
     except ReconcileError as error:
         fail(str(error))
-    except (CallRailError, PublishFailed) as error:
-        fail(f"{error} (after {sum(counts.values())} calls: {_summary(counts)})")
+    except (CallRailError, PublishFailed, RateLimited) as error:
+        # nothing is queued twice, so running it again later finishes the job
+        fail(
+            f"{error} (after {sum(counts.values())} calls: {_summary(counts)}); "
+            "run it again later to go on"
+        )
     total = sum(counts.values())
     info(f"{total} call{'' if total == 1 else 's'} since {start.isoformat()}: {_summary(counts)}")
 
