@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -556,15 +555,15 @@ def test_batch_running_past_the_timeout_is_transient() -> None:
 def test_a_stalled_recognize_ends_within_the_attempts_time(fake: SpeechV2Fake) -> None:
     """The client sets no timeout on Recognize: without one a hung call outlives the function."""
     fake.stall_next("Recognize", 10.0)
-    started = time.monotonic()
 
+    # DEADLINE_EXCEEDED comes from the client's own deadline: without one, the call would
+    # wait out the stall and succeed
     with pytest.raises(TranscriptionFailed, match="DEADLINE_EXCEEDED") as failure:
         transcriber(fake, batch_timeout_seconds=0.5).transcribe(
             AudioInput(path=audio_file(WAV_24S), content_type="audio/wav", duration_seconds=24)
         )
 
     assert not failure.value.permanent
-    assert time.monotonic() - started < 3
 
 
 def test_failing_polls_are_retried_only_within_the_attempts_time(fake: SpeechV2Fake) -> None:
@@ -573,7 +572,6 @@ def test_failing_polls_are_retried_only_within_the_attempts_time(fake: SpeechV2F
     fake.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
     for _ in range(1000):
         fake.fail_next("GetOperation", grpc.StatusCode.UNAVAILABLE, "try later")
-    started = time.monotonic()
 
     with pytest.raises(TranscriptionFailed) as failure:
         transcriber(fake, batch_timeout_seconds=1.0).transcribe(
@@ -583,23 +581,24 @@ def test_failing_polls_are_retried_only_within_the_attempts_time(fake: SpeechV2F
         )
 
     assert not failure.value.permanent
-    assert time.monotonic() - started < 4
-    assert len(fake.calls("GetOperation")) >= 2  # retried, but not forever
+    # retried, but not forever (unbounded, the retries would outlast the test's timeout)
+    assert 2 <= len(fake.calls("GetOperation")) < 1000
 
 
 def test_a_stalled_poll_ends_within_the_attempts_time() -> None:
     with SpeechV2Fake(polls_to_finish=None) as never_done:
         never_done.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
         never_done.stall_next("GetOperation", 10.0)
-        started = time.monotonic()
-        with pytest.raises(TranscriptionFailed) as failure:
+        # the poll's own deadline ends it (unbounded, it would wait out the stall and the
+        # attempt would end later with "still running")
+        with pytest.raises(TranscriptionFailed, match="Deadline Exceeded") as failure:
             transcriber(never_done, batch_timeout_seconds=0.5).transcribe(
                 AudioInput(
                     path=audio_file(STEREO_72S), content_type="audio/mpeg", gcs_uri=uri(STEREO_72S)
                 )
             )
         assert not failure.value.permanent
-        assert time.monotonic() - started < 3
+        assert len(never_done.calls("GetOperation")) == 1
 
 
 def test_batch_timeout_comes_from_settings_and_fits_the_function_timeout(
