@@ -148,7 +148,7 @@ class Reconciler:
             ) from None
         client = self._client_for(api_key)
         now = self._clock()
-        budget = [limit if limit is not None else -1]
+        queued = 0
         for company in companies:
             listed = client.iter_calls(
                 tenant.callrail_account_id,
@@ -158,17 +158,23 @@ class Reconciler:
                 company_id=company.company_id,
             )
             for batch in _batches(listed, _BATCH):
-                yield from self._settle_batch(tenant, company, batch, now, dry_run, budget)
+                for call, outcome in self._judge(tenant, company, batch, now):
+                    if outcome == "missing" and not dry_run and (limit is None or queued < limit):
+                        self._queue(tenant, company, call, now)
+                        queued += 1
+                        outcome = "queued"
+                    yield Reconciled(
+                        call["id"], company.company_id, call.get("start_time"), outcome
+                    )
 
-    def _settle_batch(
+    def _judge(
         self,
         tenant: TenantRecord,
         company: CompanyMapping,
         batch: list[dict[str, Any]],
         now: datetime,
-        dry_run: bool,
-        budget: list[int],
-    ) -> Iterator[Reconciled]:
+    ) -> Iterator[tuple[dict[str, Any], Outcome]]:
+        """Each of the company's calls in ``batch``: known, too recent, or missing."""
         # only this company's calls, whatever the API's filter did
         calls = [
             call
@@ -178,18 +184,12 @@ class Reconciler:
         ]
         known = self._calls.known(tenant.tenant_id, [call["id"] for call in calls])
         for call in calls:
-            call_id, started = call["id"], call.get("start_time")
-            if call_id in known:
-                outcome: Outcome = "known"
+            if call["id"] in known:
+                yield call, "known"
             elif not _ended_before(call, now - self._settle):
-                outcome = "too_recent"
-            elif dry_run or budget[0] == 0:
-                outcome = "missing"
+                yield call, "too_recent"
             else:
-                self._queue(tenant, company, call, now)
-                budget[0] -= 1
-                outcome = "queued"
-            yield Reconciled(call_id, company.company_id, started, outcome)
+                yield call, "missing"
 
     def _queue(
         self, tenant: TenantRecord, company: CompanyMapping, call: dict[str, Any], now: datetime

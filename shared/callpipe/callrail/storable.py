@@ -41,21 +41,12 @@ def unstorable(value: Any, check_text: bool = True, depth: int = 1) -> str | Non
     refuses lone surrogates itself. Never quotes the payload (it holds names and numbers)."""
     kind = type(value)  # JSON parsers make exact built-in types: no isinstance needed
     fine = _FINE if check_text else _FINE_OR_TEXT
-    if kind is dict:
+    if kind is dict or kind is list:
         if depth > MAX_DEPTH:
             return _TOO_DEEP
-        for key, item in value.items():
-            if check_text and not _is_unicode(key):
-                return _NOT_UNICODE
-            if type(item) in fine:
-                continue
-            problem = unstorable(item, check_text, depth + 1)
-            if problem is not None:
-                return problem
-    elif kind is list:
-        if depth > MAX_DEPTH:
-            return _TOO_DEEP
-        for item in value:
+        if kind is dict and check_text and not all(map(_is_unicode, value)):
+            return _NOT_UNICODE
+        for item in value.values() if kind is dict else value:
             if type(item) in fine:
                 continue
             problem = unstorable(item, check_text, depth + 1)
