@@ -67,6 +67,19 @@ def analyzed(tenant: Tenant, call_id: str) -> CallAnalyzed:
     )
 
 
+def failed_later(good: CallAnalyzed, reason: str, **changes: Any) -> CallAnalyzed:
+    """The same call analyzed again five minutes later, and failed."""
+    return good.model_copy(
+        update={
+            "analysis_status": "failed",
+            "analysis_reason": reason,
+            "result": None,
+            "analyzed_at": NOW + timedelta(minutes=5),
+            **changes,
+        }
+    )
+
+
 def stage_of(database: Any, tenant: Tenant, call_id: str) -> str | None:
     from google.cloud.spanner_v1 import param_types
 
@@ -175,15 +188,11 @@ def test_a_failed_analysis_never_replaces_a_stored_result(
     result and the completion; the call is not announced again."""
     tenant, call_id = registered_call(make_tenant, database)
     good = analyzed(tenant, call_id)
-    failed = good.model_copy(
-        update={
-            "analysis_status": "failed",
-            "analysis_reason": "Vertex AI model unavailable after 4 attempts: HTTP 503",
-            "result": None,
-            "analyzed_at": NOW + timedelta(minutes=5),
-            "transcript": None,
-            "transcript_status": "no_transcript",
-        }
+    failed = failed_later(
+        good,
+        "Vertex AI model unavailable after 4 attempts: HTTP 503",
+        transcript=None,
+        transcript_status="no_transcript",
     )
     publisher = Publisher()
     step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
@@ -206,14 +215,7 @@ def test_a_result_replaces_a_failure_persisted_before_it_whatever_their_age(
     backoff): the result analyzed before it still takes its place."""
     tenant, call_id = registered_call(make_tenant, database)
     good = analyzed(tenant, call_id)
-    failed = good.model_copy(
-        update={
-            "analysis_status": "failed",
-            "analysis_reason": "refused: finish_reason SAFETY",
-            "result": None,
-            "analyzed_at": NOW + timedelta(minutes=5),
-        }
-    )
+    failed = failed_later(good, "refused: finish_reason SAFETY")
     publisher = Publisher()
     step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
     step(failed)
@@ -233,14 +235,7 @@ def test_a_message_without_the_transcript_never_erases_it(
     that arrival order the result replaces the failure, and the transcript stays."""
     tenant, call_id = registered_call(make_tenant, database)
     good = analyzed(tenant, call_id)
-    transcribed_but_failed = good.model_copy(
-        update={
-            "analysis_status": "failed",
-            "analysis_reason": "refused: finish_reason SAFETY",
-            "result": None,
-            "analyzed_at": NOW + timedelta(minutes=5),
-        }
-    )
+    transcribed_but_failed = failed_later(good, "refused: finish_reason SAFETY")
     without_transcript = good.model_copy(
         update={"transcript": None, "transcript_status": "no_transcript"}
     )

@@ -18,6 +18,7 @@ from callpipe.tenancy import (
     DirectoryUnavailable,
     NotCached,
     OnboardingRequest,
+    ResolvedCompany,
 )
 from tests.unit.conftest import (
     COMPANY_ID,
@@ -658,6 +659,32 @@ def token_ids(resolved: object) -> list[str]:
     return [t.token_id for t in resolved.tokens]  # type: ignore[attr-defined]
 
 
+def loaded_then_slow(
+    companies: InMemoryCompanies,
+    secret_store: DictSecretStore,
+    monotonic: FakeMonotonic,
+    then: Callable[[InMemoryCompanies, DictSecretStore], None] | None = None,
+) -> tuple[CompanyDirectory, ResolvedCompany, threading.Event]:
+    """A directory that has loaded the company, old enough to be reloaded for a signature,
+    whose next loads wait until the returned event is set (after ``then`` changed it)."""
+    release = threading.Event()
+    slow = threading.Event()
+
+    def lookup(key: str) -> CompanyMapping | None:
+        if slow.is_set():
+            release.wait(10)
+        return companies(key)
+
+    directory = CompanyDirectory(lookup, secret_store, 60, 10, clock=monotonic)
+    seen = directory.resolve([COMPANY_ID])
+    assert seen is not None
+    if then is not None:
+        then(companies, secret_store)
+    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
+    slow.set()
+    return directory, seen, release
+
+
 def test_reload_for_signature_finds_a_token_added_since_the_load(
     directory: CompanyDirectory,
     companies: InMemoryCompanies,
@@ -712,20 +739,7 @@ def test_reload_for_signature_on_an_event_loop_asks_for_a_thread(
 def test_requests_during_a_reload_for_a_signature_wait_for_it(
     companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
 ) -> None:
-    release = threading.Event()
-    slow = threading.Event()
-
-    def lookup(key: str) -> CompanyMapping | None:
-        if slow.is_set():
-            release.wait(10)
-        return companies(key)
-
-    directory = CompanyDirectory(lookup, secret_store, 60, 10, clock=monotonic)
-    seen = directory.resolve([COMPANY_ID])
-    assert seen is not None
-    add_token(companies, secret_store)
-    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
-    slow.set()
+    directory, seen, release = loaded_then_slow(companies, secret_store, monotonic, add_token)
     answers: dict[str, object] = {}
 
     def reload(name: str) -> None:
@@ -760,19 +774,7 @@ def test_forged_signatures_during_a_reload_hold_no_more_than_a_few_threads(
 ) -> None:
     """Each request waiting for a company's reload holds a worker thread for up to 5 s; a
     flood of forged signatures would take them all from the requests that need one."""
-    release = threading.Event()
-    slow = threading.Event()
-
-    def lookup(key: str) -> CompanyMapping | None:
-        if slow.is_set():
-            release.wait(10)
-        return companies(key)
-
-    directory = CompanyDirectory(lookup, secret_store, 60, 10, clock=monotonic)
-    seen = directory.resolve([COMPANY_ID])
-    assert seen is not None
-    monotonic.advance(SIGNATURE_RELOAD_SECONDS)
-    slow.set()
+    directory, seen, release = loaded_then_slow(companies, secret_store, monotonic)
     threads = [
         threading.Thread(target=directory.reload_for_signature, args=([COMPANY_ID], seen))
         for _ in range(1 + SIGNATURE_RELOAD_WAITERS)

@@ -144,7 +144,8 @@ def test_objects_that_are_not_recordings_are_ignored(name: str, bucket: str) -> 
     assert engine.inputs == [] and publisher.sent == []
 
 
-def test_a_call_without_audio_passes_with_its_reason() -> None:
+def without_recording() -> RecordingsEvent:
+    """download-recording's notice for a call CallRail has no recording of."""
     notice = CallWithoutRecording(
         tenant_id="acme",
         office_id="main",
@@ -154,10 +155,12 @@ def test_a_call_without_audio_passes_with_its_reason() -> None:
         reason="no_recording",
         detail="CallRail has no recording",
     )
+    return RecordingsEvent.from_data(notice.to_data())
+
+
+def test_a_call_without_audio_passes_with_its_reason() -> None:
     publisher, progress = Publisher(), Progress()
-    outcome = transcribe_step(Engine(), Objects(), progress, publisher)(
-        RecordingsEvent.from_data(notice.to_data())
-    )
+    outcome = transcribe_step(Engine(), Objects(), progress, publisher)(without_recording())
     assert outcome == {"outcome": "no_transcript", "reason": "no_recording"}
     message = CallTranscribed.from_data(publisher.sent[0][1])
     assert (message.status, message.reason, message.transcript) == (
@@ -241,21 +244,12 @@ def test_a_transcript_not_handed_on_is_not_recorded_as_done() -> None:
 
 
 def test_a_call_without_audio_not_handed_on_is_not_recorded_as_skipped() -> None:
-    notice = CallWithoutRecording(
-        tenant_id="acme",
-        office_id="main",
-        call_id="CAL2",
-        event_type=EventType.POST_CALL,
-        correlation_id="c1",
-        reason="no_recording",
-        detail="CallRail has no recording",
-    )
     progress = Progress()
     step = TranscribeCall(
         lambda: Engine(), Objects(), BUCKET, progress, FailingPublisher(), "calls.transcribed"
     )
     with pytest.raises(PublishFailed):
-        step(RecordingsEvent.from_data(notice.to_data()))
+        step(without_recording())
     assert progress.records == []
 
 
