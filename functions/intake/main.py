@@ -28,9 +28,8 @@ from callpipe.intake.service import (
     WEBHOOK_PATH,
     IntakeRequest,
     client_disconnected,
-    correlation_id_from,
     log_outcome,
-    refusal,
+    not_started,
 )
 from callpipe.intake.wiring import IntakeRuntime, build_intake_runtime
 from callpipe.logs import configure_logging
@@ -63,16 +62,7 @@ async def _runtime_ready() -> IntakeRuntime:
 def _unavailable(
     path: str, headers: Mapping[str, str], error: Exception, started: float
 ) -> Response:
-    """The runtime could not be built (say credentials or the metadata server failing at a
-    cold start): a 503 CallRail and probes can act on, never a 500, and an ERROR line."""
-    outcome = refusal(
-        503,
-        "unavailable",
-        "intake could not start; retry later",
-        correlation_id_from(headers),
-        path=path,
-        detail=f"{error.__class__.__name__}: {str(error)[:300]}",
-    )
+    outcome = not_started(headers, path, error)
     log_outcome(outcome, (time.perf_counter() - started) * 1000.0)
     return _json(outcome.status, outcome.body)
 

@@ -116,6 +116,20 @@ def client_disconnected(headers: Mapping[str, str]) -> IntakeOutcome:
     )
 
 
+def not_started(headers: Mapping[str, str], path: str, error: Exception) -> IntakeOutcome:
+    """The runtime could not be built (say credentials or the metadata server failing at a
+    cold start): a 503 CallRail and probes can act on, never a 500; logged as an ERROR."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return refusal(
+        503,
+        "unavailable",
+        "intake could not start; retry later",
+        correlation_id_from(lowered),
+        path=path,
+        detail=f"{error.__class__.__name__}: {str(error)[:300]}",
+    )
+
+
 def correlation_id_from(headers: Mapping[str, str]) -> str:
     """Reuse the platform's trace id when there is one, so logs join the request trace."""
     traceparent = headers.get("traceparent", "")
