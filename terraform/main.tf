@@ -27,7 +27,8 @@ locals {
     webhooks   = coalesce(var.webhook_archive_bucket, "${var.project_id}-callpipe-webhooks")
   }
 
-  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  pubsub_service_agent    = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  scheduler_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
 
   # What each step needs beyond the topics it publishes to (those come from the topology).
   # The topology schema has no place for it, so it lives here; a step missing from this map
@@ -90,6 +91,14 @@ locals {
       spanner_role    = "roles/spanner.databaseUser"
       buckets         = []
       secret_prefixes = []
+      project_roles   = []
+    }
+    reconcile = {
+      # Reads tenants and calls, writes the shared CallRail rate-limit rows; lists calls
+      # with the tenant's API key.
+      spanner_role    = "roles/spanner.databaseUser"
+      buckets         = []
+      secret_prefixes = ["callrail-api-key-"]
       project_roles   = []
     }
   }

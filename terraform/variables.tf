@@ -192,3 +192,9 @@ variable "step_environment_variables" {
   type        = map(map(string))
   default     = {}
 }
+
+variable "paused_schedules" {
+  description = "Names of schedules in schemas/pipeline.yaml whose Cloud Scheduler job is created paused (e.g. [\"reconcile\"] while a tenant's CallRail account is migrated)."
+  type        = list(string)
+  default     = []
+}

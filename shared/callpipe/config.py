@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     )
     calls_analyzed_topic: str = Field(default="calls.analyzed", alias="CALLS_ANALYZED_TOPIC")
     calls_completed_topic: str = Field(default="calls.completed", alias="CALLS_COMPLETED_TOPIC")
+    reconcile_topic: str = Field(default="reconcile.requested", alias="RECONCILE_TOPIC")
     dead_letter_topic: str | None = Field(default=None, alias="DEAD_LETTER_TOPIC")
     max_delivery_attempts: int = Field(default=5, ge=1, alias="MAX_DELIVERY_ATTEMPTS")
 
@@ -92,6 +93,16 @@ class Settings(BaseSettings):
     callrail_rate_limit_burst: int = Field(default=5, ge=1, alias="CALLRAIL_RATE_LIMIT_BURST")
     callrail_max_attempts: int = Field(default=4, ge=1, le=10, alias="CALLRAIL_MAX_ATTEMPTS")
     callrail_timeout_seconds: float = Field(default=20.0, gt=0, alias="CALLRAIL_TIMEOUT_SECONDS")
+
+    # The scheduled reconciliation (the reconcile step): how far back it looks, how many
+    # missing calls it queues per tenant and run, how long after a call's end it waits.
+    reconcile_lookback_hours: int = Field(
+        default=48, ge=1, le=31 * 24, alias="RECONCILE_LOOKBACK_HOURS"
+    )
+    reconcile_max_calls_per_run: int = Field(default=200, ge=0, alias="RECONCILE_MAX_CALLS_PER_RUN")
+    reconcile_settle_minutes: int = Field(
+        default=30, ge=0, le=24 * 60, alias="RECONCILE_SETTLE_MINUTES"
+    )
 
     recording_allowed_hosts: str = Field(
         default="api.callrail.com,app.callrail.com,*.callrail.com",

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from callpipe.analysis import AnalysisResult
 from callpipe.callrail.webhook import EventType, LooseBool, LooseInt, LooseTime
@@ -371,6 +371,34 @@ class CallCompleted(Message):
     )
 
 
+class ReconcileRequested(Message):
+    """Cloud Scheduler (or an operator) → reconcile: look for calls whose webhook never came.
+
+    Without a tenant it asks for every active tenant: the step answers with one request per
+    tenant, each carrying the window's start, so a retried tenant looks at the same calls."""
+
+    kind: ClassVar[str] = "reconcile.requested"
+
+    tenant_id: TenantId | None = Field(
+        default=None, description="One tenant; none for every active tenant."
+    )
+    since: AwareDatetime | None = Field(
+        default=None,
+        description="Calls that started from this time; default RECONCILE_LOOKBACK_HOURS ago.",
+    )
+    until: AwareDatetime | None = Field(
+        default=None, description="Calls that started up to this time; default now."
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=0,
+        description="Queue at most this many calls per tenant; default RECONCILE_MAX_CALLS_PER_RUN.",
+    )
+    correlation_id: str | None = None
+
+    routing: ClassVar[tuple[str, ...]] = ("tenant_id", "correlation_id")
+
+
 MESSAGE_MODELS: tuple[type[Message], ...] = (
     CallReceived,
     CallRegistered,
@@ -380,6 +408,7 @@ MESSAGE_MODELS: tuple[type[Message], ...] = (
     CallTranscribed,
     CallAnalyzed,
     CallCompleted,
+    ReconcileRequested,
 )
 
 

@@ -161,6 +161,38 @@ def build_persist(settings: Settings) -> StepRuntime:
     return StepRuntime(handler, publisher, progress)
 
 
+def build_reconcile(settings: Settings) -> StepRuntime:
+    from datetime import timedelta
+
+    from callpipe.reconcile import Reconciler, SpannerKnownCalls
+    from callpipe.reconciling import ReconcileStep
+    from callpipe.tenancy import TenantRepository
+
+    database = open_database(settings)
+    publisher = build_publisher(settings)
+    repository = TenantRepository(database)
+    reconciler = Reconciler(
+        repository.get_tenant,
+        repository.find_company,
+        TenantApiKeys(database, build_secret_store(settings)).key_for,
+        callrail_clients(settings, database),
+        SpannerKnownCalls(database),
+        publisher,
+        settings.calls_received_topic,
+        settle=timedelta(minutes=settings.reconcile_settle_minutes),
+    )
+    handler = ReconcileStep(
+        repository.list_tenants,
+        reconciler,
+        publisher,
+        settings.reconcile_topic,
+        lookback=timedelta(hours=settings.reconcile_lookback_hours),
+        max_calls=settings.reconcile_max_calls_per_run,
+    )
+    # no progress records: a reconcile request is about a tenant, not a call
+    return StepRuntime(handler, publisher)
+
+
 def build_fetch_policy(settings: Settings) -> FetchPolicy:
     return FetchPolicy.from_strings(
         allowed_hosts=settings.recording_allowed_hosts,

@@ -84,6 +84,26 @@ class HoldSpec(_Strict):
     description: str
 
 
+class ScheduleSpec(_Strict):
+    """A message published to a topic on a unix-cron schedule (Cloud Scheduler in production,
+    the local stack's scheduler in ``make run``)."""
+
+    topic: str
+    cron: str
+    time_zone: str = "Etc/UTC"
+    description: str
+    # the message's JSON payload (validated against the topic's message model by the tests)
+    message: dict[str, object] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid(self) -> ScheduleSpec:
+        from callpipe.schedules import Cron, time_zone
+
+        Cron.parse(self.cron)
+        time_zone(self.time_zone)
+        return self
+
+
 class Subscription(_Strict):
     """A subscription as provisioned (derived from steps, DLQs and holds)."""
 
@@ -104,6 +124,7 @@ class Topology(_Strict):
     topics: dict[str, TopicSpec]
     steps: dict[str, StepSpec]
     holds: dict[str, HoldSpec] = Field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Topology:
@@ -125,6 +146,9 @@ class Topology(_Strict):
         for name, hold in self.holds.items():
             if hold.topic not in self.topics:
                 raise ValueError(f"hold {name} is on unknown topic {hold.topic!r}")
+        for name, schedule in self.schedules.items():
+            if schedule.topic not in self.topics:
+                raise ValueError(f"schedule {name} publishes to unknown topic {schedule.topic!r}")
         kept = set(consumers) | {hold.topic for hold in self.holds.values()}
         for topic in self.topics:
             if topic not in kept:

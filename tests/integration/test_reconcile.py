@@ -5,6 +5,7 @@ pipeline; known and too recent calls are left alone; a second run queues nothing
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from callpipe.devstack.stack import LocalStack
 from callpipe.publishing import PubSubPublisher
 from callpipe.reconcile import Reconciled, Reconciler, SpannerKnownCalls
 from callpipe.tenancy import TenantRepository
-from tests.conftest import TEST_API_KEY, Tenant
+from tests.conftest import TEST_API_KEY, Tap, Tenant
 from tests.integration.test_fetch_and_download import add_call, call_row, send, wait_for
 
 
@@ -99,3 +100,44 @@ def test_the_cli_lists_what_it_would_queue(
     assert unknown.returncode == 1 and "no tenant no-such-tenant" in unknown.stderr
     bad = run_cli("reconcile", tenant.tenant_id, "--since", "last week")
     assert bad.returncode == 1 and "--since 'last week'" in bad.stderr
+
+
+def test_the_reconcile_function_queues_a_tenants_lost_call_and_dead_letters_what_it_cannot(
+    functions_running: LocalStack,
+    make_tenant: Callable[..., Tenant],
+    database: Any,
+    tap: Callable[[str], Tap],
+) -> None:
+    """What the hourly schedule leads to, for one tenant: a ReconcileRequested on its topic
+    reaches the running reconcile step, whose queued call goes through every step."""
+    from callpipe.config import Settings
+    from callpipe.messages import ReconcileRequested
+    from callpipe.wiring import build_publisher
+
+    stack = functions_running
+    tenant = make_tenant()
+    lost = add_call(stack, tenant, "bathroom")
+    started(stack, lost, timedelta(hours=2))
+    dead = tap("reconcile.requested.dlq")
+    publisher = build_publisher(Settings())
+
+    request = ReconcileRequested(
+        tenant_id=tenant.tenant_id, since=datetime.now(UTC) - timedelta(days=1)
+    )
+    publisher.publish("reconcile.requested", request.to_data(), request.attributes())
+
+    def completed() -> dict[str, Any] | None:
+        row = call_row(database, tenant, lost["id"])
+        return row if row and row["stage"] == "persist" and row["status"] == "ok" else None
+
+    row = wait_for(completed, timeout=240, what="the call the reconcile step queued")
+    assert row["recording_status"] == "stored"
+
+    gone = f"gone-{uuid.uuid4().hex[:8]}"
+    unknown = ReconcileRequested(tenant_id=gone)
+    publisher.publish("reconcile.requested", unknown.to_data(), unknown.attributes())
+    letters = [m for m in dead.drain(expect=1) if m.attributes.get("tenant_id") == gone]
+    assert len(letters) == 1
+    assert letters[0].attributes["dlq_reason"] == "not_reconcilable"
+    assert letters[0].attributes["dlq_step"] == "reconcile"
+    assert f"no tenant {gone}" in letters[0].attributes["dlq_error"]

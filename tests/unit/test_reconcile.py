@@ -63,7 +63,9 @@ class CallRail:
         on_page: Callable[[int, int], None] | None = None,
         company_id: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        self.asked.append({"account": account_id, "company": company_id, "fields": fields})
+        self.asked.append(
+            {"account": account_id, "company": company_id, "fields": fields, "window": (start, end)}
+        )
         yield from (c for c in self.calls if company_id in (None, c["company_id"]))
 
 

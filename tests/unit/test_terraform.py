@@ -173,6 +173,21 @@ def test_functions_are_gen2_without_eventarc_and_content_hashed(
     assert service["environment_variables"] == "${local.function_environment[each.key]}"
 
 
+def test_each_schedule_is_a_cloud_scheduler_job_publishing_to_its_topic(
+    resources: dict[tuple[str, str], Any], root: dict[str, list[Any]]
+) -> None:
+    job = resources[("google_cloud_scheduler_job", "schedule")]
+    assert job["for_each"] == "${module.topology.schedules}"
+    assert job["schedule"] == "${each.value.cron}"
+    assert job["time_zone"] == "${each.value.time_zone}"
+    target = job["pubsub_target"][0]
+    assert target["topic_name"] == "${google_pubsub_topic.topic[each.value.topic].id}"
+    assert target["data"] == "${base64encode(jsonencode(each.value.message))}"
+    grant = resources[("google_pubsub_topic_iam_member", "scheduler_publisher")]
+    assert grant["role"] == "roles/pubsub.publisher"
+    assert "gcp-sa-cloudscheduler" in _locals(root)["scheduler_service_agent"]
+
+
 def test_only_http_steps_are_public(resources: dict[tuple[str, str], Any]) -> None:
     public = resources[("google_cloud_run_service_iam_member", "public")]
     assert public == {
@@ -455,6 +470,8 @@ _SYNTHETIC = {
         },
     },
     "holds": {"c.out.keep": {"topic": "c.out", "description": "kept"}},
+    # no time zone and no message: the defaults must agree too
+    "schedules": {"tick": {"topic": "a.in", "cron": "*/5 * * * 1-5", "description": "tick"}},
 }
 
 
@@ -509,6 +526,10 @@ def test_terraform_derives_the_same_topology_as_python(
         assert derived["steps"][name]["memory"] == step.memory
         assert derived["steps"][name]["max_instances"] == step.max_instances
         assert derived["steps"][name]["entry_point"] == step.entry_point
+    assert derived["schedules"] == {
+        name: schedule.model_dump() for name, schedule in topology.schedules.items()
+    }
+    assert derived["schedules"], "both topologies have a schedule to compare"
 
 
 def test_terraform_splits_the_ddl_like_python(evaluated: dict[str, Any]) -> None:

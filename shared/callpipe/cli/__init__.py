@@ -15,6 +15,7 @@ from callpipe.cli import (
     dev,
     ops,
     reconcile,
+    schedules,
     schemas,
     sim,
     tenants,
@@ -38,6 +39,7 @@ app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(ops.quarantine_app, name="quarantine")
 app.add_typer(ops.dlq_app, name="dlq")
 app.command("reconcile")(reconcile.reconcile)
+app.add_typer(schedules.app, name="schedules")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dev.app, name="dev")
 app.command("transcribe")(transcribe.transcribe)

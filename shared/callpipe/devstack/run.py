@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,6 +27,7 @@ from callpipe.demo import (
 )
 from callpipe.devstack.processes import StartupError
 from callpipe.devstack.stack import LocalStack, config_from_env
+from callpipe.schedules import LocalScheduler
 from callpipe.secrets import LocalSecretStore
 from callpipe.spanner_db import open_database
 from callpipe.tenancy import OnboardingRequest, TenantRepository
@@ -136,8 +138,10 @@ def run_local_stack(demo: bool = True, exit_after_demo: bool = False) -> int:
         _print_usage(stack, env_file)
         if exit_after_demo:
             return 0
+        scheduler = _start_schedules(stack)
         print(f"{BOLD}Serving. Ctrl-C stops everything.{RESET}", flush=True)
         while True:
+            _run_due(scheduler)
             for process in stack.processes:
                 if not process.running:
                     print(
@@ -359,6 +363,30 @@ def _completed_events(project: str, call_ids: list[str]) -> int:
 
     pulled = peek(PullSubscription(project, "calls.completed.backlog"), 200)
     return sum(1 for p in pulled if p.attributes.get("call_id") in call_ids)
+
+
+def _start_schedules(stack: LocalStack) -> LocalScheduler:
+    """The topology's schedules, run here as Cloud Scheduler runs them in production."""
+    from callpipe.publishing import PubSubPublisher
+
+    scheduler = LocalScheduler(stack.topology, PubSubPublisher(stack.config.project))
+    now = datetime.now(UTC)
+    for name, when in scheduler.next_runs(now).items():
+        spec = stack.topology.schedules[name]
+        _say(
+            "     ",
+            f"schedule {name}: {spec.cron} ({spec.time_zone}) → {spec.topic}, next at "
+            f"{when:%H:%M %Z}; now: .venv/bin/callpipe schedules run {name}",
+        )
+    return scheduler
+
+
+def _run_due(scheduler: LocalScheduler) -> None:
+    try:
+        for name in scheduler.tick(datetime.now(UTC)):
+            _say("     ", f"schedule {name}: published")
+    except Exception as error:  # noqa: BLE001 - the next second's tick tries again
+        print(f"{YELLOW}a schedule could not publish:{RESET} {error}", flush=True)
 
 
 def _print_usage(stack: LocalStack, env_file: Path) -> None:

@@ -83,6 +83,17 @@ locals {
     }
   }
 
+  # Messages published on a unix-cron schedule (Cloud Scheduler jobs).
+  schedules = {
+    for name, schedule in try(var.topology.schedules, null) == null ? {} : var.topology.schedules : name => {
+      topic       = schedule.topic
+      cron        = schedule.cron
+      time_zone   = try(schedule.time_zone, null) == null ? "Etc/UTC" : schedule.time_zone
+      description = schedule.description
+      message     = try(schedule.message, null) == null ? {} : schedule.message
+    }
+  }
+
   # A step publishes to its declared topics and, for permanent failures, to its own DLQ.
   publish_grants = merge([
     for name, step in local.steps : {

@@ -42,3 +42,8 @@ output "defaults" {
   description = "The topology's defaults: ack deadline, retention, retry, max delivery attempts."
   value       = local.defaults
 }
+
+output "schedules" {
+  description = "name => {topic, cron, time_zone, description, message}: the scheduled messages."
+  value       = local.schedules
+}
