@@ -198,3 +198,26 @@ variable "paused_schedules" {
   type        = list(string)
   default     = []
 }
+
+variable "alerts_enabled" {
+  description = "Create the alert policies of monitoring.tf (dead letters, backlog, intake failures, signature failures, lost webhooks)."
+  type        = bool
+  default     = true
+}
+
+variable "alert_emails" {
+  description = "E-mail addresses notified by every alert policy (none: the incidents only show in Cloud Monitoring)."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_backlog_minutes" {
+  description = "Age of a step subscription's oldest unacknowledged message that raises the backlog alert."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.alert_backlog_minutes >= 5
+    error_message = "alert_backlog_minutes must be at least 5."
+  }
+}

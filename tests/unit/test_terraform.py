@@ -188,6 +188,32 @@ def test_each_schedule_is_a_cloud_scheduler_job_publishing_to_its_topic(
     assert "gcp-sa-cloudscheduler" in _locals(root)["scheduler_service_agent"]
 
 
+def test_alerts_watch_every_dead_letter_hold_and_step_subscription(
+    resources: dict[tuple[str, str], Any], root: dict[str, list[Any]]
+) -> None:
+    watched = _locals(root)
+    assert "module.topology.dead_letter_holds" in watched["dead_letter_hold_ids"]
+    assert "module.topology.step_subscriptions" in watched["step_subscription_ids"]
+    dead = resources[("google_monitoring_alert_policy", "dead_letters")]
+    condition = dead["conditions"][0]["condition_threshold"][0]
+    assert "num_undelivered_messages" in condition["filter"]
+    assert "one_of(${local.dead_letter_hold_ids})" in condition["filter"]
+    assert condition["comparison"] == "COMPARISON_GT" and condition["threshold_value"] == 0
+    backlog = resources[("google_monitoring_alert_policy", "backlog")]
+    condition = backlog["conditions"][0]["condition_threshold"][0]
+    assert "oldest_unacked_message_age" in condition["filter"]
+    assert "one_of(${local.step_subscription_ids})" in condition["filter"]
+    # every log-based metric has its alert, and every policy notifies the channels
+    metrics = resources[("google_logging_metric", "log_counter")]["for_each"]
+    alerts = resources[("google_monitoring_alert_policy", "log_counter")]["for_each"]
+    assert set(metrics) == {"intake_failed", "invalid_signature", "webhooks_lost"}
+    assert all(f"'{name}': {{" in alerts for name in metrics), alerts  # for_each's map keys
+    for name in ("dead_letters", "backlog", "log_counter"):
+        policy = resources[("google_monitoring_alert_policy", name)]
+        assert policy["notification_channels"] == "${local.alert_channels}"
+        assert policy["documentation"][0]["content"]  # what to do, in the notification
+
+
 def test_only_http_steps_are_public(resources: dict[tuple[str, str], Any]) -> None:
     public = resources[("google_cloud_run_service_iam_member", "public")]
     assert public == {
@@ -530,6 +556,9 @@ def test_terraform_derives_the_same_topology_as_python(
         name: schedule.model_dump() for name, schedule in topology.schedules.items()
     }
     assert derived["schedules"], "both topologies have a schedule to compare"
+    assert derived["dead_letter_holds"] == sorted(
+        s.name for s in topology.subscriptions() if s.name.endswith(".dlq.hold")
+    )
 
 
 def test_terraform_splits_the_ddl_like_python(evaluated: dict[str, Any]) -> None:

@@ -83,6 +83,9 @@ locals {
     }
   }
 
+  # The DLQs' hold subscriptions, where whatever a step gave up on waits for an operator.
+  dead_letter_holds = sort([for name, step in local.pubsub_steps : "${step.dead_letter_topic}.hold"])
+
   # Messages published on a unix-cron schedule (Cloud Scheduler jobs).
   schedules = {
     for name, schedule in try(var.topology.schedules, null) == null ? {} : var.topology.schedules : name => {

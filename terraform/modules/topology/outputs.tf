@@ -47,3 +47,8 @@ output "schedules" {
   description = "name => {topic, cron, time_zone, description, message}: the scheduled messages."
   value       = local.schedules
 }
+
+output "dead_letter_holds" {
+  description = "The \"<topic>.dlq.hold\" subscriptions, sorted: what the steps dead-lettered."
+  value       = local.dead_letter_holds
+}

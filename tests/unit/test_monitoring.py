@@ -1,0 +1,179 @@
+"""The log-based metrics of terraform/monitoring.tf count the lines the code really writes.
+
+Each metric's filter (Cloud Logging query language, the subset the file uses) is evaluated
+against log entries made as Cloud Run makes them from a function's JSON line on stdout:
+the line produced here by the code path the metric is about, through callpipe.logs's
+formatter. A renamed field or outcome would silently stop an alert; this test fails then.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from callpipe.intake.service import log_outcome
+from callpipe.logs import CloudLoggingFormatter
+from callpipe.messages import ReconcileRequested
+from callpipe.reconciling import ReconcileStep
+from tests.unit.conftest import (
+    TENANT_ID,
+    FailingPublisher,
+    IntakeHarness,
+    RecordingPublisher,
+    event_body,
+)
+from tests.unit.test_reconcile import NOW, CallRail, call, reconciler
+from tests.unit.test_terraform import TERRAFORM_DIR, _locals, _parse_dir, _typed
+
+_TERM = re.compile(r'^(?P<path>[\w.]+)\s*(?P<op>>=|<=|=|>|<|:)\s*(?P<value>"[^"]*"|[\w.*-]+)$')
+
+
+def _lookup(entry: dict[str, Any], path: str) -> Any:
+    value: Any = entry
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def matches(query: str, entry: dict[str, Any]) -> bool:
+    """The entry matches every ``AND``-ed term of ``query`` (=, >, >=, <, <=, :* and :"x")."""
+    for term in query.split(" AND "):
+        found = _TERM.match(term.strip())
+        assert found, f"term {term!r} is outside the subset this test evaluates"
+        actual = _lookup(entry, found["path"])
+        op, raw = found["op"], found["value"]
+        if op == ":" and raw == "*":
+            ok = actual is not None
+        elif op == ":":
+            ok = isinstance(actual, str) and raw.strip('"') in actual
+        elif raw.startswith('"'):
+            ok = op == "=" and str(actual) == raw.strip('"')
+        else:
+            if not isinstance(actual, int | float):
+                return False
+            number = float(raw)
+            ok = {
+                "=": actual == number,
+                ">": actual > number,
+                ">=": actual >= number,
+                "<": actual < number,
+                "<=": actual <= number,
+            }[op]
+        if not ok:
+            return False
+    return True
+
+
+def as_cloud_run_entry(line: str) -> dict[str, Any]:
+    """What Cloud Logging stores for a JSON line a function printed on stdout."""
+    payload = json.loads(line)
+    return {
+        "resource": {"type": "cloud_run_revision", "labels": {"service_name": "fn"}},
+        "logName": "projects/p/logs/run.googleapis.com%2Fstdout",
+        "severity": payload.pop("severity"),
+        "jsonPayload": payload,
+    }
+
+
+@pytest.fixture
+def lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The entries of every line logged while the test runs, formatted as in production."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(CloudLoggingFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield lambda: [as_cloud_run_entry(line) for line in stream.getvalue().splitlines()]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def metric_filters() -> dict[str, str]:
+    blocks = _parse_dir(TERRAFORM_DIR)
+    function_log = _locals(blocks)["function_log"]
+    metrics = _typed(blocks, "resource")[("google_logging_metric", "log_counter")]["for_each"]
+    return {
+        name: spec["filter"].replace("${local.function_log}", function_log)
+        for name, spec in metrics.items()
+    }
+
+
+def counted(filters: dict[str, str], entries: list[dict[str, Any]]) -> dict[str, int]:
+    return {name: sum(matches(query, e) for e in entries) for name, query in filters.items()}
+
+
+def test_a_webhook_intake_could_not_queue_is_counted_as_failed(
+    make_intake: Callable[..., IntakeHarness],
+    metric_filters: dict[str, str],
+    lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    outcome = make_intake(publisher=FailingPublisher()).post(event_body("post_call"))
+    assert outcome.status == 503
+    log_outcome(outcome, 12.0)
+    assert counted(metric_filters, lines()) == {
+        "intake_failed": 1,
+        "invalid_signature": 0,
+        "webhooks_lost": 0,
+    }
+
+
+def test_a_bad_signature_is_counted_only_for_an_onboarded_company(
+    harness: IntakeHarness,
+    metric_filters: dict[str, str],
+    lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    known = harness.post(event_body("post_call"), signature="AAAA" + "=" * 24)
+    assert (known.status, known.outcome) == (401, "invalid_signature")
+    log_outcome(known, 3.0)
+    accepted = harness.post(event_body("post_call", resource_id="CAL" + "a" * 32))
+    assert accepted.status == 202
+    log_outcome(accepted, 3.0)
+    assert counted(metric_filters, lines())["invalid_signature"] == 1
+    assert counted(metric_filters, lines())["intake_failed"] == 0
+
+
+def test_a_reconciliation_that_queued_calls_is_counted_and_one_that_did_not_is_not(
+    metric_filters: dict[str, str], lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    def run(calls: list[dict[str, Any]]) -> None:
+        publisher = RecordingPublisher()
+        ReconcileStep(
+            lambda: [],
+            reconciler(CallRail(calls), publisher=publisher),
+            publisher,
+            "reconcile.requested",
+            lookback=timedelta(hours=48),
+            max_calls=200,
+            clock=lambda: NOW,
+        )(ReconcileRequested(tenant_id=TENANT_ID))
+
+    run([])
+    assert counted(metric_filters, lines())["webhooks_lost"] == 0
+    run([call("CALlost", timedelta(hours=2))])
+    entries = lines()
+    assert counted(metric_filters, entries)["webhooks_lost"] == 1
+    [lost] = [e for e in entries if matches(metric_filters["webhooks_lost"], e)]
+    assert lost["jsonPayload"]["tenant_id"] == TENANT_ID  # the metric's label
+
+
+def test_the_evaluator_tells_matching_entries_from_others() -> None:
+    entry = {"severity": "WARNING", "jsonPayload": {"status": 503, "step": "intake"}}
+    assert matches('jsonPayload.step="intake" AND jsonPayload.status>=500', entry)
+    assert not matches('jsonPayload.step="api" AND jsonPayload.status>=500', entry)
+    assert not matches("jsonPayload.status>503", entry)
+    assert not matches("jsonPayload.tenant_id:*", entry)
+    assert matches('severity="WARNING"', entry)
