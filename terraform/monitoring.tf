@@ -2,10 +2,11 @@
 #
 # Pub/Sub's own metrics say when a step gave up on a message (a dead-letter hold is not
 # empty) or falls behind (a step subscription's oldest message is old). Log-based metrics
-# count what only the functions' JSON lines tell: intake answering 5xx (CallRail never
-# sends that webhook again), signatures failing for an onboarded company (a token rotated
-# in CallRail and not here), and the reconcile step queuing calls whose webhook never came.
-# The log filters match the lines callpipe.logs writes (tests/unit/test_monitoring.py).
+# count what only the logs tell: intake or Cloud Run refusing webhooks (CallRail never
+# sends one again), signatures failing for an onboarded company (a token rotated in
+# CallRail and not here), and the reconcile step queuing calls whose webhook never came.
+# The filters on the functions' lines match what callpipe.logs writes, and the one on
+# Cloud Run's request log matches its documented fields (tests/unit/test_monitoring.py).
 
 resource "google_monitoring_notification_channel" "email" {
   for_each = toset(var.alert_emails)
@@ -24,21 +25,45 @@ locals {
   function_log          = "resource.type=\"cloud_run_revision\" AND logName:\"run.googleapis.com%2Fstdout\""
 }
 
-resource "google_logging_metric" "log_counter" {
-  for_each = {
+locals {
+  # What only the log lines tell, each counted by a log-based metric (by tenant, for charts)
+  # and, where someone must act, alerted on directly by a log-match condition (no wait for
+  # a new metric to exist, one notification per burst).
+  log_signals = {
     intake_failed = {
-      description = "Webhooks intake answered with a 5xx: CallRail does not send them again (the hourly reconciliation queues their calls)."
+      description = "Webhooks intake answered with a 5xx it logged itself (the line says why)."
       filter      = "${local.function_log} AND jsonPayload.step=\"intake\" AND jsonPayload.status>=500"
+      alert       = null
+    }
+    intake_unreachable = {
+      description = "Requests to intake answered 429 or 5xx, by intake or by Cloud Run (no instance free, a crash, a timeout): CallRail does not send those webhooks again."
+      filter      = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"intake\" AND logName:\"run.googleapis.com%2Frequests\" AND (httpRequest.status=429 OR httpRequest.status>=500)"
+      alert = {
+        name    = "callpipe: webhooks refused by intake"
+        content = "Intake or Cloud Run answered CallRail with a 429 or 5xx: CallRail does not send those webhooks again. Intake's own lines (`jsonPayload.step=\"intake\"`, `outcome`) say why when it answered; otherwise the instances were all busy (`max_instances`) or failed. The hourly reconciliation queues the calls once the cause is gone; `callpipe reconcile TENANT` does it at once."
+      }
     }
     invalid_signature = {
       description = "Webhooks of an onboarded company whose signature matched none of its active tokens."
       filter      = "${local.function_log} AND jsonPayload.step=\"intake\" AND jsonPayload.outcome=\"invalid_signature\" AND jsonPayload.tenant_id:*"
+      alert = {
+        name    = "callpipe: signatures fail for an onboarded company"
+        content = "Webhooks of an onboarded company match none of its active signing tokens: most likely the token was rotated in CallRail. Add the new one with `callpipe tenants add-token --company-id COM…`; the hourly reconciliation queues the calls refused meanwhile."
+      }
     }
     webhooks_lost = {
       description = "Reconciliation runs that queued calls whose webhook never came."
       filter      = "${local.function_log} AND jsonPayload.logger=\"callpipe.reconciling\" AND severity=\"WARNING\" AND jsonPayload.queued>0"
+      alert = {
+        name    = "callpipe: calls arrived without their webhook"
+        content = "The reconciliation found calls CallRail has whose webhook never reached the pipeline, and queued them (the log line names them; `left_for_next_run` counts those over RECONCILE_MAX_CALLS_PER_RUN). Follow one with `callpipe calls show CALL_ID`. Check the company's webhook in CallRail: CallRail disables a webhook that keeps failing."
+      }
     }
   }
+}
+
+resource "google_logging_metric" "log_counter" {
+  for_each = local.log_signals
 
   name        = "callpipe/${each.key}"
   description = each.value.description
@@ -113,21 +138,8 @@ resource "google_monitoring_alert_policy" "backlog" {
   }
 }
 
-resource "google_monitoring_alert_policy" "log_counter" {
-  for_each = var.alerts_enabled ? {
-    intake_failed = {
-      name    = "callpipe: intake could not queue webhooks"
-      content = "Intake answered 5xx (Pub/Sub or its directory unavailable): CallRail does not send those webhooks again. The hourly reconciliation queues their calls once the cause is gone; `callpipe reconcile TENANT` does it at once."
-    }
-    invalid_signature = {
-      name    = "callpipe: signatures fail for an onboarded company"
-      content = "Webhooks of an onboarded company match none of its active signing tokens: most likely the token was rotated in CallRail. Add the new one with `callpipe tenants add-token --company-id COM…`; the hourly reconciliation queues the calls refused meanwhile."
-    }
-    webhooks_lost = {
-      name    = "callpipe: calls arrived without their webhook"
-      content = "The reconciliation found calls CallRail has whose webhook never reached the pipeline, and queued them (the log line names them). Check the company's webhook in CallRail: CallRail disables a webhook that keeps failing."
-    }
-  } : {}
+resource "google_monitoring_alert_policy" "log_match" {
+  for_each = var.alerts_enabled ? { for name, signal in local.log_signals : name => signal.alert if signal.alert != null } : {}
 
   display_name          = each.value.name
   combiner              = "OR"
@@ -139,18 +151,21 @@ resource "google_monitoring_alert_policy" "log_counter" {
   }
 
   conditions {
-    display_name = "log entries counted by ${google_logging_metric.log_counter[each.key].name}"
-    condition_threshold {
-      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.log_counter[each.key].name}\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period     = "300s"
-        per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
-        group_by_fields      = ["metric.label.tenant_id"]
+    display_name = "a log entry matches ${each.key}"
+    condition_matched_log {
+      filter = local.log_signals[each.key].filter
+      label_extractors = {
+        tenant_id = "EXTRACT(jsonPayload.tenant_id)"
       }
     }
+  }
+
+  # A log-match condition notifies at most once per period while entries keep matching;
+  # the incident closes by itself, so the next burst notifies again.
+  alert_strategy {
+    notification_rate_limit {
+      period = "300s"
+    }
+    auto_close = "1800s"
   }
 }

@@ -45,6 +45,10 @@ class ReconcileError(RuntimeError):
     """The tenant cannot be reconciled (unknown, no CallRail account or API key)."""
 
 
+class NothingToReconcile(ReconcileError):
+    """The tenant is not active, or none of its companies is: no call of it is wanted."""
+
+
 @dataclass(frozen=True)
 class Reconciled:
     call_id: str
@@ -132,13 +136,13 @@ class Reconciler:
         if tenant is None:
             raise ReconcileError(f"no tenant {tenant_id}")
         if tenant.status != "active":
-            raise ReconcileError(f"tenant {tenant_id} is {tenant.status}, not active")
+            raise NothingToReconcile(f"tenant {tenant_id} is {tenant.status}, not active")
         if not tenant.callrail_account_id:
             raise ReconcileError(f"tenant {tenant_id} has no CallRail account id")
         # a deactivated company's webhooks are refused by intake: its calls are not wanted
         companies = [c for c in tenant.companies if self._active_company(c.company_id)]
         if not companies:
-            raise ReconcileError(f"tenant {tenant_id} has no active CallRail company")
+            raise NothingToReconcile(f"tenant {tenant_id} has no active CallRail company")
         try:
             api_key = self._api_key_for(tenant_id)
         except LookupError as error:

@@ -20,7 +20,8 @@ from callpipe.callrail.client import CallRailError
 from callpipe.logs import log_event
 from callpipe.messages import ReconcileRequested
 from callpipe.publishing import Publisher
-from callpipe.reconcile import ReconcileError, Reconciler
+from callpipe.ratelimit import RateLimited
+from callpipe.reconcile import NothingToReconcile, ReconcileError, Reconciler
 from callpipe.steps import PermanentError
 from callpipe.tenancy import TenantRecord
 
@@ -83,17 +84,33 @@ class ReconcileStep:
         limit = self._max_calls if message.limit is None else message.limit
         counts: Counter[str] = Counter()
         queued: list[str] = []
+        outcome = "reconciled"
         try:
             for result in self._reconciler.run(tenant_id, since, message.until, limit=limit):
                 counts[result.outcome] += 1
                 if result.outcome == "queued":
                     queued.append(result.call_id)
+        except NothingToReconcile as error:
+            # deactivated since the fan-out, or every company is: asked again every hour,
+            # a dead letter would only fill the hold and keep its alert open
+            return {"outcome": "nothing_to_reconcile", "reason": str(error)}
         except ReconcileError as error:
             raise PermanentError("not_reconcilable", str(error)) from None
         except CallRailError as error:
             if error.permanent:
                 raise PermanentError("callrail_refused", str(error)) from None
             raise
+        except RateLimited:
+            # Live calls come first on the shared CallRail budget; a redelivery in minutes
+            # would compete again, while the next hourly run goes on where this one stopped.
+            outcome = "rate_limited"
+            log_event(
+                logger,
+                logging.WARNING,
+                "reconcile: the CallRail rate limit is busy; the next run goes on",
+                tenant_id=tenant_id,
+                correlation_id=message.correlation_id,
+            )
         finally:
             # what was queued stays queued, whatever stopped the run: say so
             if queued:
@@ -103,11 +120,12 @@ class ReconcileStep:
                     f"reconcile: queued {len(queued)} call(s) whose webhook never came",
                     tenant_id=tenant_id,
                     queued=len(queued),
+                    left_for_next_run=counts["missing"],
                     call_ids=queued[:_NAMED],
                     correlation_id=message.correlation_id,
                 )
         return {
-            "outcome": "reconciled",
+            "outcome": outcome,
             "since": since.isoformat(),
             **{name: counts[name] for name in ("known", "queued", "missing", "too_recent")},
         }

@@ -1,15 +1,19 @@
-"""unix-cron schedules, as Cloud Scheduler reads them, for the topology's scheduled jobs.
+"""unix-cron schedules for the topology's scheduled jobs.
 
 Production hands the expression to Cloud Scheduler; the local stack uses :class:`Cron` to
-publish the same message at the same minutes, and the topology check uses it to refuse an
-expression Cloud Scheduler would refuse at deploy time. Numbers only (no month or day
-names): ``*``, ``*/n``, ``a``, ``a-b``, ``a-b/n`` and comma-separated lists of them.
+publish the same message at the same minutes, and the topology check uses it so that a
+malformed expression fails the tests, not the deployment. This parser is stricter than
+Cloud Scheduler: numbers only (no JAN or MON), in ``*``, ``*/n``, ``a``, ``a-b``,
+``a-b/n`` and comma-separated lists of them. Minutes are wall-clock minutes of the
+schedule's time zone; on the days clocks change, Cloud Scheduler's handling of a skipped
+or repeated minute may differ from the local scheduler's (the topology's schedules use
+Etc/UTC, which has no such days).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -151,8 +155,8 @@ class ScheduledMessage:
 
 
 def scheduled_message(topology: Topology, name: str) -> ScheduledMessage:
-    """What schedule ``name`` publishes: its message, validated by its topic's model, with
-    the attributes the model gives and the schedule's name (as the Cloud Scheduler job)."""
+    """What schedule ``name`` publishes, as its Cloud Scheduler job does: its message,
+    validated by its topic's model, and the schedule's name as the only attribute."""
     from callpipe.messages import MESSAGE_MODELS
 
     schedule = topology.schedules.get(name)
@@ -164,9 +168,8 @@ def scheduled_message(topology: Topology, name: str) -> ScheduledMessage:
     if model is None:
         raise LookupError(f"topic {schedule.topic} carries {wanted}, which is no message model")
     message = model.model_validate(schedule.message)
-    return ScheduledMessage(
-        schedule.topic, message.to_data(), {**message.attributes(), "schedule": name}
-    )
+    # the attributes the Cloud Scheduler job sends (terraform/scheduler.tf), no others
+    return ScheduledMessage(schedule.topic, message.to_data(), {"schedule": name})
 
 
 class LocalScheduler:
@@ -193,12 +196,14 @@ class LocalScheduler:
         """Publish every schedule due in ``now``'s minute that has not run in it yet; the
         names published."""
         published = []
+        # the minute as an instant: a wall-clock minute repeated when clocks go back is
+        # another minute, not one already run
+        instant = now.astimezone(UTC).replace(second=0, microsecond=0)
         for name, (cron, zone) in self._crons.items():
-            minute = now.astimezone(zone).replace(second=0, microsecond=0)
-            if not cron.matches(minute) or self._fired.get(name) == minute:
+            if not cron.matches(instant.astimezone(zone)) or self._fired.get(name) == instant:
                 continue
             message = scheduled_message(self._topology, name)
             self._publisher.publish(message.topic, message.data, message.attributes)
-            self._fired[name] = minute
+            self._fired[name] = instant
             published.append(name)
         return published

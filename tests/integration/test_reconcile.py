@@ -141,3 +141,35 @@ def test_the_reconcile_function_queues_a_tenants_lost_call_and_dead_letters_what
     assert letters[0].attributes["dlq_reason"] == "not_reconcilable"
     assert letters[0].attributes["dlq_step"] == "reconcile"
     assert f"no tenant {gone}" in letters[0].attributes["dlq_error"]
+
+
+def test_the_scheduled_request_asks_for_each_onboarded_tenant_read_from_spanner(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """The fan-out over the real tenant rows (the running step is left out: it would
+    reconcile every tenant other tests made)."""
+    from callpipe.messages import ReconcileRequested
+    from callpipe.reconciling import ReconcileStep
+    from tests.unit.conftest import RecordingPublisher
+
+    first, second = make_tenant(), make_tenant()
+    publisher = RecordingPublisher()
+    now = datetime.now(UTC)
+    result = ReconcileStep(
+        TenantRepository(database).list_tenants,
+        reconciler(stack, database),
+        publisher,
+        "reconcile.requested",
+        lookback=timedelta(hours=48),
+        max_calls=200,
+        clock=lambda: now,
+    )(ReconcileRequested())
+
+    asked = {
+        request.tenant_id: request
+        for request in (ReconcileRequested.from_data(m.data) for m in publisher.messages)
+    }
+    assert {first.tenant_id, second.tenant_id} <= set(asked)
+    assert asked[first.tenant_id].since == now - timedelta(hours=48)
+    assert result["tenants"] == len(asked)
+    assert {m.topic for m in publisher.messages} == {"reconcile.requested"}

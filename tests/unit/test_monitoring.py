@@ -30,7 +30,7 @@ from tests.unit.conftest import (
     event_body,
 )
 from tests.unit.test_reconcile import NOW, CallRail, call, reconciler
-from tests.unit.test_terraform import TERRAFORM_DIR, _locals, _parse_dir, _typed
+from tests.unit.test_terraform import TERRAFORM_DIR, _locals, _parse_dir
 
 _TERM = re.compile(r'^(?P<path>[\w.]+)\s*(?P<op>>=|<=|=|>|<|:)\s*(?P<value>"[^"]*"|[\w.*-]+)$')
 
@@ -44,31 +44,38 @@ def _lookup(entry: dict[str, Any], path: str) -> Any:
     return value
 
 
+def _term(term: str, entry: dict[str, Any]) -> bool:
+    found = _TERM.match(term.strip())
+    assert found, f"term {term!r} is outside the subset this test evaluates"
+    actual = _lookup(entry, found["path"])
+    op, raw = found["op"], found["value"]
+    if op == ":" and raw == "*":
+        return actual is not None
+    if op == ":":
+        return isinstance(actual, str) and raw.strip('"') in actual
+    if raw.startswith('"'):
+        return op == "=" and str(actual) == raw.strip('"')
+    if not isinstance(actual, int | float):
+        return False
+    number = float(raw)
+    return {
+        "=": actual == number,
+        ">": actual > number,
+        ">=": actual >= number,
+        "<": actual < number,
+        "<=": actual <= number,
+    }[op]
+
+
 def matches(query: str, entry: dict[str, Any]) -> bool:
-    """The entry matches every ``AND``-ed term of ``query`` (=, >, >=, <, <=, :* and :"x")."""
+    """The entry matches every ``AND``-ed term of ``query``; a term is a comparison (=, >,
+    >=, <, <=, :* and :"x") or a parenthesised ``OR`` of comparisons."""
     for term in query.split(" AND "):
-        found = _TERM.match(term.strip())
-        assert found, f"term {term!r} is outside the subset this test evaluates"
-        actual = _lookup(entry, found["path"])
-        op, raw = found["op"], found["value"]
-        if op == ":" and raw == "*":
-            ok = actual is not None
-        elif op == ":":
-            ok = isinstance(actual, str) and raw.strip('"') in actual
-        elif raw.startswith('"'):
-            ok = op == "=" and str(actual) == raw.strip('"')
-        else:
-            if not isinstance(actual, int | float):
+        term = term.strip()
+        if term.startswith("(") and term.endswith(")"):
+            if not any(_term(part, entry) for part in term[1:-1].split(" OR ")):
                 return False
-            number = float(raw)
-            ok = {
-                "=": actual == number,
-                ">": actual > number,
-                ">=": actual >= number,
-                "<": actual < number,
-                "<=": actual <= number,
-            }[op]
-        if not ok:
+        elif not _term(term, entry):
             return False
     return True
 
@@ -102,13 +109,19 @@ def lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
 
 
 @pytest.fixture(scope="module")
-def metric_filters() -> dict[str, str]:
+def signals() -> dict[str, dict[str, Any]]:
     blocks = _parse_dir(TERRAFORM_DIR)
-    function_log = _locals(blocks)["function_log"]
-    metrics = _typed(blocks, "resource")[("google_logging_metric", "log_counter")]["for_each"]
+    return dict(_locals(blocks)["log_signals"])
+
+
+@pytest.fixture(scope="module")
+def metric_filters(signals: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The filters of the signals about the functions' own lines."""
+    function_log = _locals(_parse_dir(TERRAFORM_DIR))["function_log"]
     return {
         name: spec["filter"].replace("${local.function_log}", function_log)
-        for name, spec in metrics.items()
+        for name, spec in signals.items()
+        if "${local.function_log}" in spec["filter"]
     }
 
 
@@ -177,3 +190,32 @@ def test_the_evaluator_tells_matching_entries_from_others() -> None:
     assert not matches("jsonPayload.status>503", entry)
     assert not matches("jsonPayload.tenant_id:*", entry)
     assert matches('severity="WARNING"', entry)
+
+
+def request_entry(status: int, service: str = "intake") -> dict[str, Any]:
+    """A Cloud Run request log entry, with the fields its documentation gives."""
+    return {
+        "resource": {"type": "cloud_run_revision", "labels": {"service_name": service}},
+        "logName": "projects/p/logs/run.googleapis.com%2Frequests",
+        "severity": "ERROR" if status >= 500 else "INFO",
+        "httpRequest": {"requestMethod": "POST", "status": status},
+    }
+
+
+def test_every_refusal_of_a_webhook_reaches_the_intake_unreachable_alert(
+    signals: dict[str, dict[str, Any]],
+) -> None:
+    query = signals["intake_unreachable"]["filter"]
+    # Cloud Run's 429 when every instance is busy, a crash's 500, a timeout's 504, our 503
+    for status in (429, 500, 503, 504):
+        assert matches(query, request_entry(status)), status
+    for status in (202, 400, 401, 404, 413):
+        assert not matches(query, request_entry(status)), status
+    assert not matches(query, request_entry(503, service="api"))
+
+
+def test_the_signals_someone_must_act_on_have_alerts(signals: dict[str, dict[str, Any]]) -> None:
+    alerted = {name for name, spec in signals.items() if spec["alert"]}
+    assert alerted == {"intake_unreachable", "invalid_signature", "webhooks_lost"}
+    for name in alerted:
+        assert "callpipe" in signals[name]["alert"]["content"]  # what to do, in the message

@@ -14,10 +14,11 @@ import pytest
 
 from callpipe.callrail.client import CallRailAuthError, CallRailUnavailable
 from callpipe.messages import CallReceived, ReconcileRequested
+from callpipe.ratelimit import RateLimited
 from callpipe.reconciling import ReconcileStep
 from callpipe.steps import PermanentError
 from callpipe.tenancy import TenantRecord
-from tests.unit.conftest import TENANT_ID, RecordingPublisher
+from tests.unit.conftest import COMPANY_ID, TENANT_ID, RecordingPublisher
 from tests.unit.test_reconcile import NOW, CallRail, call, reconciler, tenant
 
 TOPIC = "reconcile.requested"
@@ -112,20 +113,51 @@ def test_at_most_the_per_run_limit_is_queued_unless_the_request_says_otherwise()
     assert (result["queued"], result["missing"]) == (4, 1)
 
 
-def test_a_tenant_that_cannot_be_reconciled_is_dead_lettered_with_the_reason() -> None:
-    handler = ReconcileStep(
+def on(target: Any) -> ReconcileStep:
+    return ReconcileStep(
         lambda: [],
-        reconciler(CallRail([]), record=other(TENANT_ID, status="suspended")),
+        target,
         RecordingPublisher(),
         TOPIC,
         lookback=timedelta(hours=48),
         max_calls=200,
         clock=lambda: NOW,
     )
+
+
+def test_a_tenant_that_cannot_be_reconciled_is_dead_lettered_with_the_reason() -> None:
+    def no_key(tenant_id: str) -> str:
+        raise LookupError("secret callrail-api-key-acme-dental not found")
+
     with pytest.raises(PermanentError) as raised:
-        handler(ReconcileRequested(tenant_id=TENANT_ID))
+        on(reconciler(CallRail([]), api_key=no_key))(ReconcileRequested(tenant_id=TENANT_ID))
     assert raised.value.reason == "not_reconcilable"
-    assert "suspended" in raised.value.detail
+    assert "no CallRail API key" in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        (reconciler(CallRail([]), record=other(TENANT_ID, status="suspended")), "suspended"),
+        (reconciler(CallRail([]), inactive=[COMPANY_ID]), "no active CallRail company"),
+    ],
+)
+def test_a_tenant_with_nothing_to_reconcile_is_done_not_dead_lettered(
+    target: Any, why: str
+) -> None:
+    # asked every hour, a dead letter would fill the hold and keep its alert open for good
+    result = on(target)(ReconcileRequested(tenant_id=TENANT_ID))
+    assert result["outcome"] == "nothing_to_reconcile" and why in result["reason"]
+
+
+def test_a_busy_rate_limit_ends_the_run_and_keeps_what_it_queued() -> None:
+    lost = [call(f"CALlost{n:03}", timedelta(hours=2)) for n in range(100)]
+    publisher = RecordingPublisher()
+    result = step(Failing(lost, RateLimited("728790660", 30.0)), publisher=publisher)(
+        ReconcileRequested(tenant_id=TENANT_ID)
+    )
+    assert result["outcome"] == "rate_limited" and result["queued"] == 100
+    assert len(publisher.on("calls.received")) == 100
 
 
 class Failing(CallRail):

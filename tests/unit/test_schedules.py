@@ -83,9 +83,7 @@ def test_the_next_run_is_the_first_matching_minute_after(
         ("10-5 * * * *", "backwards"),
     ],
 )
-def test_an_expression_cloud_scheduler_would_refuse_is_refused(
-    expression: str, problem: str
-) -> None:
+def test_a_malformed_expression_is_refused_with_the_reason(expression: str, problem: str) -> None:
     with pytest.raises(CronError, match=problem):
         Cron.parse(expression)
 
@@ -106,12 +104,11 @@ def test_every_schedule_of_the_topology_publishes_a_valid_message() -> None:
     assert topology.schedules, "the topology schedules the reconciliation"
     for name in topology.schedules:
         message = scheduled_message(topology, name)
-        assert message.attributes["schedule"] == name
+        assert message.attributes == {"schedule": name}  # as the Cloud Scheduler job
         assert topology.steps[topology.step_for_topic(message.topic) or ""].trigger.topic
     reconcile = scheduled_message(topology, "reconcile")
     request = ReconcileRequested.from_data(reconcile.data)
     assert request.tenant_id is None  # every tenant
-    assert reconcile.attributes["kind"] == "reconcile.requested"
 
 
 @pytest.mark.parametrize(
@@ -201,3 +198,20 @@ def test_a_schedule_that_could_not_publish_is_tried_again_within_its_minute() ->
     assert scheduler.tick(at("2026-11-26T09:17:01")) == ["reconcile"]
     assert scheduler.tick(at("2026-11-26T09:17:02")) == []
     assert len(publisher.messages) == 1
+
+
+def test_an_hourly_schedule_runs_in_both_hours_that_share_a_wall_clock_when_clocks_go_back() -> (
+    None
+):
+    topology = topology_with(
+        {
+            "topic": "reconcile.requested",
+            "cron": "17 * * * *",
+            "time_zone": "America/New_York",
+            "description": "x",
+        }
+    )
+    scheduler = LocalScheduler(topology, RecordingPublisher())
+    # 2026-11-01: 01:17 EDT is 05:17Z, then 01:17 EST is 06:17Z, an hour later
+    assert scheduler.tick(at("2026-11-01T05:17")) == ["tick"]
+    assert scheduler.tick(at("2026-11-01T06:17")) == ["tick"]

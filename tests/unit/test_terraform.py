@@ -183,6 +183,7 @@ def test_each_schedule_is_a_cloud_scheduler_job_publishing_to_its_topic(
     target = job["pubsub_target"][0]
     assert target["topic_name"] == "${google_pubsub_topic.topic[each.value.topic].id}"
     assert target["data"] == "${base64encode(jsonencode(each.value.message))}"
+    assert target["attributes"] == {"schedule": "${each.key}"}  # as the local scheduler
     grant = resources[("google_pubsub_topic_iam_member", "scheduler_publisher")]
     assert grant["role"] == "roles/pubsub.publisher"
     assert "gcp-sa-cloudscheduler" in _locals(root)["scheduler_service_agent"]
@@ -203,12 +204,15 @@ def test_alerts_watch_every_dead_letter_hold_and_step_subscription(
     condition = backlog["conditions"][0]["condition_threshold"][0]
     assert "oldest_unacked_message_age" in condition["filter"]
     assert "one_of(${local.step_subscription_ids})" in condition["filter"]
-    # every log-based metric has its alert, and every policy notifies the channels
-    metrics = resources[("google_logging_metric", "log_counter")]["for_each"]
-    alerts = resources[("google_monitoring_alert_policy", "log_counter")]["for_each"]
-    assert set(metrics) == {"intake_failed", "invalid_signature", "webhooks_lost"}
-    assert all(f"'{name}': {{" in alerts for name in metrics), alerts  # for_each's map keys
-    for name in ("dead_letters", "backlog", "log_counter"):
+    # every log signal is a metric; those someone must act on are log-match alerts
+    metrics = resources[("google_logging_metric", "log_counter")]
+    assert metrics["for_each"] == "${local.log_signals}"
+    log_match = resources[("google_monitoring_alert_policy", "log_match")]
+    condition = log_match["conditions"][0]["condition_matched_log"][0]
+    assert condition["filter"] == "${local.log_signals[each.key].filter}"
+    strategy = log_match["alert_strategy"][0]
+    assert strategy["notification_rate_limit"][0]["period"] and strategy["auto_close"]
+    for name in ("dead_letters", "backlog", "log_match"):
         policy = resources[("google_monitoring_alert_policy", name)]
         assert policy["notification_channels"] == "${local.alert_channels}"
         assert policy["documentation"][0]["content"]  # what to do, in the notification
