@@ -448,6 +448,19 @@ def _compact(line: str) -> str:
         entry: dict[str, Any] = json.loads(line)
     except ValueError:
         return line
-    keys = ("tenant_id", "call_id", "status", "outcome", "object", "latency_ms", "reason", "error")
+    keys = (
+        "tenant_id",
+        "call_id",
+        "status",
+        "outcome",
+        "object",
+        "tenants",
+        "known",
+        "queued",
+        "missing",
+        "latency_ms",
+        "reason",
+        "error",
+    )
     extra = " ".join(f"{k}={entry[k]}" for k in keys if k in entry)
     return f"{entry.get('severity', '')} {entry.get('message', '')} {extra}"
