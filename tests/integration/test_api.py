@@ -121,9 +121,9 @@ def two_tenants(make_tenant: Callable[..., Tenant], database: Any) -> dict[str, 
         BASE,
         Intent="quote_request",
         LeadScore=80,
-        TranscriptStatus="ok",
+        TranscriptStatus="transcribed",
         TranscriptText="caller: A's kitchen",
-        AnalysisStatus="ok",
+        AnalysisStatus="analyzed",
         Analysis={"summary": "A"},
     )
     insert_call(
@@ -133,9 +133,9 @@ def two_tenants(make_tenant: Callable[..., Tenant], database: Any) -> dict[str, 
         BASE,
         Intent="complaint",
         LeadScore=10,
-        TranscriptStatus="ok",
+        TranscriptStatus="transcribed",
         TranscriptText="caller: B's secret",
-        AnalysisStatus="ok",
+        AnalysisStatus="analyzed",
         Analysis={"summary": "B"},
         RecordingUri=f"gs://callpipe-recordings/tenants/{b.tenant_id}/calls/{shared}/recording.mp3",
     )
@@ -501,8 +501,9 @@ def test_analytics_match_hand_computed_figures(
             Sentiment=sentiment,
             AppointmentRequested=appt,
             FollowUpRequired=follow,
-            AnalysisStatus="ok" if analyzed else "failed",
-            AnalyzedAt=received + timedelta(seconds=after or 0) if analyzed else None,
+            # as persist writes them: a failed analysis is stamped when the step gave up
+            AnalysisStatus="analyzed" if analyzed else "failed",
+            AnalyzedAt=received + (timedelta(seconds=after) if analyzed else timedelta(hours=6)),
             Analysis={"key_details": details},
         )
     # Outside the range: must not count.
@@ -555,11 +556,11 @@ def test_transcript_analysis_and_recording_url(
         BASE,
         RecordingUri=f"gs://{bucket}/{name}",
         RecordingContentType="audio/mpeg",
-        TranscriptStatus="ok",
+        TranscriptStatus="transcribed",
         TranscriptText="caller: Hi",
         TranscriptSegments=segments,
         SpeakerCount=1,
-        AnalysisStatus="ok",
+        AnalysisStatus="analyzed",
         Analysis={"intent": "other", "lead_score": 5},
     )
     insert_call(database, tenant, "CALNOREC", BASE, RecordingStatus="no_recording")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from callpipe.api.analytics import aggregate
 from callpipe.api.app import ApiResponse, CachedKey, TenantApi
-from callpipe.api.auth import TokenVerifier, issue_token
+from callpipe.api.auth import AuthError, TokenVerifier, issue_token
 from callpipe.api.queries import ListParams, Page
 from callpipe.api.signed_urls import (
     EmulatorUrls,
@@ -65,16 +67,20 @@ class FakeQueries:
 
 
 class FakeAnalytics:
-    def compute(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, Any]:
-        return aggregate(tenant_id, start, end, [])
+    def compute(
+        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo
+    ) -> dict[str, Any]:
+        return aggregate(tenant_id, start, end, [], zone)
 
 
-def make_api(key: Any = lambda: KEY, queries: FakeQueries | None = None) -> TenantApi:
+def make_api(
+    key: Any = lambda: KEY, queries: FakeQueries | None = None, signer: Any = None
+) -> TenantApi:
     return TenantApi(
         verifier=TokenVerifier(key),
         queries=queries or FakeQueries(),
         analytics=FakeAnalytics(),
-        recordings=RecordingUrls(EmulatorUrls("http://127.0.0.1:4443"), BUCKET),
+        recordings=RecordingUrls(signer or EmulatorUrls("http://127.0.0.1:4443"), BUCKET),
         health=lambda: {"status": "ok", "checks": {}},
         clock=lambda: datetime(2026, 3, 1, tzinfo=UTC),
     )
@@ -106,6 +112,26 @@ def test_recording_url_for_the_callers_call_only() -> None:
     )
     other = get(api, "/api/v1/requests/CAL1/recording", issue_token(KEY, tenant_id="other"))
     assert other.status == 404
+
+
+class Refusing:
+    """A URL signer whose IAM signBlob call (or credential refresh) fails."""
+
+    def __init__(self, failure: Exception) -> None:
+        self.failure = failure
+
+    def sign(self, bucket: str, name: str, ttl: timedelta) -> str:
+        raise self.failure
+
+
+def test_a_recording_url_iam_cannot_sign_is_a_503() -> None:
+    from google.auth.exceptions import RefreshError, TransportError
+
+    for failure in (TransportError("signBlob: 403"), RefreshError("metadata server")):
+        api = make_api(signer=Refusing(failure))
+        response = get(api, "/api/v1/requests/CAL1/recording", issue_token(KEY, tenant_id="acme"))
+        assert response.status == 503 and response.body["error"] == "unavailable"
+        assert "signBlob" not in json.dumps(response.body)  # no details out
 
 
 def test_a_missing_signing_key_is_a_503_not_an_open_door() -> None:
@@ -165,6 +191,51 @@ def test_cached_key_rereads_after_ttl_and_never_caches_failures() -> None:
     assert key() == "k1" and key() == "k2" and len(calls) == 2
     cached = CachedKey(lambda: "k", ttl_seconds=60.0)
     assert cached() == cached() == "k"
+
+    outcomes: list[Any] = [SecretNotFound("not yet"), "k3"]
+
+    def flaky() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return str(outcome)
+
+    later = CachedKey(flaky, ttl_seconds=60.0)
+    with pytest.raises(SecretNotFound):
+        later()
+    assert later() == "k3"  # the failure was not kept
+
+
+def test_a_token_signed_with_a_key_rotated_since_the_last_read_verifies_at_once() -> None:
+    store = {"key": KEY}
+    reads: list[str] = []
+
+    def load() -> str:
+        reads.append(store["key"])
+        return store["key"]
+
+    key = CachedKey(load, ttl_seconds=300.0, refresh_seconds=0.0)
+    verifier = TokenVerifier(key, refresh_key=key.refresh)
+    assert verifier.verify(issue_token(KEY, tenant_id="acme")).tenant_id == "acme"
+    store["key"] = "n" * 64  # rotated in the secret store
+    assert verifier.verify(issue_token("n" * 64, tenant_id="acme")).tenant_id == "acme"
+    assert reads == [KEY, "n" * 64]
+
+
+def test_forged_tokens_re_read_the_key_at_most_once_per_refresh_period() -> None:
+    reads: list[int] = []
+
+    def load() -> str:
+        reads.append(1)
+        return KEY
+
+    key = CachedKey(load, ttl_seconds=300.0, refresh_seconds=3600.0)
+    verifier = TokenVerifier(key, refresh_key=key.refresh)
+    forged = issue_token("f" * 64, tenant_id="acme")
+    for _ in range(5):
+        with pytest.raises(AuthError, match="signature"):
+            verifier.verify(forged)
+    assert len(reads) == 1  # read once; refreshes within the period are refused
 
 
 @pytest.mark.parametrize(
@@ -234,3 +305,53 @@ def test_a_tenant_that_is_not_active_is_refused_whatever_its_tokens_say() -> Non
 
     operator = issue_token(KEY, tenant_id=None, operator=True)
     assert get(api, "/api/v1/tenants/paused/requests", operator).status == 200
+
+
+def test_a_tenant_sees_reason_codes_not_the_internal_details_operators_see() -> None:
+    queries = FakeQueries()
+    queries.calls[("acme", "CAL2")] = {
+        "request_id": "CAL2",
+        "tenant_id": "acme",
+        "stage_detail": "retries_exhausted: attempt 10 of 10: ServiceUnavailable: "
+        "projects/callpipe-prod/locations/us/recognizers/_ did not answer",
+        "stages": [
+            {
+                "stage": "download-recording",
+                "status": "ok",
+                "detail": "gs://prod-rec/tenants/acme/calls/CAL2/recording.mp3",
+            },
+            {
+                "stage": "transcribe",
+                "status": "retrying",
+                "detail": "retries_exhausted: attempt 10 of 10",
+            },
+            {
+                "stage": "persist",
+                "status": "ok",
+                "detail": "transcript transcribed, analysis analyzed",
+            },
+        ],
+    }
+    api = make_api(queries=queries)
+
+    tenant = get(api, "/api/v1/requests/CAL2", issue_token(KEY, tenant_id="acme")).body
+    assert tenant["stage_detail"] == "retries_exhausted"
+    assert [s["detail"] for s in tenant["stages"]] == [
+        "[internal]",
+        "retries_exhausted",
+        "transcript transcribed, analysis analyzed",
+    ]
+    listed = get(api, "/api/v1/requests", issue_token(KEY, tenant_id="acme")).body["items"]
+    assert {item["request_id"]: item.get("stage_detail") for item in listed} == {
+        "CAL1": None,
+        "CAL2": "retries_exhausted",
+    }
+
+    operator = get(
+        api,
+        "/api/v1/requests/CAL2",
+        issue_token(KEY, tenant_id=None, operator=True),
+        tenant_id="acme",
+    )
+    assert operator.body["stages"][0]["detail"].startswith("gs://prod-rec/")
+    assert "projects/callpipe-prod" in operator.body["stage_detail"]

@@ -90,6 +90,10 @@ def test_a_token_without_expiry_is_refused(verifier: TokenVerifier) -> None:
         ({"tenant_id": None}, "invalid_token"),
         ({"tenant_id": "../other"}, "invalid_token"),
         ({"role": "admin", "tenant_id": None}, "invalid_token"),
+        ({"iat": None}, "invalid_token"),
+        # longer than issue_token ever makes (7 days): not one of ours
+        ({"exp": datetime.now(UTC) + timedelta(days=365)}, "invalid_token"),
+        ({"iat": "yesterday"}, "invalid_token"),
     ],
 )
 def test_wrong_claims_are_refused(

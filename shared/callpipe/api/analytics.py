@@ -3,15 +3,18 @@
 A tenant's calls over a bounded range (at most :data:`MAX_RANGE_DAYS`) are few enough to
 aggregate in the function: one indexed range read on ``CallsByTenantReceived`` is cheaper
 and far easier to keep correct than a dozen GROUP BY queries. Figures are over the calls
-*received* in [from, to). Rates are ``null`` when their denominator is zero.
+*received* in [from, to). Rates are ``null`` when their denominator is zero. Days are
+calendar days of the ``tz`` parameter (an IANA time zone, default UTC): a business in
+California sees a call at 6 pm on the day it took it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +23,7 @@ from callpipe.api.queries import plain_json, rfc3339, utc_datetime
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
 TOP_KEY_DETAILS = 10
+_UTC = ZoneInfo("UTC")
 # Lead-score histogram buckets (scores are 1-100).
 SCORE_BUCKETS: tuple[tuple[int, int], ...] = ((1, 20), (21, 40), (41, 60), (61, 80), (81, 100))
 
@@ -29,11 +33,27 @@ class AnalyticsParams(BaseModel):
 
     received_from: datetime | None = Field(default=None, alias="from")
     received_to: datetime | None = Field(default=None, alias="to")
+    tz: str = Field(default="UTC", max_length=64)
 
     @field_validator("received_from", "received_to")
     @classmethod
     def _as_utc(cls, value: datetime | None) -> datetime | None:
         return utc_datetime(value)
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: give an IANA name such as America/Los_Angeles"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
 
     @model_validator(mode="after")
     def _bounded(self) -> AnalyticsParams:
@@ -45,11 +65,15 @@ class AnalyticsParams(BaseModel):
         return self
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
-        """The effective [from, to): defaults to the last 30 days, ending now."""
+        """The effective [from, to): by default the 30 days of ``tz`` that end with the one
+        ``to`` (default now) falls in, from midnight: 30 day buckets, not 31 partial ones."""
         end = self.received_to or now
         try:
-            start = self.received_from or end - timedelta(days=DEFAULT_RANGE_DAYS)
-        except OverflowError:
+            last_day = (end - timedelta(microseconds=1)).astimezone(self.zone).date()
+            first_day = last_day - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+            midnight = datetime.combine(first_day, time.min, tzinfo=self.zone)
+            start = self.received_from or midnight.astimezone(UTC)
+        except (OverflowError, ValueError):
             raise ValueError("'to' is too early for a 30-day range; give 'from'") from None
         if start >= end:
             raise ValueError("'from' must be before 'to' (which defaults to now)")
@@ -80,16 +104,20 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
 
 
-def _days(start: datetime, end: datetime) -> list[date]:
+def _days(start: datetime, end: datetime, zone: tzinfo) -> list[date]:
     first, last = (
-        start.astimezone(UTC).date(),
-        (end - timedelta(microseconds=1)).astimezone(UTC).date(),
+        start.astimezone(zone).date(),
+        (end - timedelta(microseconds=1)).astimezone(zone).date(),
     )
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def aggregate(
-    tenant_id: str, start: datetime, end: datetime, rows: Iterable[tuple[Any, ...]]
+    tenant_id: str,
+    start: datetime,
+    end: datetime,
+    rows: Iterable[tuple[Any, ...]],
+    zone: ZoneInfo = _UTC,
 ) -> dict[str, Any]:
     """The analytics document from rows of :data:`_COLUMNS` (pure, so it is unit-testable).
 
@@ -123,7 +151,7 @@ def aggregate(
         key_details,
     ) in rows:
         total += 1
-        by_day[received.astimezone(UTC).date()] += 1
+        by_day[received.astimezone(zone).date()] += 1
         # Voicemail wins over answered: CallRail marks a voicemail as answered by the box.
         if voicemail:
             outcomes["voicemail"] += 1
@@ -134,7 +162,9 @@ def aggregate(
         else:
             outcomes["unknown"] += 1
         spam += 1 if is_spam else 0
-        if analysis_status == "ok":
+        # what persist writes: "analyzed", or "failed" when the step gave up
+        succeeded = analysis_status == "analyzed"
+        if succeeded:
             analyzed += 1
             appointments += 1 if appointment else 0
         if score is not None:
@@ -151,14 +181,18 @@ def aggregate(
         if sentiment:
             sentiments[sentiment] += 1
         follow_ups += 1 if follow_up else 0
-        if analyzed_at is not None:
+        # a failed analysis is stamped when the step gave up, maybe hours of retries later
+        if succeeded and analyzed_at is not None:
             latency_sum += (analyzed_at - received).total_seconds()
             latencies += 1
         listed = plain_json(key_details)
+        keys: set[str] = set()
         for item in listed if isinstance(listed, list) else []:
-            # Counted case- and space-insensitively; the first spelling seen is shown.
+            # Counted case- and space-insensitively, once per call; the first spelling
+            # seen is shown.
             key = " ".join(str(item).lower().split())
-            if key:
+            if key and key not in keys:
+                keys.add(key)
                 details[key] += 1
                 detail_text.setdefault(key, " ".join(str(item).split()))
     distribution = [
@@ -169,8 +203,11 @@ def aggregate(
         "tenant_id": tenant_id,
         "from": rfc3339(start),
         "to": rfc3339(end),
+        "time_zone": zone.key,
         "total_calls": total,
-        "calls_by_day": [{"date": d.isoformat(), "calls": by_day[d]} for d in _days(start, end)],
+        "calls_by_day": [
+            {"date": d.isoformat(), "calls": by_day[d]} for d in _days(start, end, zone)
+        ],
         "outcomes": {k: outcomes[k] for k in ("answered", "missed", "voicemail", "unknown")},
         "spam_calls": spam,
         "spam_rate": _rate(spam, total),
@@ -198,14 +235,19 @@ class TenantAnalytics:
     def __init__(self, database: Any) -> None:
         self._db = database
 
-    def compute(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+    def compute(
+        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo = _UTC
+    ) -> dict[str, Any]:
         from google.cloud.spanner_v1 import param_types
 
         with self._db.snapshot() as snapshot:
             rows = (
                 tuple(row)
                 for row in snapshot.execute_sql(
-                    f"SELECT {', '.join(_COLUMNS)} FROM Calls "  # noqa: S608 - fixed columns
+                    # the index bounds the read to the window; without the hint Spanner
+                    # reads the tenant's whole history (the index covers few columns)
+                    f"SELECT {', '.join(_COLUMNS)} "  # noqa: S608 - fixed columns
+                    "FROM Calls@{FORCE_INDEX=CallsByTenantReceived} "
                     "WHERE TenantId = @t AND ReceivedAt >= @from AND ReceivedAt < @to "
                     # A fixed order makes ties (and the spelling shown) deterministic.
                     "ORDER BY ReceivedAt, CallId",
@@ -217,4 +259,4 @@ class TenantAnalytics:
                     },
                 )
             )
-            return aggregate(tenant_id, start, end, rows)
+            return aggregate(tenant_id, start, end, rows, zone)

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from google.api_core.exceptions import GoogleAPIError
+from google.auth.exceptions import GoogleAuthError
 from pydantic import BaseModel
 
 from callpipe.api.analytics import AnalyticsParams
@@ -89,7 +91,9 @@ class Queries(Protocol):
 
 
 class Analytics(Protocol):
-    def compute(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, Any]: ...
+    def compute(
+        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo
+    ) -> dict[str, Any]: ...
 
 
 class Recordings(Protocol):
@@ -175,9 +179,10 @@ class TenantApi:
         except (SecretNotFound, SecretStoreUnavailable) as failure:
             log.error("api signing key unavailable: %s", failure)
             return error(503, "unavailable", "the API cannot verify tokens right now")
-        except GoogleAPIError:
-            # Spanner or Storage did not answer: the client may retry; anything else is a
-            # bug: a 500 (still JSON, from the function's error handler), traceback logged.
+        except (GoogleAPIError, GoogleAuthError):
+            # Spanner or Storage did not answer, or the credentials or IAM signBlob (signed
+            # recording URLs) failed: the client may retry; anything else is a bug: a 500
+            # (still JSON, from the function's error handler), traceback logged.
             log.exception("api dependency failed", extra={"fields": {"path": path}})
             return error(503, "unavailable", "a backing service did not answer; retry later")
 
@@ -241,13 +246,14 @@ class TenantApi:
         report = self._health_check()
         return ApiResponse(200 if report.get("status") == "ok" else 503, report)
 
-    def _page(self, tenant_id: str, params: ListParams) -> ApiResponse:
+    def _page(self, principal: Principal, tenant_id: str, params: ListParams) -> ApiResponse:
         page = self._queries.list_calls(tenant_id, params)
+        items = page.items if principal.operator else [_for_tenant(item) for item in page.items]
         return ApiResponse(
             200,
             {
                 "tenant_id": tenant_id,
-                "items": page.items,
+                "items": items,
                 "next_cursor": page.next_cursor,
                 "limit": params.limit,
             },
@@ -266,12 +272,12 @@ class TenantApi:
                 raise _NotFound
             assert principal.tenant_id is not None
             tenant_id = principal.tenant_id
-        return self._page(tenant_id, params)
+        return self._page(principal, tenant_id, params)
 
     def _list_tenant_requests(
         self, principal: Principal, params: ListParams, tenant_id: str
     ) -> ApiResponse:
-        return self._page(self._tenant_from_path(principal, tenant_id), params)
+        return self._page(principal, self._tenant_from_path(principal, tenant_id), params)
 
     def _get_request(
         self, principal: Principal, params: RequestParams, request_id: str
@@ -282,6 +288,9 @@ class TenantApi:
             raise _NotFound
         # The storage URI is internal; clients play the recording through /recording.
         call.pop("recording_uri", None)
+        if not principal.operator:
+            call = _for_tenant(call)
+            call["stages"] = [_for_tenant(stage) for stage in call.get("stages", [])]
         call["links"] = {
             "transcript": f"/api/v1/requests/{request_id}/transcript",
             "analysis": f"/api/v1/requests/{request_id}/analysis",
@@ -344,7 +353,27 @@ class TenantApi:
             raise InvalidParameters(
                 "invalid date range", [{"parameter": "from", "message": str(failure)}]
             ) from None
-        return ApiResponse(200, self._analytics.compute(tenant, start, end))
+        return ApiResponse(200, self._analytics.compute(tenant, start, end, params.zone))
+
+
+# A stage detail is written for operators: object paths, resource names, an exception's
+# text. A tenant sees its reason code ("retries_exhausted: …" → "retries_exhausted") or,
+# for a detail without one, the text with storage and resource paths left out.
+_REASON = re.compile(r"^([a-z][a-z0-9_]{2,40}): ")
+_INTERNAL_PATH = re.compile(r"\b(?:gs://|projects/)[^\s,;)]*")
+_DETAIL_FIELDS = ("detail", "stage_detail")
+
+
+def _for_tenant(record: dict[str, Any]) -> dict[str, Any]:
+    public = dict(record)
+    for field_name in _DETAIL_FIELDS:
+        text = public.get(field_name)
+        if isinstance(text, str):
+            reason = _REASON.match(text)
+            public[field_name] = (
+                reason.group(1) if reason else _INTERNAL_PATH.sub("[internal]", text)
+            )
+    return public
 
 
 def _single_values(query: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -366,13 +395,31 @@ class CachedKey:
     """The signing key, re-read from the secret store every ``ttl`` s so rotation lands.
 
     Failures are not cached: a key created after the process started is picked up at once.
+    A token whose signature the cached key refuses may be signed with a key rotated since:
+    :meth:`refresh` re-reads it then, at most once every ``refresh_seconds`` (forged tokens
+    cannot turn every request into a secret read).
     """
 
-    def __init__(self, load: Callable[[], str], ttl_seconds: float = 300.0) -> None:
+    def __init__(
+        self, load: Callable[[], str], ttl_seconds: float = 300.0, refresh_seconds: float = 30.0
+    ) -> None:
         self._load = load
         self._ttl = ttl_seconds
+        self._refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._cached: tuple[float, str] | None = None
+
+    def refresh(self) -> bool:
+        """Re-read the key unless it was read in the last ``refresh_seconds``; whether it
+        changed."""
+        with self._lock:
+            cached = self._cached
+            if cached and time.monotonic() - cached[0] < self._refresh_seconds:
+                return False
+        key = self._load()
+        with self._lock:
+            self._cached = (time.monotonic(), key)
+        return cached is None or key != cached[1]
 
     def __call__(self) -> str:
         with self._lock:

@@ -60,6 +60,7 @@ class TokenVerifier:
         issuer: str = ISSUER,
         audience: str = AUDIENCE,
         leeway_seconds: float = 30.0,
+        refresh_key: Callable[[], bool] | None = None,
     ) -> None:
         if not algorithms or any(a.lower() == "none" for a in algorithms):
             raise ValueError("the algorithm allow-list must be non-empty and exclude 'none'")
@@ -70,6 +71,9 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        # Re-reads the key and says whether it changed: a token signed with a key rotated
+        # since the last read verifies at once instead of after the cache's TTL.
+        self._refresh_key = refresh_key
 
     def verify_header(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -92,15 +96,12 @@ class TokenVerifier:
                 f"token algorithm {algorithm!r} is not allowed (allowed: {', '.join(self._algorithms)})",
             )
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._key(),
-                algorithms=self._algorithms,
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": ["exp", "iss", "aud", "sub"]},
-            )
+            try:
+                claims = self._decode(token)
+            except jwt.InvalidSignatureError:
+                if self._refresh_key is None or not self._refresh_key():
+                    raise
+                claims = self._decode(token)
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired", "the token has expired; issue a new one") from None
         except jwt.InvalidAudienceError:
@@ -117,7 +118,25 @@ class TokenVerifier:
             raise AuthError(
                 "invalid_token", f"the token is invalid: {error.__class__.__name__}"
             ) from None
+        lifetime = claims["exp"] - claims["iat"]
+        if not isinstance(lifetime, int | float) or lifetime > MAX_TTL_SECONDS + self._leeway:
+            # issue_token refuses longer ones: a token that says otherwise was not made by it
+            raise AuthError(
+                "invalid_token", f"the token's lifetime exceeds {MAX_TTL_SECONDS} seconds"
+            )
         return principal_from_claims(claims)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            self._key(),
+            algorithms=self._algorithms,
+            audience=self._audience,
+            issuer=self._issuer,
+            leeway=self._leeway,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+        )
+        return claims
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

@@ -30,8 +30,9 @@ def build_signer(settings: Settings) -> UrlSigner:
 def build_api(settings: Settings) -> TenantApi:
     database = open_database(settings)
     store = build_secret_store(settings)
+    key = CachedKey(lambda: load_signing_key(store))
     return TenantApi(
-        verifier=TokenVerifier(CachedKey(lambda: load_signing_key(store))),
+        verifier=TokenVerifier(key, refresh_key=key.refresh),
         queries=CallQueries(database),
         analytics=TenantAnalytics(database),
         recordings=RecordingUrls(build_signer(settings), settings.audio_storage_bucket),

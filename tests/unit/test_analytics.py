@@ -1,0 +1,88 @@
+"""Analytics figures from rows as persist writes them (analysis "analyzed" or "failed"),
+the default window, and days counted in the tenant's time zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from callpipe.api.analytics import AnalyticsParams, aggregate
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+END = datetime(2026, 11, 8, tzinfo=UTC)
+
+
+def row(
+    received: datetime,
+    status: str | None = "analyzed",
+    analyzed_after: timedelta | None = timedelta(seconds=30),
+    appointment: bool = False,
+    details: list[str] | None = None,
+    score: int | None = 50,
+) -> tuple[Any, ...]:
+    """A row of analytics._COLUMNS."""
+    return (
+        received,
+        True,  # answered
+        False,  # voicemail
+        False,  # spam
+        score,
+        "quote_request",
+        "kitchen",
+        "positive",
+        appointment,
+        False,  # follow-up
+        status,
+        received + analyzed_after if analyzed_after is not None else None,
+        details,  # Spanner gives a JsonObject; plain_json passes a list through
+    )
+
+
+def test_analyses_persist_recorded_as_done_are_counted_and_failed_ones_are_not() -> None:
+    rows = [
+        row(START + timedelta(hours=1), appointment=True),
+        row(START + timedelta(hours=2)),
+        # gave up after hours of retries: stamped then, and no appointment to count
+        row(START + timedelta(hours=3), status="failed", analyzed_after=timedelta(hours=6)),
+    ]
+    figures = aggregate("acme", START, END, rows)
+    assert figures["analyzed_calls"] == 2
+    assert figures["appointment_rate"] == 0.5
+    assert figures["average_seconds_webhook_to_analysis"] == 30.0
+
+
+def test_a_key_detail_counts_the_calls_that_mention_it() -> None:
+    rows = [
+        row(START + timedelta(hours=1), details=["Pasadena", "pasadena ", "granite"]),
+        row(START + timedelta(hours=2), details=["PASADENA"]),
+    ]
+    top = aggregate("acme", START, END, rows)["top_key_details"]
+    assert top == [{"detail": "Pasadena", "calls": 2}, {"detail": "granite", "calls": 1}]
+
+
+def test_the_default_window_is_thirty_whole_days_ending_with_today() -> None:
+    now = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
+    start, end = AnalyticsParams().window(now)
+    assert (start, end) == (datetime(2026, 10, 28, tzinfo=UTC), now)
+    assert len(aggregate("acme", start, end, [])["calls_by_day"]) == 30
+
+
+def test_days_and_the_default_window_follow_the_time_zone() -> None:
+    params = AnalyticsParams.model_validate({"tz": "America/Los_Angeles"})
+    now = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # still 25 November in California
+    start, end = params.window(now)
+    assert start == datetime(2026, 10, 27, tzinfo=ZoneInfo("America/Los_Angeles"))
+    # 6 pm on 24 November in California is 02:00 UTC on the 25th
+    evening = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+    figures = aggregate("acme", start, end, [row(evening)], params.zone)
+    by_day = {d["date"]: d["calls"] for d in figures["calls_by_day"]}
+    assert by_day["2026-11-24"] == 1 and by_day["2026-11-25"] == 0
+    assert len(by_day) == 30 and figures["time_zone"] == "America/Los_Angeles"
+
+
+def test_an_unknown_time_zone_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        AnalyticsParams.model_validate({"tz": "Mars/Olympus"})
