@@ -153,6 +153,10 @@ CREATE TABLE CallStages (
 
 CREATE INDEX CallsByStage ON Calls (Stage, StageStatus, UpdatedAt DESC);
 
+-- A call by its CallRail id alone (`callpipe calls show CAL…`, an operator's API read
+-- without a tenant): the key starts with the tenant.
+CREATE INDEX CallsByCallId ON Calls (CallId);
+
 -- A tenant's calls, newest first (the API's listing and analytics read this).
 CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC),
   INTERLEAVE IN Tenants;

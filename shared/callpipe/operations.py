@@ -8,6 +8,7 @@ from typing import Any
 
 TERMINAL_STAGE = "persist"
 TROUBLE = ("retrying", "failed", "dead_lettered")
+STUCK_SHOWN = 200
 
 
 @dataclass
@@ -38,13 +39,16 @@ class CallView:
 @dataclass
 class StatusReport:
     by_stage: dict[str, dict[str, int]]  # tenant -> "stage/status" -> count
-    stuck: list[CallView]
+    stuck: list[CallView]  # the most recently updated first, at most STUCK_SHOWN
+    stuck_total: int = 0  # all of them
 
 
 def find_calls(database: Any, call_id: str, tenant_id: str | None = None) -> list[CallView]:
     from google.cloud.spanner_v1 import param_types
 
     where = "c.CallId = @c" + (" AND c.TenantId = @t" if tenant_id else "")
+    # without the tenant, the key cannot find the call: the CallId index does
+    hint = "" if tenant_id else "@{FORCE_INDEX=CallsByCallId}"
     params: dict[str, Any] = {"c": call_id}
     types: dict[str, Any] = {"c": param_types.STRING}
     if tenant_id:
@@ -55,15 +59,15 @@ def find_calls(database: Any, call_id: str, tenant_id: str | None = None) -> lis
                ARRAY(SELECT AS STRUCT s.Stage, s.Status, s.Attempts, s.Detail, s.UpdatedAt
                      FROM CallStages s WHERE s.TenantId = c.TenantId AND s.CallId = c.CallId
                      ORDER BY s.UpdatedAt) AS Stages
-        FROM Calls c WHERE {where}
-    """  # noqa: S608 - the only interpolation is a fixed clause
+        FROM Calls{hint} c WHERE {where}
+    """  # noqa: S608 - the only interpolations are fixed clauses
     with database.snapshot() as snapshot:
         rows = list(snapshot.execute_sql(sql, params=params, param_types=types))
     return [_view(row) for row in rows]
 
 
 def status_report(
-    database: Any, stuck_after: timedelta, now: datetime | None = None
+    database: Any, stuck_after: timedelta, now: datetime | None = None, shown: int = STUCK_SHOWN
 ) -> StatusReport:
     from google.cloud.spanner_v1 import param_types
 
@@ -74,35 +78,48 @@ def status_report(
                 "SELECT TenantId, Stage, StageStatus, COUNT(*) FROM Calls GROUP BY TenantId, Stage, StageStatus"
             )
         )
+        where = (
+            "c.StageStatus IN UNNEST(@trouble) OR (c.Stage != @terminal AND c.UpdatedAt < @cutoff)"
+        )
+        params = {
+            "trouble": list(TROUBLE),
+            "terminal": TERMINAL_STAGE,
+            "cutoff": current - stuck_after,
+        }
+        types = {
+            "trouble": param_types.Array(param_types.STRING),
+            "terminal": param_types.STRING,
+            "cutoff": param_types.TIMESTAMP,
+        }
+        # newest first: old dead letters stay until replayed, and must not hide new failures
         stuck_rows = list(
             snapshot.execute_sql(
-                """
+                f"""
             SELECT c.TenantId, c.CallId, c.Stage, c.StageStatus, c.ReceivedAt, c.UpdatedAt,
                    c.RecordingStatus, c.TranscriptStatus, c.AnalysisStatus, c.LeadScore, c.Intent,
                    ARRAY(SELECT AS STRUCT s.Stage, s.Status, s.Attempts, s.Detail, s.UpdatedAt
                          FROM CallStages s WHERE s.TenantId = c.TenantId AND s.CallId = c.CallId
                          ORDER BY s.UpdatedAt) AS Stages
-            FROM Calls c
-            WHERE c.StageStatus IN UNNEST(@trouble)
-               OR (c.Stage != @terminal AND c.UpdatedAt < @cutoff)
-            ORDER BY c.UpdatedAt LIMIT 200
-            """,
-                params={
-                    "trouble": list(TROUBLE),
-                    "terminal": TERMINAL_STAGE,
-                    "cutoff": current - stuck_after,
-                },
-                param_types={
-                    "trouble": param_types.Array(param_types.STRING),
-                    "terminal": param_types.STRING,
-                    "cutoff": param_types.TIMESTAMP,
-                },
+            FROM Calls c WHERE {where}
+            ORDER BY c.UpdatedAt DESC, c.CallId LIMIT {int(shown)}
+            """,  # noqa: S608 - fixed clauses only
+                params=params,
+                param_types=types,
+            )
+        )
+        [(stuck_total,)] = list(
+            snapshot.execute_sql(
+                f"SELECT COUNT(*) FROM Calls c WHERE {where}",  # noqa: S608 - a fixed clause
+                params=params,
+                param_types=types,
             )
         )
     by_stage: dict[str, dict[str, int]] = {}
     for tenant, stage, status, count in counts:
         by_stage.setdefault(tenant, {})[f"{stage}/{status}"] = int(count)
-    return StatusReport(by_stage=by_stage, stuck=[_view(row) for row in stuck_rows])
+    return StatusReport(
+        by_stage=by_stage, stuck=[_view(row) for row in stuck_rows], stuck_total=int(stuck_total)
+    )
 
 
 def _view(row: Any) -> CallView:

@@ -43,14 +43,21 @@ class ReplayResult:
 
 
 # Quarantine replay outcomes after which a webhook leaves the quarantine: queued, or one
-# that can never pass (forged, or outside the timestamp window when it arrived). Anything
-# else, an unusable payload included (kept for a fixed release to accept), stays.
-FINAL_QUARANTINE_OUTCOMES = frozenset({"accepted", "invalid_signature", "stale_webhook"})
+# that can never pass (outside the timestamp window when it arrived). Anything else stays:
+# an unusable payload (kept for a fixed release to accept), and a signature the company's
+# tokens do not match (forged, or the company onboarded with a mistyped token: the webhook
+# is authentic and CallRail never sends it again; add the right token, replay again), unless
+# the operator drops those (``drop_forged``).
+FINAL_QUARANTINE_OUTCOMES = frozenset({"accepted", "stale_webhook"})
+# Attributes Pub/Sub adds when its dead-letter policy forwards a message (delivery count,
+# source subscription): about that failure, not one to come.
+_PUBSUB_DEAD_LETTER_PREFIX = "CloudPubSubDeadLetterSource"
 # Leases of the messages a pull holds are renewed this often, well within the holds' ack
 # deadline (60 s), so that none comes back, or is acknowledged too late, mid-run.
 _LEASE_RENEWAL_SECONDS = 20.0
 _LEASE_SECONDS = 60
 _ACK_IDS_PER_REQUEST = 1000
+_PULL_RETRY_SECONDS = 15.0
 # A pull ends after this many batches in a row of nothing but messages it has seen.
 _STALE_BATCHES = 3
 
@@ -113,6 +120,7 @@ class PullSubscription:
                     response = self._subscriber.pull(
                         request={"subscription": self.path, "max_messages": 100},
                         timeout=wait_seconds,
+                        retry=_pull_retry(),
                     )
                 except exceptions.DeadlineExceeded:
                     return
@@ -201,6 +209,26 @@ class Hold(Protocol):
     def release(self, pulled: Pulled) -> None: ...
 
 
+def _pull_retry() -> Any:
+    """The library's pull retry, for 15 s instead of 60: an operator waiting on a Pub/Sub
+    that does not answer (the local stack not started) hears about it soon."""
+    from google.api_core import exceptions, retry
+
+    return retry.Retry(
+        predicate=retry.if_exception_type(
+            exceptions.ServiceUnavailable,
+            exceptions.InternalServerError,
+            exceptions.Aborted,
+            exceptions.ResourceExhausted,
+            exceptions.Unknown,
+        ),
+        initial=0.1,
+        maximum=5.0,
+        multiplier=1.3,
+        timeout=_PULL_RETRY_SECONDS,
+    )
+
+
 def replay_dead_letters(
     hold: Hold,
     publisher: Publisher,
@@ -212,13 +240,22 @@ def replay_dead_letters(
     have these values (e.g. ``{"tenant_id": "acme"}``), the others stay in the hold.
 
     A message Pub/Sub does not take stays in the hold, and the error ends the replay.
+    A message this run replayed that failed again and came back to the hold is left there:
+    replaying it again at once would fail the same way, until ``limit`` ran out.
     """
+    started = datetime.now(UTC)
 
     def wanted(pulled: Pulled) -> bool:
+        if _replayed_since(pulled, started):
+            return False
         return not match or all(described(pulled).get(k) == v for k, v in match.items())
 
     for pulled in hold.pull(limit, wanted=wanted):
-        attributes = {k: v for k, v in pulled.attributes.items() if k not in DLQ_ATTRIBUTES}
+        attributes = {
+            k: v
+            for k, v in pulled.attributes.items()
+            if k not in DLQ_ATTRIBUTES and not k.startswith(_PUBSUB_DEAD_LETTER_PREFIX)
+        }
         replays = int(attributes.get("replay_count", "0") or 0) + 1
         attributes["replay_count"] = str(replays)
         attributes["replayed_at"] = datetime.now(UTC).isoformat()
@@ -234,6 +271,18 @@ def replay_dead_letters(
             f"republished to {topic} as {new_id}",
             pulled.attributes,
         )
+
+
+def _replayed_since(pulled: Pulled, moment: datetime) -> bool:
+    """Whether the message was republished by a replay at or after ``moment`` (the step
+    that failed it again kept its attributes, ``replayed_at`` included)."""
+    try:
+        replayed = datetime.fromisoformat(pulled.attributes.get("replayed_at", ""))
+    except ValueError:
+        return False
+    if replayed.tzinfo is None:
+        replayed = replayed.replace(tzinfo=UTC)
+    return replayed >= moment
 
 
 def described(pulled: Pulled) -> dict[str, str]:
@@ -261,13 +310,18 @@ def read_quarantined(pulled: Pulled) -> QuarantinedWebhook | str:
 
 
 def replay_quarantine(
-    hold: Hold, intake: WebhookIntake, limit: int, company: str | None = None
+    hold: Hold,
+    intake: WebhookIntake,
+    limit: int,
+    company: str | None = None,
+    drop_forged: bool = False,
 ) -> Iterator[ReplayResult]:
     """Run quarantined webhooks through intake again, judged at their original receipt time.
 
-    Accepted ones and ones that can never pass (forged, stale when received) leave the
-    quarantine. The others stay: a company still unknown, a transient failure, a payload
-    intake cannot use yet, a message this version cannot read.
+    Accepted ones and ones that can never pass (stale when received) leave the quarantine,
+    and with ``drop_forged`` those whose signature no token of the company matches. The
+    others stay: a company still unknown or onboarded with another token, a transient
+    failure, a payload intake cannot use yet, a message this version cannot read.
     """
 
     def wanted(pulled: Pulled) -> bool:
@@ -301,7 +355,9 @@ def replay_quarantine(
         except BaseException:
             hold.release(pulled)
             raise
-        final = outcome.outcome in FINAL_QUARANTINE_OUTCOMES
+        final = outcome.outcome in FINAL_QUARANTINE_OUTCOMES or (
+            drop_forged and outcome.outcome == "invalid_signature"
+        )
         if final:
             hold.ack(pulled)
         else:

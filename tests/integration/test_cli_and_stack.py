@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,36 @@ def test_calls_show_and_status_find_a_dead_lettered_call(
     assert message.call_id in [v["call_id"] for v in report["stuck"]]
     text = run_cli("status")
     assert "stuck or failing" in text.stdout and message.call_id in text.stdout
+
+
+def test_status_shows_the_newest_failures_first_and_counts_them_all(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    """Dead letters stay until replayed: the oldest must not hide a new failure."""
+    from callpipe.operations import status_report
+    from callpipe.progress import SpannerProgress, Stage, StageStatus
+    from callpipe.registration import SpannerEventLedger
+    from tests.conftest import post_call_body
+    from tests.functional.test_register_call_function import received
+
+    tenant = make_tenant()
+    failed = []
+    for _ in range(2):
+        message = received(tenant, post_call_body(tenant))
+        SpannerEventLedger(database).start_call(message, json.loads(message.webhook.body))
+        SpannerProgress(database).record(
+            tenant.tenant_id,
+            message.call_id,
+            Stage.FETCH,
+            StageStatus.DEAD_LETTERED,
+            detail="callrail_not_found: CallRail has no call",
+            correlation_id=message.correlation_id,
+        )
+        failed.append(message.call_id)
+
+    report = status_report(database, timedelta(minutes=30), shown=1)
+    assert [view.call_id for view in report.stuck] == [failed[-1]]  # the newest
+    assert report.stuck_total >= 2
 
 
 def test_a_dead_letter_of_a_stage_done_for_the_same_event_is_not_recorded(

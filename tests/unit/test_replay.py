@@ -113,6 +113,54 @@ def test_dead_letters_are_republished_without_dlq_attributes() -> None:
     assert second.attributes["replay_count"] == "3"
 
 
+class RecirculatingHold(InMemoryHold):
+    """A hold whose replays fail again at once: every republished message comes back, with
+    the attributes it was republished with (as a step's dead-letter publish or Pub/Sub's
+    dead-letter policy keeps them)."""
+
+    def __init__(self, messages: list[Pulled], publisher: RecordingPublisher) -> None:
+        super().__init__(messages)
+        self.publisher = publisher
+
+    def ack(self, pulled: Pulled) -> None:
+        super().ack(pulled)
+        again = self.publisher.messages[-1]
+        self.waiting.append(
+            Pulled(
+                f"ack-{again.message_id}",
+                f"dlq-{again.message_id}",
+                again.data,
+                {**again.attributes, "dlq_reason": "unknown_tenant"},
+                NOW,
+            )
+        )
+
+
+def test_a_replay_does_not_replay_again_what_failed_again_during_it() -> None:
+    publisher = RecordingPublisher()
+    earlier = {"replayed_at": "2026-01-01T00:00:00+00:00", "replay_count": "1"}
+    hold = RecirculatingHold([pulled("1", b"{}", {}), pulled("2", b"{}", dict(earlier))], publisher)
+    results = list(replay_dead_letters(hold, publisher, "calls.received", limit=1000))  # type: ignore[arg-type]
+
+    # each replayed once (an earlier run's replay is replayed again); their second failure
+    # waits in the hold for the operator
+    assert [r.message_id for r in results] == ["1", "2"]
+    assert [m.attributes["replay_count"] for m in publisher.messages] == ["1", "2"]
+    assert [m.message_id for m in hold.waiting] == ["dlq-msg-1", "dlq-msg-2"]
+
+
+def test_pubsubs_dead_letter_attributes_do_not_travel_back() -> None:
+    attributes = {
+        "tenant_id": "acme-dental",
+        "CloudPubSubDeadLetterSourceDeliveryCount": "10",
+        "CloudPubSubDeadLetterSourceSubscription": "calls.received.register-call",
+    }
+    publisher = RecordingPublisher()
+    list(replay_dead_letters(InMemoryHold([pulled("1", b"{}", attributes)]), publisher, "t", 5))  # type: ignore[arg-type]
+    assert not any(k.startswith("CloudPubSub") for k in publisher.messages[0].attributes)
+    assert publisher.messages[0].attributes["tenant_id"] == "acme-dental"
+
+
 def test_dead_letter_replay_respects_the_limit() -> None:
     hold = InMemoryHold([pulled(str(i), b"{}", {}) for i in range(5)])
     results = list(replay_dead_letters(hold, RecordingPublisher(), "t", limit=2))  # type: ignore[arg-type]
@@ -206,13 +254,19 @@ def test_still_unknown_company_stays_in_quarantine_and_is_not_requarantined(
     assert harness.publisher.messages == []
 
 
-def test_forged_quarantined_webhook_leaves_the_quarantine_as_invalid(
+def test_a_webhook_no_token_of_its_company_matches_stays_unless_dropped(
     harness: IntakeHarness, quarantine: Callable[..., InMemoryHold]
 ) -> None:
-    hold = quarantine(new_company_body(), token="attackers-guess")
+    # forged, or the company was onboarded with a mistyped token: CallRail never sends an
+    # authentic one again, so only the operator may decide it goes
+    hold = quarantine(new_company_body(), token="not-the-onboarded-token")
     onboard_new_company(harness)
     results = list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
-    assert [r.outcome for r in results] == ["invalid_signature"]
+    assert [r.outcome for r in results] == ["kept (invalid_signature)"]
+    assert hold.acked == [] and hold.released == ["1"]
+
+    dropped = list(replay_quarantine(hold, harness.intake, limit=10, drop_forged=True))  # type: ignore[arg-type]
+    assert [r.outcome for r in dropped] == ["invalid_signature"]
     assert hold.acked == ["1"]
     assert harness.publisher.messages == []
 
@@ -357,7 +411,7 @@ class LeasingSubscriber:
     def subscription_path(self, project: str, subscription: str) -> str:
         return f"projects/{project}/subscriptions/{subscription}"
 
-    def pull(self, request: dict[str, Any], timeout: float) -> Any:
+    def pull(self, request: dict[str, Any], timeout: float, retry: Any = None) -> Any:
         from types import SimpleNamespace
 
         batch = []

@@ -310,11 +310,11 @@ class CallQueries:
         return bool(rows)
 
     def tenants_of_call(self, call_id: str) -> list[str]:
-        """Operators only: which tenants hold a call id (a scan, acceptable for support use)."""
+        """Operators only: which tenants hold a call id (through the CallId index)."""
         from google.cloud.spanner_v1 import param_types
 
         rows = self._rows(
-            "SELECT TenantId FROM Calls WHERE CallId = @c LIMIT 2",
+            "SELECT TenantId FROM Calls@{FORCE_INDEX=CallsByCallId} WHERE CallId = @c LIMIT 2",
             {"c": call_id},
             {"c": param_types.STRING},
         )

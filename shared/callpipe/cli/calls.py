@@ -61,7 +61,13 @@ def status(
     """Counts of calls per stage and tenant, and the calls that are stuck or failing."""
     report = status_report(_database(), timedelta(minutes=stuck_minutes))
     if as_json:
-        print_json({"by_stage": report.by_stage, "stuck": [asdict(v) for v in report.stuck]})
+        print_json(
+            {
+                "by_stage": report.by_stage,
+                "stuck_total": report.stuck_total,
+                "stuck": [asdict(v) for v in report.stuck],
+            }
+        )
         return
     if not report.by_stage:
         typer.echo("no calls yet")
@@ -70,7 +76,12 @@ def status(
         parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         typer.echo(f"{tenant:<20} {total:>6} calls: {parts}")
     if report.stuck:
-        typer.echo(f"\n{len(report.stuck)} call(s) stuck or failing:")
+        shown = (
+            ""
+            if len(report.stuck) == report.stuck_total
+            else f" (the {len(report.stuck)} most recent shown)"
+        )
+        typer.echo(f"\n{report.stuck_total} call(s) stuck or failing{shown}:")
         for view in report.stuck:
             last = view.stages[-1] if view.stages else None
             detail = f"{last.detail}" if last and last.detail else ""
@@ -84,3 +95,6 @@ def status(
         )
     else:
         typer.echo("\nnothing stuck")
+    # a message dead-lettered before its call had a row (register-call, reconcile) is only
+    # in its hold
+    typer.echo("dead letters without a call row: `callpipe dlq list TOPIC`")

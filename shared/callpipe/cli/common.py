@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
 import typer
 
 from callpipe.config import Settings
+
+_EMULATOR_HOSTS = ("PUBSUB_EMULATOR_HOST", "SPANNER_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
 
 
 def settings() -> Settings:
@@ -25,7 +28,7 @@ def cloud_error_message(error: BaseException) -> str | None:
 
     Their messages hold resource names and the service's reason, never the values written.
     """
-    from google.api_core.exceptions import GoogleAPIError
+    from google.api_core.exceptions import GoogleAPIError, RetryError, ServiceUnavailable
     from google.auth.exceptions import GoogleAuthError
 
     lines = str(error).strip().splitlines()
@@ -36,7 +39,12 @@ def cloud_error_message(error: BaseException) -> str | None:
             "run `gcloud auth application-default login`, or point the CLI at the local stack"
         )
     if isinstance(error, GoogleAPIError):
-        return f"a Google Cloud request failed ({error.__class__.__name__}): {detail}"
+        hint = ""
+        if isinstance(error, RetryError | ServiceUnavailable) and any(
+            os.environ.get(name) for name in _EMULATOR_HOSTS
+        ):
+            hint = "; is the local stack running (`make run`)?"
+        return f"a Google Cloud request failed ({error.__class__.__name__}): {detail}{hint}"
     return None
 
 

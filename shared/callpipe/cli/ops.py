@@ -69,11 +69,20 @@ def quarantine_list(
 def quarantine_replay(
     company: Annotated[str | None, typer.Option(help="Only this company's webhooks.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many messages.")] = 1000,
+    drop_forged: Annotated[
+        bool,
+        typer.Option(
+            "--drop-forged",
+            help="Remove webhooks whose signature no token of their company matches "
+            "(by default they stay: the company may have been onboarded with a wrong token).",
+        ),
+    ] = False,
 ) -> None:
     """Run quarantined webhooks through intake again (after `tenants add`).
 
     Each is verified with the company's tokens and judged against its original receipt
-    time; accepted ones are queued, ones still unknown stay in quarantine.
+    time; accepted ones are queued, ones still unknown or whose signature does not match
+    stay in quarantine (fix the token with `tenants add-token`, then replay again).
     """
     from callpipe.intake.wiring import build_intake_runtime
 
@@ -82,7 +91,7 @@ def quarantine_replay(
     hold = PullSubscription(s.google_cloud_project, QUARANTINE_HOLD)
     counts: Counter[str] = Counter()
     with _stops_cleanly(counts, "quarantine"):
-        for result in replay_quarantine(hold, intake, limit, company):
+        for result in replay_quarantine(hold, intake, limit, company, drop_forged=drop_forged):
             counts["accepted" if result.outcome == "accepted" else "other"] += 1
             typer.echo(
                 f"{result.attributes.get('company_key', '?'):<40} {result.outcome:<28} "
