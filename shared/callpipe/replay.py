@@ -34,6 +34,10 @@ class Pulled:
     publish_time: datetime | None
 
 
+class ReplayAckFailed(RuntimeError):
+    """A replayed message could not be acknowledged in its hold: it stays there."""
+
+
 @dataclass
 class ReplayResult:
     message_id: str
@@ -264,7 +268,15 @@ def replay_dead_letters(
         except BaseException:
             hold.release(pulled)
             raise
-        hold.ack(pulled)
+        try:
+            hold.ack(pulled)
+        except Exception as error:
+            # published, yet still in the hold: the next run would send it a second time
+            raise ReplayAckFailed(
+                f"message {pulled.message_id} was republished to {topic} as {new_id} but "
+                f"could not be removed from the hold ({error.__class__.__name__}: {error}); "
+                "a later replay sends it again (the steps take it once)"
+            ) from error
         yield ReplayResult(
             pulled.message_id,
             "replayed",
@@ -327,6 +339,10 @@ def replay_quarantine(
     def wanted(pulled: Pulled) -> bool:
         if company is None:
             return True
+        # the routing attribute tells without decoding the body (a hold anyone can fill)
+        key = pulled.attributes.get("company_key")
+        if key is not None and key != company:
+            return False
         quarantined = read_quarantined(pulled)
         return isinstance(quarantined, QuarantinedWebhook) and quarantined.company_key == company
 

@@ -15,6 +15,7 @@ from callpipe.publishing import PublishFailed
 from callpipe.replay import (
     Pulled,
     PullSubscription,
+    ReplayAckFailed,
     described,
     peek,
     replay_dead_letters,
@@ -147,6 +148,32 @@ def test_a_replay_does_not_replay_again_what_failed_again_during_it() -> None:
     assert [r.message_id for r in results] == ["1", "2"]
     assert [m.attributes["replay_count"] for m in publisher.messages] == ["1", "2"]
     assert [m.message_id for m in hold.waiting] == ["dlq-msg-1", "dlq-msg-2"]
+
+
+class AckRefusingHold(InMemoryHold):
+    def ack(self, pulled: Pulled) -> None:
+        raise ConnectionError("Pub/Sub did not answer the acknowledge")
+
+
+def test_a_replay_whose_acknowledgement_fails_stops_and_says_it_was_sent() -> None:
+    publisher = RecordingPublisher()
+    hold = AckRefusingHold([pulled("1", b"{}", {}), pulled("2", b"{}", {})])
+    with pytest.raises(ReplayAckFailed, match=r"republished to calls\.received as msg-1"):
+        list(replay_dead_letters(hold, publisher, "calls.received", limit=10))  # type: ignore[arg-type]
+    assert len(publisher.messages) == 1  # stopped: the second was not sent
+    assert [m.message_id for m in hold.waiting] == ["2"]
+
+
+def test_a_company_filter_passes_over_other_companies_webhooks_even_unreadable_ones(
+    harness: IntakeHarness, quarantine: Callable[..., InMemoryHold]
+) -> None:
+    hold = quarantine(new_company_body())
+    other = pulled("2", b"not even json", {"company_key": "COMsomeoneelse"})
+    hold.waiting.append(other)
+    onboard_new_company(harness)
+    results = list(replay_quarantine(hold, harness.intake, limit=10, company=NEW_COMPANY))  # type: ignore[arg-type]
+    assert [r.outcome for r in results] == ["accepted"]
+    assert [m.message_id for m in hold.waiting] == ["2"]  # passed over, never decoded
 
 
 def test_pubsubs_dead_letter_attributes_do_not_travel_back() -> None:

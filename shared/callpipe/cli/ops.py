@@ -13,6 +13,7 @@ from callpipe.cli.common import fail, print_json, settings
 from callpipe.publishing import PublishFailed
 from callpipe.replay import (
     PullSubscription,
+    ReplayAckFailed,
     described,
     peek,
     read_quarantined,
@@ -106,7 +107,7 @@ def _stops_cleanly(counts: Counter[str], hold: str) -> Iterator[None]:
     """A replay stopped by an error says how far it got and what stays in the hold."""
     try:
         yield
-    except PublishFailed as error:
+    except (PublishFailed, ReplayAckFailed) as error:
         done = sum(counts.values())
         fail(f"stopped after {done} message(s): {error}; the rest stays in the {hold} hold")
 
