@@ -375,7 +375,15 @@ def replay_quarantine(
             drop_forged and outcome.outcome == "invalid_signature"
         )
         if final:
-            hold.ack(pulled)
+            try:
+                hold.ack(pulled)
+            except Exception as error:
+                raise ReplayAckFailed(
+                    f"quarantined webhook {pulled.message_id} got its final answer "
+                    f"({outcome.outcome}) but could not be removed from the quarantine "
+                    f"({error.__class__.__name__}: {error}); a later replay runs it again "
+                    "(a queued call is registered once)"
+                ) from error
         else:
             hold.release(pulled)
         if outcome.outcome == "queue_unavailable":

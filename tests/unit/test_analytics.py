@@ -86,3 +86,11 @@ def test_days_and_the_default_window_follow_the_time_zone() -> None:
 def test_an_unknown_time_zone_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         AnalyticsParams.model_validate({"tz": "Mars/Olympus"})
+
+
+def test_an_explicit_range_at_the_start_of_the_calendar_is_taken_as_given() -> None:
+    params = AnalyticsParams.model_validate(
+        {"from": "0001-01-01T00:00:00Z", "to": "0001-01-02T00:00:00Z"}
+    )
+    start, end = params.window(datetime(2026, 11, 26, tzinfo=UTC))
+    assert (start, end) == (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC))

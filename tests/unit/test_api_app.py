@@ -22,7 +22,7 @@ from callpipe.api.signed_urls import (
     RecordingUrls,
     recording_object,
 )
-from callpipe.secrets import SecretNotFound
+from callpipe.secrets import SecretNotFound, SecretStoreUnavailable
 from tests.unit.conftest import LogCapture
 
 KEY = "s" * 64
@@ -220,6 +220,107 @@ def test_a_token_signed_with_a_key_rotated_since_the_last_read_verifies_at_once(
     store["key"] = "n" * 64  # rotated in the secret store
     assert verifier.verify(issue_token("n" * 64, tenant_id="acme")).tenant_id == "acme"
     assert reads == [KEY, "n" * 64]
+
+
+def test_concurrent_forged_tokens_re_read_the_key_once_and_a_failing_store_once() -> None:
+    import threading
+
+    now = [0.0]
+    reads: list[int] = []
+    release = threading.Event()
+
+    def load() -> str:
+        reads.append(1)
+        if len(reads) == 2:  # the re-read: the other threads pile up behind it
+            release.wait(timeout=5)
+        return KEY
+
+    key = CachedKey(load, ttl_seconds=300.0, refresh_seconds=30.0, clock=lambda: now[0])
+    key()  # read at 0
+    now[0] = 100.0  # the refresh period has passed
+    verifier = TokenVerifier(key, refresh_key=key.refresh)
+    forged = issue_token("f" * 64, tenant_id="acme")
+    codes: list[str] = []
+
+    def attempt() -> None:
+        try:
+            verifier.verify(forged)
+        except AuthError as error:
+            codes.append(error.code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert codes == ["invalid_signature"] * 8
+    assert len(reads) == 2  # the first read, and one re-read for all eight
+
+    failing_reads: list[int] = []
+    answers = iter([KEY])
+
+    def down() -> str:
+        failing_reads.append(1)
+        try:
+            return next(answers)
+        except StopIteration:
+            raise SecretStoreUnavailable("Secret Manager is down") from None
+
+    cached = CachedKey(down, ttl_seconds=300.0, refresh_seconds=30.0, clock=lambda: now[0])
+    cached()  # read before the outage, at 100
+    now[0] = 200.0
+    verifier = TokenVerifier(cached, refresh_key=cached.refresh)
+    with pytest.raises(SecretStoreUnavailable):
+        verifier.verify(forged)  # the one re-read meets the outage
+    with pytest.raises(AuthError, match="signature"):
+        verifier.verify(forged)  # not asked again within the period: a 401
+    assert len(failing_reads) == 2
+
+
+def test_a_token_of_the_new_key_verifies_when_another_request_re_read_it_first() -> None:
+    current = {"key": KEY}
+    now = [0.0]
+    key = CachedKey(
+        lambda: current["key"], ttl_seconds=300.0, refresh_seconds=30.0, clock=lambda: now[0]
+    )
+    key()
+    current["key"] = "n" * 64
+    now[0] = 100.0
+    assert key.refresh(KEY) is True  # another request saw the rotation and re-read
+    # this request decoded with the old key before that re-read: it decodes again
+    assert key.refresh(KEY) is True and key() == "n" * 64
+    verifier = TokenVerifier(key, refresh_key=key.refresh)
+    assert verifier.verify(issue_token("n" * 64, tenant_id="acme")).tenant_id == "acme"
+
+
+def test_transcript_and_analysis_reasons_reach_tenants_as_codes() -> None:
+    reason = (
+        "transcription_failed: BatchRecognize of gs://prod-rec/tenants/acme/calls/CAL1/"
+        "recording.mp3 (operation projects/callpipe-prod/locations/us/operations/42)"
+    )
+
+    class Failed(FakeQueries):
+        def get_transcript(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
+            return {"request_id": call_id, "status": "no_transcript", "reason": reason}
+
+        def get_analysis(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
+            return {
+                "request_id": call_id,
+                "status": "failed",
+                "reason": "signed as runner@callpipe-prod.iam.gserviceaccount.com via "
+                "https://storage.googleapis.com/prod-rec/x",
+            }
+
+    api = make_api(queries=Failed())
+    tenant = issue_token(KEY, tenant_id="acme")
+    transcript = get(api, "/api/v1/requests/CAL1/transcript", tenant).body
+    assert transcript["reason"] == "transcription_failed"
+    analysis = get(api, "/api/v1/requests/CAL1/analysis", tenant).body
+    assert analysis["reason"] == "signed as [internal] via [internal]"
+    operator = issue_token(KEY, tenant_id=None, operator=True)
+    full = get(api, "/api/v1/requests/CAL1/transcript", operator, tenant_id="acme").body
+    assert full["reason"] == reason
 
 
 def test_forged_tokens_re_read_the_key_at_most_once_per_refresh_period() -> None:

@@ -198,3 +198,11 @@ def test_cli_does_not_create_a_key_in_production(
     result = CliRunner().invoke(tokens.app, ["issue", "--tenant", "acme"])
     assert result.exit_code != 0
     assert not (tmp_path / SIGNING_KEY_SECRET).exists()
+
+
+def test_numeric_string_times_pyjwt_accepts_do_not_crash_the_lifetime_check(
+    verifier: TokenVerifier,
+) -> None:
+    issued = str(int(datetime.now(UTC).timestamp()))
+    token = jwt.encode(claims(iat=issued), KEY, algorithm="HS256")
+    assert verifier.verify(token).tenant_id == "acme"

@@ -164,16 +164,42 @@ def test_a_replay_whose_acknowledgement_fails_stops_and_says_it_was_sent() -> No
     assert [m.message_id for m in hold.waiting] == ["2"]
 
 
-def test_a_company_filter_passes_over_other_companies_webhooks_even_unreadable_ones(
-    harness: IntakeHarness, quarantine: Callable[..., InMemoryHold]
+def test_a_company_filter_reads_the_routing_attribute_not_the_body(
+    harness: IntakeHarness,
+    quarantine: Callable[..., InMemoryHold],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import callpipe.replay
+
     hold = quarantine(new_company_body())
-    other = pulled("2", b"not even json", {"company_key": "COMsomeoneelse"})
+    other = quarantine(new_company_body()).waiting[0]  # a readable webhook...
+    other.message_id = "2"
+    other.attributes = {**other.attributes, "company_key": "COMsomeoneelse"}  # ...of another
     hold.waiting.append(other)
+    decoded: list[str] = []
+    read = callpipe.replay.read_quarantined
+
+    def counting(pulled: Pulled) -> Any:
+        decoded.append(pulled.message_id)
+        return read(pulled)
+
+    monkeypatch.setattr(callpipe.replay, "read_quarantined", counting)
     onboard_new_company(harness)
     results = list(replay_quarantine(hold, harness.intake, limit=10, company=NEW_COMPANY))  # type: ignore[arg-type]
     assert [r.outcome for r in results] == ["accepted"]
-    assert [m.message_id for m in hold.waiting] == ["2"]  # passed over, never decoded
+    assert [m.message_id for m in hold.waiting] == ["2"]  # passed over
+    assert "2" not in decoded  # by its attribute: a hold anyone can fill is not decoded
+
+
+def test_a_quarantine_replay_whose_acknowledgement_fails_stops_and_says_so(
+    harness: IntakeHarness, quarantine: Callable[..., InMemoryHold]
+) -> None:
+    accepted = quarantine(new_company_body())
+    hold = AckRefusingHold(accepted.waiting)
+    onboard_new_company(harness)
+    with pytest.raises(ReplayAckFailed, match=r"final answer \(accepted\)"):
+        list(replay_quarantine(hold, harness.intake, limit=10))  # type: ignore[arg-type]
+    assert len(harness.publisher.messages) == 1  # it was queued
 
 
 def test_pubsubs_dead_letter_attributes_do_not_travel_back() -> None:

@@ -68,13 +68,15 @@ class AnalyticsParams(BaseModel):
         """The effective [from, to): by default the 30 days of ``tz`` that end with the one
         ``to`` (default now) falls in, from midnight: 30 day buckets, not 31 partial ones."""
         end = self.received_to or now
-        try:
-            last_day = (end - timedelta(microseconds=1)).astimezone(self.zone).date()
-            first_day = last_day - timedelta(days=DEFAULT_RANGE_DAYS - 1)
-            midnight = datetime.combine(first_day, time.min, tzinfo=self.zone)
-            start = self.received_from or midnight.astimezone(UTC)
-        except (OverflowError, ValueError):
-            raise ValueError("'to' is too early for a 30-day range; give 'from'") from None
+        start = self.received_from
+        if start is None:
+            try:
+                last_day = (end - timedelta(microseconds=1)).astimezone(self.zone).date()
+                first_day = last_day - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+                midnight = datetime.combine(first_day, time.min, tzinfo=self.zone)
+                start = midnight.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise ValueError("'to' is too early for a 30-day range; give 'from'") from None
         if start >= end:
             raise ValueError("'from' must be before 'to' (which defaults to now)")
         if end - start > timedelta(days=MAX_RANGE_DAYS):

@@ -319,7 +319,7 @@ class TenantApi:
         part = read(tenant_id, request_id)
         if part is None:
             raise _NotFound
-        return ApiResponse(200, part)
+        return ApiResponse(200, part if principal.operator else _for_tenant(part))
 
     def _get_recording(
         self, principal: Principal, params: RequestParams, request_id: str
@@ -360,8 +360,13 @@ class TenantApi:
 # text. A tenant sees its reason code ("retries_exhausted: …" → "retries_exhausted") or,
 # for a detail without one, the text with storage and resource paths left out.
 _REASON = re.compile(r"^([a-z][a-z0-9_]{2,40}): ")
-_INTERNAL_PATH = re.compile(r"\b(?:gs://|projects/)[^\s,;)]*")
-_DETAIL_FIELDS = ("detail", "stage_detail")
+_INTERNAL_PATH = re.compile(
+    r"(?:\bgs://|\bprojects/|https?://storage\.googleapis\.com/)[^\s,;)]*"
+    r"|[\w.+-]+@[\w-]+\.iam\.gserviceaccount\.com"
+)
+# the step-written texts a response may carry: stage details, and the transcript's or
+# analysis's reason for failing
+_DETAIL_FIELDS = ("detail", "stage_detail", "reason")
 
 
 def _for_tenant(record: dict[str, Any]) -> dict[str, Any]:
@@ -401,31 +406,47 @@ class CachedKey:
     """
 
     def __init__(
-        self, load: Callable[[], str], ttl_seconds: float = 300.0, refresh_seconds: float = 30.0
+        self,
+        load: Callable[[], str],
+        ttl_seconds: float = 300.0,
+        refresh_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._load = load
+        self._clock = clock
         self._ttl = ttl_seconds
         self._refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
+        # one re-read at a time; its time is taken before the read, so a failing store is
+        # not asked again by every forged token either
+        self._refresh_lock = threading.Lock()
+        self._refreshed_at = float("-inf")
         self._cached: tuple[float, str] | None = None
 
-    def refresh(self) -> bool:
-        """Re-read the key unless it was read in the last ``refresh_seconds``; whether it
-        changed."""
-        with self._lock:
-            cached = self._cached
-            if cached and time.monotonic() - cached[0] < self._refresh_seconds:
+    def refresh(self, used: str) -> bool:
+        """Whether a key other than ``used`` (the one a signature just failed with) is now
+        current: one another request read meanwhile, or one re-read here, unless a re-read
+        was tried in the last ``refresh_seconds`` (by any thread, failed ones included)."""
+        with self._refresh_lock:
+            with self._lock:
+                cached = self._cached
+            if cached is not None and cached[1] != used:
+                return True
+            now = self._clock()
+            last = max(self._refreshed_at, cached[0] if cached else float("-inf"))
+            if now - last < self._refresh_seconds:
                 return False
-        key = self._load()
-        with self._lock:
-            self._cached = (time.monotonic(), key)
-        return cached is None or key != cached[1]
+            self._refreshed_at = now
+            key = self._load()
+            with self._lock:
+                self._cached = (self._clock(), key)
+            return key != used
 
     def __call__(self) -> str:
         with self._lock:
-            if self._cached and time.monotonic() - self._cached[0] < self._ttl:
+            if self._cached and self._clock() - self._cached[0] < self._ttl:
                 return self._cached[1]
         key = self._load()
         with self._lock:
-            self._cached = (time.monotonic(), key)
+            self._cached = (self._clock(), key)
         return key

@@ -60,7 +60,7 @@ class TokenVerifier:
         issuer: str = ISSUER,
         audience: str = AUDIENCE,
         leeway_seconds: float = 30.0,
-        refresh_key: Callable[[], bool] | None = None,
+        refresh_key: Callable[[str], bool] | None = None,
     ) -> None:
         if not algorithms or any(a.lower() == "none" for a in algorithms):
             raise ValueError("the algorithm allow-list must be non-empty and exclude 'none'")
@@ -96,12 +96,13 @@ class TokenVerifier:
                 f"token algorithm {algorithm!r} is not allowed (allowed: {', '.join(self._algorithms)})",
             )
         try:
+            key = self._key()
             try:
-                claims = self._decode(token)
+                claims = self._decode(token, key)
             except jwt.InvalidSignatureError:
-                if self._refresh_key is None or not self._refresh_key():
+                if self._refresh_key is None or not self._refresh_key(key):
                     raise
-                claims = self._decode(token)
+                claims = self._decode(token, self._key())
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired", "the token has expired; issue a new one") from None
         except jwt.InvalidAudienceError:
@@ -118,18 +119,22 @@ class TokenVerifier:
             raise AuthError(
                 "invalid_token", f"the token is invalid: {error.__class__.__name__}"
             ) from None
-        lifetime = claims["exp"] - claims["iat"]
-        if not isinstance(lifetime, int | float) or lifetime > MAX_TTL_SECONDS + self._leeway:
+        try:
+            # PyJWT accepts numeric strings for both
+            lifetime = int(claims["exp"]) - int(claims["iat"])
+        except (TypeError, ValueError):
+            raise AuthError("invalid_token", "the token's iat or exp is not a number") from None
+        if lifetime > MAX_TTL_SECONDS + self._leeway:
             # issue_token refuses longer ones: a token that says otherwise was not made by it
             raise AuthError(
                 "invalid_token", f"the token's lifetime exceeds {MAX_TTL_SECONDS} seconds"
             )
         return principal_from_claims(claims)
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    def _decode(self, token: str, key: str) -> dict[str, Any]:
         claims: dict[str, Any] = jwt.decode(
             token,
-            self._key(),
+            key,
             algorithms=self._algorithms,
             audience=self._audience,
             issuer=self._issuer,
