@@ -3,8 +3,17 @@
 -- of schema.sql that a database lacks. Statements are separated by semicolons and run in
 -- file order, each only when its effect is missing, so the file only ever grows:
 --   ALTER TABLE <table> ADD COLUMN <column> <type> ...;  -- skipped when the column exists
+--   ALTER INDEX <index> ADD STORED COLUMN <column>;       -- skipped when the index stores it
 --   CREATE [UNIQUE] [NULL_FILTERED] INDEX <name> ON ...;   -- skipped when the index exists
 -- Reflect every step in schema.sql too (a new column goes at the END of its CREATE TABLE,
--- where ADD COLUMN puts it; a new index is declared there as well), so a fresh database and
+-- where ADD COLUMN puts it; a new index is declared there as well; a stored column goes at
+-- the end of its index's STORING list, in the order added), so a fresh database and
 -- a migrated one are alike: deploy ddl fails when they are not. A new column must be
 -- nullable or have a DEFAULT, since the table already has rows.
+
+-- The API's listing filters (status, intent, min_lead_score, spam) are read from the
+-- index itself; only the page's rows are read from the table.
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN StageStatus;
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN Intent;
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN LeadScore;
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN IsSpam;

@@ -157,8 +157,10 @@ CREATE INDEX CallsByStage ON Calls (Stage, StageStatus, UpdatedAt DESC);
 -- without a tenant): the key starts with the tenant.
 CREATE INDEX CallsByCallId ON Calls (CallId);
 
--- A tenant's calls, newest first (the API's listing and analytics read this).
-CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC),
+-- A tenant's calls, newest first (the API's listing and analytics read this), with the
+-- columns the listing filters on (stored by migrations.sql in deployed databases).
+CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC)
+  STORING (StageStatus, Intent, LeadScore, IsSpam),
   INTERLEAVE IN Tenants;
 
 -- GCRA state of the per-account CallRail rate limit, shared by every function instance

@@ -80,15 +80,17 @@ def test_a_changed_table_without_a_migration_fails_the_deploy_and_changes_nothin
     database = make_database([T_OLD])
     before = _current(database)
     schema = _sql(tmp_path, "schema.sql", [T_NEW, U_NEW])
+    none = _sql(tmp_path, "migrations.sql", [])
+    files = ("--schema-file", str(schema), "--migrations-file", str(none))
 
-    refused = _ddl(database, "--schema-file", str(schema))
+    refused = _ddl(database, *files)
     assert refused.returncode == 1
     assert "TABLE T differ" in refused.stderr
     assert "ADD COLUMN" in refused.stderr and "--allow-drift" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert _current(database) == before  # not even the missing table U
 
-    allowed = _ddl(database, "--schema-file", str(schema), "--allow-drift")
+    allowed = _ddl(database, *files, "--allow-drift")
     assert allowed.returncode == 0, allowed.stderr
     assert "warning: TABLE T differs" in allowed.stderr
     assert "applied: CREATE TABLE U (" in allowed.stdout
@@ -132,6 +134,25 @@ def test_migrations_bring_an_older_database_up_to_the_schema_file_once(
     assert again.stdout.strip().endswith("is up to date")
 
 
+def test_an_index_of_an_older_database_gets_its_stored_columns_once(
+    make_database: Callable[[list[str]], Any], tmp_path: Path
+) -> None:
+    table = "CREATE TABLE S (\n  a INT64 NOT NULL,\n  b STRING(MAX),\n  c INT64,\n) PRIMARY KEY (a)"
+    database = make_database([table, "CREATE INDEX SByB ON S (b DESC)"])
+    schema = _sql(tmp_path, "schema.sql", [table, "CREATE INDEX SByB ON S (b DESC) STORING (c)"])
+    migrations = _sql(tmp_path, "migrations.sql", ["ALTER INDEX SByB ADD STORED COLUMN c"])
+    args = ("--schema-file", str(schema), "--migrations-file", str(migrations))
+
+    applied = _ddl(database, *args)
+    assert applied.returncode == 0, applied.stderr  # the result is the file's index: no drift
+    assert applied.stdout.splitlines() == ["applied: ALTER INDEX SByB ADD STORED COLUMN c"]
+    assert "CREATE INDEX SByB ON S(b DESC) STORING (c)" in _current(database)
+
+    again = _ddl(database, *args)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().endswith("is up to date")
+
+
 def test_a_database_created_from_the_schema_file_needs_no_migration(
     make_database: Callable[[list[str]], Any], tmp_path: Path
 ) -> None:
@@ -164,3 +185,28 @@ def test_the_repository_schema_and_migrations_leave_the_stack_database_as_it_is(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("is up to date")
     assert not result.stderr.strip()
+
+
+def test_a_database_of_the_previous_release_is_migrated_to_the_repository_schema(
+    make_database: Callable[[list[str]], Any],
+) -> None:
+    """The released schema had the listing index without stored columns: the repository's
+    migrations bring it to the file's definition, which is then no drift."""
+    from callpipe.deploy.ddl import read_schema
+
+    released = [
+        "CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC),\n"
+        "  INTERLEAVE IN Tenants"
+        if statement.startswith("CREATE INDEX CallsByTenantReceived")
+        else statement
+        for statement in read_schema()
+    ]
+    database = make_database(released)
+    result = _ddl(database)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"applied: ALTER INDEX CallsByTenantReceived ADD STORED COLUMN {column}"
+        for column in ("StageStatus", "Intent", "LeadScore", "IsSpam")
+    ]
+    again = _ddl(database)
+    assert again.returncode == 0 and again.stdout.strip().endswith("is up to date")

@@ -10,6 +10,7 @@ from callpipe.deploy.ddl import (
     MIGRATIONS_FILE,
     SCHEMA_FILE,
     AddColumn,
+    AddStoredColumn,
     SchemaDrift,
     SchemaObject,
     UnsupportedStatement,
@@ -281,6 +282,37 @@ def test_a_table_created_now_needs_none_of_its_migrations() -> None:
     assert plan_migration([T_NEW, T_INDEX], set(), [ADD_B, T_INDEX], []) == [T_NEW, T_INDEX]
 
 
+I_OLD = "CREATE INDEX TByB ON T (b)"
+I_NEW = "CREATE INDEX TByB ON T (b) STORING (a2)"
+T2 = "CREATE TABLE T (a INT64 NOT NULL, b STRING(MAX), a2 INT64) PRIMARY KEY (a)"
+STORE_A2 = "ALTER INDEX TByB ADD STORED COLUMN a2"
+
+
+def test_a_column_an_existing_index_lacks_is_stored_and_then_skipped() -> None:
+    existing = objects_in([T2, I_OLD])
+    assert plan_migration([T2, I_NEW], existing, [STORE_A2], stored=[]) == [STORE_A2]
+    stored = [("tbyb", "A2")]  # names are case-insensitive
+    assert plan_migration([T2, I_NEW], existing, [STORE_A2], stored=stored) == []
+
+
+def test_an_index_created_now_stores_its_columns_without_migrations() -> None:
+    assert plan_migration([T2, I_NEW], objects_in([T2]), [STORE_A2]) == [I_NEW]
+
+
+@pytest.mark.parametrize(
+    ("migrations", "message"),
+    [
+        (["ALTER INDEX Nope ADD STORED COLUMN a2"], "does not create"),
+        ([STORE_A2, STORE_A2.lower()], "twice"),
+    ],
+)
+def test_stored_column_migrations_the_schema_file_does_not_reflect_are_refused(
+    migrations: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_migration([T2, I_NEW], objects_in([T2, I_OLD]), migrations)
+
+
 @pytest.mark.parametrize(
     ("migrations", "message"),
     [
@@ -303,6 +335,7 @@ def test_migrations_the_schema_file_does_not_reflect_are_refused(
         "ALTER TABLE T ALTER COLUMN b STRING(100)",
         "ALTER TABLE T DROP COLUMN b",
         "DROP INDEX TByB",
+        "ALTER INDEX TByB DROP STORED COLUMN a2",
         U_NEW,
     ],
 )
@@ -318,6 +351,9 @@ def test_migration_step_names() -> None:
         "T", "b"
     )
     assert migration_step(T_INDEX) == SchemaObject("INDEX", "TByB")
+    assert migration_step("alter index `TByB` add stored column `a2`") == AddStoredColumn(
+        "TByB", "a2"
+    )
 
 
 def test_the_repository_migrations_agree_with_the_schema_file() -> None:

@@ -8,7 +8,9 @@ deployment applies:
    yet, in file order, which is also the order interleaved tables and indexes need;
 2. then the steps of ``schemas/spanner/migrations.sql``, in file order, each only when its
    effect is missing: ``ALTER TABLE t ADD COLUMN c ...`` when the table exists without the
-   column (per INFORMATION_SCHEMA; a table created in step 1 already has its columns), and
+   column (per INFORMATION_SCHEMA; a table created in step 1 already has its columns),
+   ``ALTER INDEX i ADD STORED COLUMN c`` when the index exists without storing it (an index
+   created in step 1 already stores what the file says), and
    ``CREATE INDEX`` (or another ``CREATE``, but not of a table) when the object does not
    exist. An object that migrations.sql creates is created there, not in step 1, so an
    index can follow the ADD COLUMN it needs.
@@ -60,6 +62,13 @@ _ADD_COLUMN = re.compile(
     rf"""
     ^\s*ALTER\s+TABLE\s+(?P<table>{_NAME})
     \s+ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<column>{_NAME})\s
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_ADD_STORED = re.compile(
+    rf"""
+    ^\s*ALTER\s+INDEX\s+(?P<index>{_NAME})
+    \s+ADD\s+STORED\s+COLUMN\s+(?P<column>{_NAME})\s*$
     """,
     re.IGNORECASE | re.VERBOSE,
 )
@@ -122,17 +131,33 @@ class AddColumn:
         return (self.table.casefold(), self.column.casefold())
 
 
-def migration_step(statement: str) -> AddColumn | SchemaObject:
+@dataclass(frozen=True)
+class AddStoredColumn:
+    """``ALTER INDEX index ADD STORED COLUMN column``; names compare case-insensitively."""
+
+    index: str
+    column: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.index.casefold(), self.column.casefold())
+
+
+def migration_step(statement: str) -> AddColumn | AddStoredColumn | SchemaObject:
     """What a migrations.sql statement does, or UnsupportedStatement."""
     match = _ADD_COLUMN.match(statement)
     if match is not None:
         return AddColumn(match.group("table").strip("`"), match.group("column").strip("`"))
+    stored = _ADD_STORED.match(statement)
+    if stored is not None:
+        return AddStoredColumn(stored.group("index").strip("`"), stored.group("column").strip("`"))
     obj = schema_object(statement)
     if obj is not None and obj.kind != "TABLE":
         return obj
     raise UnsupportedStatement(
-        "a migration can only ALTER TABLE ... ADD COLUMN or CREATE an object other than a "
-        f"table (tables are created from the schema file), not: {_first_line(statement)}"
+        "a migration can only ALTER TABLE ... ADD COLUMN, ALTER INDEX ... ADD STORED COLUMN "
+        "or CREATE an object other than a table (tables are created from the schema file), "
+        f"not: {_first_line(statement)}"
     )
 
 
@@ -151,10 +176,12 @@ def plan_migration(
     existing: Iterable[SchemaObject],
     migrations: Sequence[str] = (),
     columns: Iterable[tuple[str, str]] = (),
+    stored: Iterable[tuple[str, str]] = (),
 ) -> list[str]:
-    """What brings a database holding ``existing`` objects and ``columns`` ((table, column)
-    pairs) up to ``desired``: its missing CREATE statements in desired order, then the
-    ``migrations`` whose effect is missing, in their order."""
+    """What brings a database holding ``existing`` objects, ``columns`` ((table, column)
+    pairs) and ``stored`` ((index, stored column) pairs) up to ``desired``: its missing
+    CREATE statements in desired order, then the ``migrations`` whose effect is missing, in
+    their order."""
     present = set(existing)
     created_by_migrations = _check_migrations(desired, migrations)
     seen: set[SchemaObject] = set()
@@ -174,13 +201,20 @@ def plan_migration(
             missing.append(statement)
     # A table created just now comes whole from the schema file, new columns included.
     tables_before = {obj.key for obj in present if obj.kind == "TABLE"}
+    # likewise an index created just now stores what the schema file says
+    indexes_before = {obj.key for obj in present if obj.kind == "INDEX"}
     have = {(table.casefold(), column.casefold()) for table, column in columns}
+    have_stored = {(index.casefold(), column.casefold()) for index, column in stored}
     for statement in migrations:
         step = migration_step(statement)
         if isinstance(step, AddColumn):
             if step.key[0] not in tables_before or step.key in have:
                 continue
             have.add(step.key)
+        elif isinstance(step, AddStoredColumn):
+            if step.key[0] not in indexes_before or step.key in have_stored:
+                continue
+            have_stored.add(step.key)
         else:
             if step in present:
                 continue
@@ -194,11 +228,22 @@ def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[
     reflect (a fresh database would then differ from a migrated one) or that repeat."""
     declared = {obj for obj in (schema_object(s) for s in desired) if obj is not None}
     tables = {obj.key for obj in declared if obj.kind == "TABLE"}
+    indexes = {obj.key for obj in declared if obj.kind == "INDEX"}
     created: set[SchemaObject] = set()
     added: set[tuple[str, str]] = set()
+    stored: set[tuple[str, str]] = set()
     for statement in migrations:
         step = migration_step(statement)
-        if isinstance(step, AddColumn):
+        if isinstance(step, AddStoredColumn):
+            if step.key[0] not in indexes:
+                raise InvalidSchema(
+                    f"a migration adds stored column {step.column} to index {step.index}, "
+                    "which the schema file does not create"
+                )
+            if step.key in stored:
+                raise InvalidSchema(f"{step.index} stores {step.column} twice in the migrations")
+            stored.add(step.key)
+        elif isinstance(step, AddColumn):
             if step.key[0] not in tables:
                 raise InvalidSchema(
                     f"a migration adds {step.column} to table {step.table}, which the schema "
@@ -226,6 +271,10 @@ def touched_objects(statements: Sequence[str]) -> set[SchemaObject]:
         match = _ADD_COLUMN.match(statement)
         if match is not None:
             touched.add(SchemaObject("TABLE", match.group("table").strip("`")))
+            continue
+        stored = _ADD_STORED.match(statement)
+        if stored is not None:
+            touched.add(SchemaObject("INDEX", stored.group("index").strip("`")))
             continue
         obj = schema_object(statement)
         if obj is not None:
@@ -305,6 +354,16 @@ def existing_columns(database: SpannerDatabase) -> set[tuple[str, str]]:
         return {(str(table), str(column)) for table, column in rows}
 
 
+def existing_stored_columns(database: SpannerDatabase) -> set[tuple[str, str]]:
+    """(index, column) of every column an index stores (key columns have a position)."""
+    with database.snapshot() as snapshot:
+        rows = snapshot.execute_sql(
+            "SELECT INDEX_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.INDEX_COLUMNS "
+            "WHERE TABLE_SCHEMA = '' AND ORDINAL_POSITION IS NULL"
+        )
+        return {(str(index), str(column)) for index, column in rows}
+
+
 def apply_migration(
     database: SpannerDatabase,
     desired: Sequence[str],
@@ -331,7 +390,9 @@ def apply_migration(
     current = list(database.ddl_statements)
     needs_columns = any(_ADD_COLUMN.match(statement) for statement in migrations)
     columns = existing_columns(database) if needs_columns else set()
-    statements = plan_migration(desired, objects_in(current), migrations, columns)
+    needs_stored = any(_ADD_STORED.match(statement) for statement in migrations)
+    stored = existing_stored_columns(database) if needs_stored else set()
+    statements = plan_migration(desired, objects_in(current), migrations, columns, stored)
     touched = touched_objects(statements)
     drifted = [obj for obj in drifted_objects(desired, current) if obj not in touched]
     if drifted and not allow_drift:
