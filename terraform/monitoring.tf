@@ -43,6 +43,14 @@ locals {
         content = "Intake or Cloud Run answered CallRail with a 429 or 5xx: CallRail does not send those webhooks again. Intake's own lines (`jsonPayload.step=\"intake\"`, `outcome`) say why when it answered; otherwise the instances were all busy (`max_instances`) or failed. The hourly reconciliation queues the calls once the cause is gone; `callpipe reconcile TENANT` does it at once."
       }
     }
+    step_gave_up = {
+      description = "Messages a Pub/Sub step dead-lettered, or failed on their last delivery (Pub/Sub then dead-letters them)."
+      filter      = "${local.function_log} AND jsonPayload.logger=\"callpipe.steps\" AND (jsonPayload.outcome=\"dead_lettered\" OR jsonPayload.outcome=\"retries_exhausted\")"
+      alert = {
+        name    = "callpipe: a step gave up on a message"
+        content = "A step dead-lettered a message (permanent failure) or failed its last delivery. The log line names the step, the reason (`reason`, `error`) and the call (`tenant_id`, `call_id`). See the call with `callpipe calls show CALL_ID` and the message with `callpipe dlq list <topic>`; once the cause is fixed, `callpipe dlq replay <topic>`. Unlike the dead-letter hold alert, this one notifies for every new burst while older dead letters wait."
+      }
+    }
     invalid_signature = {
       description = "Webhooks of an onboarded company whose signature matched none of its active tokens."
       filter      = "${local.function_log} AND jsonPayload.step=\"intake\" AND jsonPayload.outcome=\"invalid_signature\" AND jsonPayload.tenant_id:*"

@@ -141,6 +141,7 @@ def test_a_webhook_intake_could_not_queue_is_counted_as_failed(
         "intake_failed": 1,
         "invalid_signature": 0,
         "webhooks_lost": 0,
+        "step_gave_up": 0,
     }
 
 
@@ -157,6 +158,49 @@ def test_a_bad_signature_is_counted_only_for_an_onboarded_company(
     log_outcome(accepted, 3.0)
     assert counted(metric_filters, lines())["invalid_signature"] == 1
     assert counted(metric_filters, lines())["intake_failed"] == 0
+
+
+def test_a_step_giving_up_is_counted_and_a_retry_is_not(
+    metric_filters: dict[str, str], lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    from callpipe.messages import CallReceived
+    from callpipe.steps import PermanentError, run_step
+    from tests.unit.conftest import make_call_received
+    from tests.unit.test_steps import push_body
+
+    message = make_call_received()
+
+    def deliver(handler: Callable[[Any], dict[str, Any]], attempt: int | None = None) -> None:
+        body = push_body(message.to_data(), message.attributes())
+        if attempt is not None:
+            body["deliveryAttempt"] = attempt
+        run_step(
+            "register-call",
+            body,
+            CallReceived,
+            handler,
+            RecordingPublisher(),
+            "calls.received.dlq",
+            max_delivery_attempts=5,
+        )
+
+    def permanent(message: Any) -> dict[str, Any]:
+        raise PermanentError("unknown_tenant", "no tenant acme-dental")
+
+    def transient(message: Any) -> dict[str, Any]:
+        raise ConnectionError("Spanner did not answer")
+
+    deliver(permanent)
+    assert counted(metric_filters, lines())["step_gave_up"] == 1
+    with pytest.raises(ConnectionError):
+        deliver(transient, attempt=3)  # retried: not yet given up
+    assert counted(metric_filters, lines())["step_gave_up"] == 1
+    with pytest.raises(ConnectionError):
+        deliver(transient, attempt=5)  # the last delivery: Pub/Sub dead-letters it
+    entries = lines()
+    assert counted(metric_filters, entries)["step_gave_up"] == 2
+    gave_up = [e for e in entries if matches(metric_filters["step_gave_up"], e)]
+    assert {e["jsonPayload"]["call_id"] for e in gave_up} == {message.call_id}
 
 
 def test_a_reconciliation_that_queued_calls_is_counted_and_one_that_did_not_is_not(
@@ -216,6 +260,6 @@ def test_every_refusal_of_a_webhook_reaches_the_intake_unreachable_alert(
 
 def test_the_signals_someone_must_act_on_have_alerts(signals: dict[str, dict[str, Any]]) -> None:
     alerted = {name for name, spec in signals.items() if spec["alert"]}
-    assert alerted == {"intake_unreachable", "invalid_signature", "webhooks_lost"}
+    assert alerted == {"intake_unreachable", "invalid_signature", "webhooks_lost", "step_gave_up"}
     for name in alerted:
         assert "callpipe" in signals[name]["alert"]["content"]  # what to do, in the message
