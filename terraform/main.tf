@@ -50,7 +50,7 @@ locals {
       # bucket roles is shared, so it gets the same grant as the other readers).
       spanner_role    = "roles/spanner.databaseReader"
       buckets         = ["recordings"]
-      secret_prefixes = ["api-jwt-signing-key"]
+      secret_prefixes = ["api-jwt-signing-key", "api-operator-signing-key"]
       project_roles   = []
     }
     register-call = {

@@ -32,6 +32,16 @@ def signing_key(stack: Any) -> str:
 
 
 @pytest.fixture(scope="module")
+def operator_key(stack: Any) -> str:
+    from callpipe.api.auth import OPERATOR_KEY_SECRET, load_signing_key
+    from callpipe.config import Settings
+    from callpipe.wiring import build_secret_store
+
+    store = build_secret_store(Settings())
+    return load_signing_key(store, create_if_missing=True, secret=OPERATOR_KEY_SECRET)
+
+
+@pytest.fixture(scope="module")
 def client(stack: Any, signing_key: str) -> Any:
     from functions_framework import create_app
 
@@ -102,9 +112,10 @@ class Api:
 
 
 @pytest.fixture
-def api_as(client: Any, signing_key: str) -> Callable[..., Api]:
+def api_as(client: Any, signing_key: str, operator_key: str) -> Callable[..., Api]:
     def make(tenant: Tenant | None, operator: bool = False) -> Api:
-        return Api(client, token_for(signing_key, tenant.tenant_id if tenant else None, operator))
+        key = operator_key if operator else signing_key
+        return Api(client, token_for(key, tenant.tenant_id if tenant else None, operator))
 
     return make
 
@@ -382,6 +393,10 @@ def test_tokens_are_checked_over_http(client: Any, signing_key: str) -> None:
     assert answer({"Authorization": f"Bearer {expired}"})[:2][1]["error"] == "token_expired"
     forged = token_for("x" * 64, None, operator=True)
     status, body, _ = answer({"Authorization": f"Bearer {forged}"})
+    assert (status, body["error"]) == (401, "invalid_signature")
+    # the tenants' key makes no operator
+    promoted = token_for(signing_key, None, operator=True)
+    status, body, _ = answer({"Authorization": f"Bearer {promoted}"})
     assert (status, body["error"]) == (401, "invalid_signature")
     assert client.post("/api/v1/requests").status_code == 405
     assert client.get("/api/v1/nothing-here").status_code == 404

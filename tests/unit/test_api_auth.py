@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from callpipe.api.auth import (
+    OPERATOR_KEY_SECRET,
     SIGNING_KEY_SECRET,
     AuthError,
     TokenVerifier,
@@ -167,7 +168,10 @@ def test_cli_issues_a_token_the_verifier_accepts(
     result = runner.invoke(tokens.app, ["issue", "--tenant", "acme", "--ttl", "120"])
     assert result.exit_code == 0, result.output
     token = result.stdout.strip().splitlines()[-1]
-    verifier = TokenVerifier(lambda: LocalSecretStore(tmp_path).get(SIGNING_KEY_SECRET))
+    store = LocalSecretStore(tmp_path)
+    verifier = TokenVerifier(
+        lambda: store.get(SIGNING_KEY_SECRET), operator_key=lambda: store.get(OPERATOR_KEY_SECRET)
+    )
     principal = verifier.verify(token)
     assert principal.tenant_id == "acme"
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
@@ -176,6 +180,7 @@ def test_cli_issues_a_token_the_verifier_accepts(
     operator = runner.invoke(tokens.app, ["issue", "--operator"])
     assert operator.exit_code == 0, operator.output
     assert verifier.verify(operator.stdout.strip().splitlines()[-1]).operator
+    assert store.get(OPERATOR_KEY_SECRET) != store.get(SIGNING_KEY_SECRET)  # two keys
 
     nobody = runner.invoke(tokens.app, ["issue"])
     assert nobody.exit_code == 1
@@ -206,3 +211,17 @@ def test_numeric_string_times_pyjwt_accepts_do_not_crash_the_lifetime_check(
     issued = str(int(datetime.now(UTC).timestamp()))
     token = jwt.encode(claims(iat=issued), KEY, algorithm="HS256")
     assert verifier.verify(token).tenant_id == "acme"
+
+
+def test_tenant_and_operator_tokens_each_verify_only_with_their_own_key() -> None:
+    operator_key = "o" * 64
+    verifier = TokenVerifier(lambda: KEY, operator_key=lambda: operator_key)
+    assert verifier.verify(issue_token(KEY, tenant_id="acme")).tenant_id == "acme"
+    assert verifier.verify(issue_token(operator_key, tenant_id=None, operator=True)).operator
+    # whoever holds the tenants' key cannot make an operator
+    with pytest.raises(AuthError) as refused:
+        verifier.verify(issue_token(KEY, tenant_id=None, operator=True))
+    assert refused.value.code == "invalid_signature"
+    # nor is the operators' key a tenant's
+    with pytest.raises(AuthError):
+        verifier.verify(issue_token(operator_key, tenant_id="acme"))

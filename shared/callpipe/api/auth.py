@@ -2,8 +2,10 @@
 
 A token names exactly one tenant (``tenant_id``) or carries ``role=operator``. Only the
 algorithms in the allow-list are accepted (HS256 by default), so ``alg=none`` and
-algorithm-confusion tokens are refused before any key is used. The HMAC key lives in the
-secret store under :data:`SIGNING_KEY_SECRET`, never in code or in Spanner.
+algorithm-confusion tokens are refused before any key is used. Tenant tokens are signed
+with the key under :data:`SIGNING_KEY_SECRET`, operator tokens with the one under
+:data:`OPERATOR_KEY_SECRET`: whoever may mint tenant tokens (a customer portal's backend)
+cannot mint an operator's. The keys live in the secret store, never in code or in Spanner.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from callpipe.ids import InvalidIdentifier, check_tenant_id
 from callpipe.secrets import SecretNotFound, SecretStore
 
 SIGNING_KEY_SECRET = "api-jwt-signing-key"  # noqa: S105 - a secret's name, not its value
+OPERATOR_KEY_SECRET = "api-operator-signing-key"  # noqa: S105 - a secret's name
 ISSUER = "callpipe"
 AUDIENCE = "callpipe-api"
 OPERATOR_ROLE = "operator"
@@ -61,6 +64,8 @@ class TokenVerifier:
         audience: str = AUDIENCE,
         leeway_seconds: float = 30.0,
         refresh_key: Callable[[str], bool] | None = None,
+        operator_key: Callable[[], str] | None = None,
+        refresh_operator_key: Callable[[str], bool] | None = None,
     ) -> None:
         if not algorithms or any(a.lower() == "none" for a in algorithms):
             raise ValueError("the algorithm allow-list must be non-empty and exclude 'none'")
@@ -74,6 +79,10 @@ class TokenVerifier:
         # Re-reads the key and says whether it changed: a token signed with a key rotated
         # since the last read verifies at once instead of after the cache's TTL.
         self._refresh_key = refresh_key
+        # Operator tokens verify with their own key; without one (a single-key set-up, as
+        # in unit tests), with the tenants' key.
+        self._operator_key = operator_key or key
+        self._refresh_operator_key = refresh_operator_key if operator_key else refresh_key
 
     def verify_header(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -96,13 +105,21 @@ class TokenVerifier:
                 f"token algorithm {algorithm!r} is not allowed (allowed: {', '.join(self._algorithms)})",
             )
         try:
-            key = self._key()
+            # the claim picks the key; a token that lies about it fails that key's check
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthError("invalid_token", "the token is not a well-formed JWT") from None
+        operator = isinstance(unverified, dict) and unverified.get("role") == OPERATOR_ROLE
+        current = self._operator_key if operator else self._key
+        refresh = self._refresh_operator_key if operator else self._refresh_key
+        try:
+            key = current()
             try:
                 claims = self._decode(token, key)
             except jwt.InvalidSignatureError:
-                if self._refresh_key is None or not self._refresh_key(key):
+                if refresh is None or not refresh(key):
                     raise
-                claims = self._decode(token, self._key())
+                claims = self._decode(token, current())
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired", "the token has expired; issue a new one") from None
         except jwt.InvalidAudienceError:
@@ -187,13 +204,16 @@ def issue_token(
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
-def load_signing_key(store: SecretStore, *, create_if_missing: bool = False) -> str:
-    """The HMAC key; created (64 random bytes) only when asked, i.e. for local runs."""
+def load_signing_key(
+    store: SecretStore, *, create_if_missing: bool = False, secret: str = SIGNING_KEY_SECRET
+) -> str:
+    """An HMAC key (the tenants' by default, or :data:`OPERATOR_KEY_SECRET`); created (64
+    random bytes) only when asked, i.e. for local runs."""
     try:
-        return store.get(SIGNING_KEY_SECRET).strip()
+        return store.get(secret).strip()
     except SecretNotFound:
         if not create_if_missing:
             raise
     key = secrets.token_urlsafe(64)
-    store.put(SIGNING_KEY_SECRET, key)
+    store.put(secret, key)
     return key

@@ -6,7 +6,7 @@ from typing import Any
 
 from callpipe.api.analytics import TenantAnalytics
 from callpipe.api.app import CachedKey, TenantApi
-from callpipe.api.auth import TokenVerifier, load_signing_key
+from callpipe.api.auth import OPERATOR_KEY_SECRET, TokenVerifier, load_signing_key
 from callpipe.api.queries import CallQueries
 from callpipe.api.signed_urls import EmulatorUrls, GcsV4Signer, RecordingUrls, UrlSigner
 from callpipe.config import Settings
@@ -31,8 +31,14 @@ def build_api(settings: Settings) -> TenantApi:
     database = open_database(settings)
     store = build_secret_store(settings)
     key = CachedKey(lambda: load_signing_key(store))
+    operator_key = CachedKey(lambda: load_signing_key(store, secret=OPERATOR_KEY_SECRET))
     return TenantApi(
-        verifier=TokenVerifier(key, refresh_key=key.refresh),
+        verifier=TokenVerifier(
+            key,
+            refresh_key=key.refresh,
+            operator_key=operator_key,
+            refresh_operator_key=operator_key.refresh,
+        ),
         queries=CallQueries(database),
         analytics=TenantAnalytics(database),
         recordings=RecordingUrls(build_signer(settings), settings.audio_storage_bucket),

@@ -1,8 +1,9 @@
 """``callpipe tokens``: mint tenant API tokens (JWTs) for local use and support.
 
-The token is signed with the key in the secret store (``api-jwt-signing-key``). Outside
-production the key is created on first use, so a fresh ``make run`` needs no setup; in
-production the key must already exist (created by the deployment), and this never makes one.
+A tenant token is signed with the key ``api-jwt-signing-key`` of the secret store, an
+operator token with ``api-operator-signing-key``. Outside production a key is created on
+first use, so a fresh ``make run`` needs no setup; in production the keys must already
+exist (created once, see README), and this never makes one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from callpipe.api.auth import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, issue_token, load_signing_key
+from callpipe.api.auth import (
+    DEFAULT_TTL_SECONDS,
+    MAX_TTL_SECONDS,
+    OPERATOR_KEY_SECRET,
+    SIGNING_KEY_SECRET,
+    issue_token,
+    load_signing_key,
+)
 from callpipe.cli.common import fail, info, settings
 from callpipe.ids import InvalidIdentifier, check_tenant_id
 from callpipe.secrets import SecretNotFound, SecretStoreUnavailable
@@ -52,10 +60,11 @@ def issue(
             fail(str(error))
     config = settings()
     store = build_secret_store(config)
+    secret = OPERATOR_KEY_SECRET if operator else SIGNING_KEY_SECRET
     try:
-        key = load_signing_key(store, create_if_missing=not config.is_production)
+        key = load_signing_key(store, create_if_missing=not config.is_production, secret=secret)
     except SecretNotFound:
-        fail("the API signing key 'api-jwt-signing-key' does not exist in Secret Manager")
+        fail(f"the API signing key '{secret}' does not exist in Secret Manager")
     except SecretStoreUnavailable as error:
         fail(str(error))
     token = issue_token(key, tenant_id=tenant, operator=operator, ttl_seconds=ttl, subject=subject)
