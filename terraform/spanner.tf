@@ -21,5 +21,15 @@ resource "google_spanner_database" "main" {
 
   lifecycle {
     ignore_changes = [ddl]
+
+    # Calls expire in Spanner after the interval schema.sql gives; recordings and archives
+    # after retention_days. The two must say the same (change schema.sql and migrate).
+    precondition {
+      condition = (
+        length(module.spanner_ddl.retention_days) == 1
+        && try(module.spanner_ddl.retention_days[0] == var.retention_days, false)
+      )
+      error_message = "retention_days must equal the ROW DELETION POLICY interval of schemas/spanner/schema.sql (change both, with a migration)."
+    }
   }
 }

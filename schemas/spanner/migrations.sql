@@ -4,6 +4,7 @@
 -- file order, each only when its effect is missing, so the file only ever grows:
 --   ALTER TABLE <table> ADD COLUMN <column> <type> ...;  -- skipped when the column exists
 --   ALTER INDEX <index> ADD STORED COLUMN <column>;       -- skipped when the index stores it
+--   ALTER TABLE <table> ADD ROW DELETION POLICY (...);     -- skipped when it has one
 --   CREATE [UNIQUE] [NULL_FILTERED] INDEX <name> ON ...;   -- skipped when the index exists
 -- Reflect every step in schema.sql too (a new column goes at the END of its CREATE TABLE,
 -- where ADD COLUMN puts it; a new index is declared there as well; a stored column goes at
@@ -17,3 +18,8 @@ ALTER INDEX CallsByTenantReceived ADD STORED COLUMN StageStatus;
 ALTER INDEX CallsByTenantReceived ADD STORED COLUMN Intent;
 ALTER INDEX CallsByTenantReceived ADD STORED COLUMN LeadScore;
 ALTER INDEX CallsByTenantReceived ADD STORED COLUMN IsSpam;
+
+-- Calls and their webhook events expire after the retention period, as recordings and
+-- archived webhooks do.
+ALTER TABLE WebhookEvents ADD ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY));
+ALTER TABLE Calls ADD ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY));

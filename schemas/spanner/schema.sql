@@ -55,7 +55,8 @@ CREATE TABLE CompanySigningTokens (
 ) PRIMARY KEY (CompanyId, TokenId),
   INTERLEAVE IN PARENT CallRailCompanies ON DELETE CASCADE;
 
--- One row per distinct webhook event (EventKey dedupes redeliveries and replays).
+-- One row per distinct webhook event (EventKey dedupes redeliveries and replays). Rows
+-- expire after the retention period, as the archived webhooks do (RETENTION_DAYS).
 CREATE TABLE WebhookEvents (
   TenantId STRING(63) NOT NULL,
   EventKey STRING(128) NOT NULL,
@@ -68,13 +69,17 @@ CREATE TABLE WebhookEvents (
   CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
   UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
 ) PRIMARY KEY (TenantId, EventKey),
-  INTERLEAVE IN PARENT Tenants ON DELETE CASCADE;
+  INTERLEAVE IN PARENT Tenants ON DELETE CASCADE,
+  ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY));
 
 CREATE INDEX WebhookEventsByCall ON WebhookEvents (TenantId, CallId);
 
 -- One row per call and tenant, filled stage by stage: the webhook (register-call), the
 -- CallRail API's view of the call (fetch-call), the recording (download-recording); later
 -- stages add the transcript and the analysis. Stage/StageStatus summarise the latest step.
+-- A call (its stages with it) expires after the retention period, as its recording does:
+-- the transcript and analysis hold the caller's words. The interval is RETENTION_DAYS
+-- (Terraform's retention_days must equal it; a plan refuses otherwise).
 CREATE TABLE Calls (
   TenantId STRING(63) NOT NULL,
   CallId STRING(64) NOT NULL,
@@ -136,7 +141,8 @@ CREATE TABLE Calls (
   CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
   UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
 ) PRIMARY KEY (TenantId, CallId),
-  INTERLEAVE IN PARENT Tenants ON DELETE CASCADE;
+  INTERLEAVE IN PARENT Tenants ON DELETE CASCADE,
+  ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY));
 
 -- The progress of every stage of a call, so a stuck or dead-lettered call shows where.
 CREATE TABLE CallStages (

@@ -190,23 +190,34 @@ def test_the_repository_schema_and_migrations_leave_the_stack_database_as_it_is(
 def test_a_database_of_the_previous_release_is_migrated_to_the_repository_schema(
     make_database: Callable[[list[str]], Any],
 ) -> None:
-    """The released schema had the listing index without stored columns: the repository's
-    migrations bring it to the file's definition, which is then no drift."""
+    """The released schema had the listing index without stored columns and no row
+    deletion policies: the repository's migrations bring it to the file's definitions,
+    which are then no drift."""
+    import re
+
     from callpipe.deploy.ddl import read_schema
 
-    released = [
-        "CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC),\n"
-        "  INTERLEAVE IN Tenants"
-        if statement.startswith("CREATE INDEX CallsByTenantReceived")
-        else statement
-        for statement in read_schema()
-    ]
-    database = make_database(released)
+    def released(statement: str) -> str:
+        if statement.startswith("CREATE INDEX CallsByTenantReceived"):
+            return (
+                "CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC),\n"
+                "  INTERLEAVE IN Tenants"
+            )
+        return re.sub(r",\s*ROW DELETION POLICY \(.*\)\)$", "", statement, flags=re.S)
+
+    database = make_database([released(statement) for statement in read_schema()])
+    assert not any("ROW DELETION" in statement for statement in _current(database))
     result = _ddl(database)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"applied: ALTER INDEX CallsByTenantReceived ADD STORED COLUMN {column}"
-        for column in ("StageStatus", "Intent", "LeadScore", "IsSpam")
+        *(
+            f"applied: ALTER INDEX CallsByTenantReceived ADD STORED COLUMN {column}"
+            for column in ("StageStatus", "Intent", "LeadScore", "IsSpam")
+        ),
+        "applied: ALTER TABLE WebhookEvents ADD ROW DELETION POLICY "
+        "(OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY))",
+        "applied: ALTER TABLE Calls ADD ROW DELETION POLICY "
+        "(OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY))",
     ]
     again = _ddl(database)
     assert again.returncode == 0 and again.stdout.strip().endswith("is up to date")

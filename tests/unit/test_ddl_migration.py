@@ -10,6 +10,7 @@ from callpipe.deploy.ddl import (
     MIGRATIONS_FILE,
     SCHEMA_FILE,
     AddColumn,
+    AddRowDeletionPolicy,
     AddStoredColumn,
     SchemaDrift,
     SchemaObject,
@@ -22,6 +23,7 @@ from callpipe.deploy.ddl import (
     read_migrations,
     read_schema,
     schema_object,
+    touched_objects,
 )
 
 DESIRED = read_schema(SCHEMA_FILE)
@@ -293,6 +295,27 @@ def test_a_column_an_existing_index_lacks_is_stored_and_then_skipped() -> None:
     assert plan_migration([T2, I_NEW], existing, [STORE_A2], stored=[]) == [STORE_A2]
     stored = [("tbyb", "A2")]  # names are case-insensitive
     assert plan_migration([T2, I_NEW], existing, [STORE_A2], stored=stored) == []
+
+
+TTL = "ALTER TABLE T ADD ROW DELETION POLICY (OLDER_THAN(r, INTERVAL 30 DAY))"
+T_TTL = (
+    "CREATE TABLE T (a INT64 NOT NULL, r TIMESTAMP NOT NULL) PRIMARY KEY (a), "
+    "ROW DELETION POLICY (OLDER_THAN(r, INTERVAL 30 DAY))"
+)
+T_NO_TTL = "CREATE TABLE T (a INT64 NOT NULL, r TIMESTAMP NOT NULL) PRIMARY KEY (a)"
+
+
+def test_a_row_deletion_policy_is_added_to_a_table_without_one_once() -> None:
+    existing = objects_in([T_NO_TTL])
+    assert plan_migration([T_TTL], existing, [TTL]) == [TTL]
+    assert plan_migration([T_TTL], existing, [TTL], expiring=["t"]) == []
+    assert plan_migration([T_TTL], set(), [TTL]) == [T_TTL]  # created with it
+    assert touched_objects([TTL]) == {SchemaObject("TABLE", "T")}
+    assert migration_step(TTL.lower()) == AddRowDeletionPolicy("t")
+    with pytest.raises(ValueError, match="does not create"):
+        plan_migration([T_TTL], existing, [TTL.replace("TABLE T", "TABLE Nope")])
+    with pytest.raises(ValueError, match="twice"):
+        plan_migration([T_TTL], existing, [TTL, TTL])
 
 
 def test_an_index_created_now_stores_its_columns_without_migrations() -> None:

@@ -521,7 +521,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "spanner_ddl": f'  schema_sql = file("{SCHEMA_SQL}")',
             },
             "{real = module.topology, synthetic = module.topology__synthetic,"
-            " ddl = module.spanner_ddl.statements}",
+            " ddl = module.spanner_ddl.statements,"
+            " retention = module.spanner_ddl.retention_days}",
         )
     )
 
@@ -563,6 +564,22 @@ def test_terraform_derives_the_same_topology_as_python(
     assert derived["dead_letter_holds"] == sorted(
         s.name for s in topology.subscriptions() if s.name.endswith(".dlq.hold")
     )
+
+
+def test_calls_expire_in_spanner_after_the_retention_the_buckets_use(
+    evaluated: dict[str, Any], root: dict[str, list[Any]]
+) -> None:
+    from callpipe.config import Settings
+
+    default = _named(root, "variable")["retention_days"]["default"]
+    # what the precondition on the database compares with var.retention_days
+    assert evaluated["retention"] == [default] == [Settings().retention_days]
+    expiring = [s for s in evaluated["ddl"] if "ROW DELETION POLICY" in s]
+    assert [s.split("(")[0].split()[-1] for s in expiring] == ["WebhookEvents", "Calls"]
+    database = _typed(root, "resource")[("google_spanner_database", "main")]
+    [precondition] = database["lifecycle"][0]["precondition"]
+    assert "module.spanner_ddl.retention_days" in precondition["condition"]
+    assert "var.retention_days" in precondition["condition"]
 
 
 def test_terraform_splits_the_ddl_like_python(evaluated: dict[str, Any]) -> None:

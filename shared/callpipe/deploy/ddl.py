@@ -10,7 +10,8 @@ deployment applies:
    effect is missing: ``ALTER TABLE t ADD COLUMN c ...`` when the table exists without the
    column (per INFORMATION_SCHEMA; a table created in step 1 already has its columns),
    ``ALTER INDEX i ADD STORED COLUMN c`` when the index exists without storing it (an index
-   created in step 1 already stores what the file says), and
+   created in step 1 already stores what the file says), ``ALTER TABLE t ADD ROW DELETION
+   POLICY (...)`` when the table exists without one, and
    ``CREATE INDEX`` (or another ``CREATE``, but not of a table) when the object does not
    exist. An object that migrations.sql creates is created there, not in step 1, so an
    index can follow the ADD COLUMN it needs.
@@ -62,6 +63,12 @@ _ADD_COLUMN = re.compile(
     rf"""
     ^\s*ALTER\s+TABLE\s+(?P<table>{_NAME})
     \s+ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<column>{_NAME})\s
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_ADD_TTL = re.compile(
+    rf"""
+    ^\s*ALTER\s+TABLE\s+(?P<table>{_NAME})\s+ADD\s+ROW\s+DELETION\s+POLICY\s*\(
     """,
     re.IGNORECASE | re.VERBOSE,
 )
@@ -143,11 +150,28 @@ class AddStoredColumn:
         return (self.index.casefold(), self.column.casefold())
 
 
-def migration_step(statement: str) -> AddColumn | AddStoredColumn | SchemaObject:
+@dataclass(frozen=True)
+class AddRowDeletionPolicy:
+    """``ALTER TABLE table ADD ROW DELETION POLICY (...)``: the table's rows expire."""
+
+    table: str
+
+    @property
+    def key(self) -> str:
+        return self.table.casefold()
+
+
+Step = AddColumn | AddStoredColumn | AddRowDeletionPolicy | SchemaObject
+
+
+def migration_step(statement: str) -> Step:
     """What a migrations.sql statement does, or UnsupportedStatement."""
     match = _ADD_COLUMN.match(statement)
     if match is not None:
         return AddColumn(match.group("table").strip("`"), match.group("column").strip("`"))
+    ttl = _ADD_TTL.match(statement)
+    if ttl is not None:
+        return AddRowDeletionPolicy(ttl.group("table").strip("`"))
     stored = _ADD_STORED.match(statement)
     if stored is not None:
         return AddStoredColumn(stored.group("index").strip("`"), stored.group("column").strip("`"))
@@ -155,8 +179,9 @@ def migration_step(statement: str) -> AddColumn | AddStoredColumn | SchemaObject
     if obj is not None and obj.kind != "TABLE":
         return obj
     raise UnsupportedStatement(
-        "a migration can only ALTER TABLE ... ADD COLUMN, ALTER INDEX ... ADD STORED COLUMN "
-        "or CREATE an object other than a table (tables are created from the schema file), "
+        "a migration can only ALTER TABLE ... ADD COLUMN, ALTER TABLE ... ADD ROW DELETION "
+        "POLICY, ALTER INDEX ... ADD STORED COLUMN or CREATE an object other than a table "
+        "(tables are created from the schema file), "
         f"not: {_first_line(statement)}"
     )
 
@@ -177,11 +202,12 @@ def plan_migration(
     migrations: Sequence[str] = (),
     columns: Iterable[tuple[str, str]] = (),
     stored: Iterable[tuple[str, str]] = (),
+    expiring: Iterable[str] = (),
 ) -> list[str]:
     """What brings a database holding ``existing`` objects, ``columns`` ((table, column)
-    pairs) and ``stored`` ((index, stored column) pairs) up to ``desired``: its missing
-    CREATE statements in desired order, then the ``migrations`` whose effect is missing, in
-    their order."""
+    pairs), ``stored`` ((index, stored column) pairs) and ``expiring`` tables (with a row
+    deletion policy) up to ``desired``: its missing CREATE statements in desired order, then
+    the ``migrations`` whose effect is missing, in their order."""
     present = set(existing)
     created_by_migrations = _check_migrations(desired, migrations)
     seen: set[SchemaObject] = set()
@@ -205,9 +231,14 @@ def plan_migration(
     indexes_before = {obj.key for obj in present if obj.kind == "INDEX"}
     have = {(table.casefold(), column.casefold()) for table, column in columns}
     have_stored = {(index.casefold(), column.casefold()) for index, column in stored}
+    have_ttl = {table.casefold() for table in expiring}
     for statement in migrations:
         step = migration_step(statement)
-        if isinstance(step, AddColumn):
+        if isinstance(step, AddRowDeletionPolicy):
+            if step.key not in tables_before or step.key in have_ttl:
+                continue
+            have_ttl.add(step.key)
+        elif isinstance(step, AddColumn):
             if step.key[0] not in tables_before or step.key in have:
                 continue
             have.add(step.key)
@@ -232,9 +263,19 @@ def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[
     created: set[SchemaObject] = set()
     added: set[tuple[str, str]] = set()
     stored: set[tuple[str, str]] = set()
+    expiring: set[str] = set()
     for statement in migrations:
         step = migration_step(statement)
-        if isinstance(step, AddStoredColumn):
+        if isinstance(step, AddRowDeletionPolicy):
+            if step.key not in tables:
+                raise InvalidSchema(
+                    f"a migration adds a row deletion policy to table {step.table}, which the "
+                    "schema file does not create"
+                )
+            if step.key in expiring:
+                raise InvalidSchema(f"table {step.table} gets a row deletion policy twice")
+            expiring.add(step.key)
+        elif isinstance(step, AddStoredColumn):
             if step.key[0] not in indexes:
                 raise InvalidSchema(
                     f"a migration adds stored column {step.column} to index {step.index}, "
@@ -275,6 +316,10 @@ def touched_objects(statements: Sequence[str]) -> set[SchemaObject]:
         stored = _ADD_STORED.match(statement)
         if stored is not None:
             touched.add(SchemaObject("INDEX", stored.group("index").strip("`")))
+            continue
+        ttl = _ADD_TTL.match(statement)
+        if ttl is not None:
+            touched.add(SchemaObject("TABLE", ttl.group("table").strip("`")))
             continue
         obj = schema_object(statement)
         if obj is not None:
@@ -364,6 +409,16 @@ def existing_stored_columns(database: SpannerDatabase) -> set[tuple[str, str]]:
         return {(str(index), str(column)) for index, column in rows}
 
 
+def expiring_tables(database: SpannerDatabase) -> set[str]:
+    """The user tables with a row deletion policy."""
+    with database.snapshot() as snapshot:
+        rows = snapshot.execute_sql(
+            "SELECT TABLE_NAME FROM INFORMATION_SCHEMA.TABLES "
+            "WHERE TABLE_SCHEMA = '' AND ROW_DELETION_POLICY_EXPRESSION IS NOT NULL"
+        )
+        return {str(table) for (table,) in rows}
+
+
 def apply_migration(
     database: SpannerDatabase,
     desired: Sequence[str],
@@ -392,7 +447,9 @@ def apply_migration(
     columns = existing_columns(database) if needs_columns else set()
     needs_stored = any(_ADD_STORED.match(statement) for statement in migrations)
     stored = existing_stored_columns(database) if needs_stored else set()
-    statements = plan_migration(desired, objects_in(current), migrations, columns, stored)
+    needs_ttl = any(_ADD_TTL.match(statement) for statement in migrations)
+    expiring = expiring_tables(database) if needs_ttl else set()
+    statements = plan_migration(desired, objects_in(current), migrations, columns, stored, expiring)
     touched = touched_objects(statements)
     drifted = [obj for obj in drifted_objects(desired, current) if obj not in touched]
     if drifted and not allow_drift:

@@ -15,6 +15,20 @@ locals {
   ]
 }
 
+locals {
+  # The intervals of the tables' row deletion policies (RETENTION_DAYS): the root module
+  # refuses a retention_days the schema does not say.
+  retention_days = distinct([
+    for found in regexall("ROW DELETION POLICY \\(OLDER_THAN\\([A-Za-z_]+, INTERVAL ([0-9]+) DAY\\)\\)", local.without_comments) :
+    tonumber(found[0])
+  ])
+}
+
+output "retention_days" {
+  description = "The distinct intervals, in days, of the row deletion policies in the schema."
+  value       = local.retention_days
+}
+
 output "statements" {
   description = "The DDL statements in file order."
   value       = local.statements
