@@ -131,7 +131,8 @@ class Reconciler:
         """Every call of the tenant's active companies that started in [start, end], with
         what was done about it; results stream as the pages come. At most ``limit`` calls
         are queued (a backlog goes in over several runs, without crowding out live calls
-        on the shared CallRail rate limit); the rest of the missing ones are listed."""
+        on the shared CallRail rate limit), shared fairly between the companies; the rest
+        of the missing ones are listed."""
         tenant = self._tenants(tenant_id)
         if tenant is None:
             raise ReconcileError(f"no tenant {tenant_id}")
@@ -153,7 +154,14 @@ class Reconciler:
         client = self._client_for(api_key)
         now = self._clock()
         queued = 0
-        for company in companies:
+        for position, company in enumerate(companies):
+            # The budget left is shared by the companies left, so one company's backlog
+            # cannot starve the others; what a company does not use passes on.
+            share = None
+            if limit is not None:
+                left = len(companies) - position
+                share = -(-(limit - queued) // left)  # ceiling
+            queued_here = 0
             listed = client.iter_calls(
                 tenant.callrail_account_id,
                 start,
@@ -163,9 +171,14 @@ class Reconciler:
             )
             for batch in _batches(listed, _BATCH):
                 for call, outcome in self._judge(tenant, company, batch, now):
-                    if outcome == "missing" and not dry_run and (limit is None or queued < limit):
+                    if (
+                        outcome == "missing"
+                        and not dry_run
+                        and (share is None or queued_here < share)
+                    ):
                         self._queue(tenant, company, call, now)
                         queued += 1
+                        queued_here += 1
                         outcome = "queued"
                     yield Reconciled(
                         call["id"], company.company_id, call.get("start_time"), outcome

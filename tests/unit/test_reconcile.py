@@ -212,6 +212,30 @@ def test_at_most_the_limit_is_queued_and_the_rest_listed() -> None:
     assert len(publisher.messages) == 2
 
 
+def test_the_limit_is_shared_so_one_companys_backlog_does_not_starve_the_others() -> None:
+    backlog = [call(f"CALa{i}", timedelta(hours=2)) for i in range(10)]
+    few = [call(f"CALb{i}", timedelta(hours=2), company_id=OTHER_COMPANY) for i in range(2)]
+    both = tenant(companies=(COMPANY_ID, OTHER_COMPANY))
+    publisher = RecordingPublisher()
+    results = list(
+        reconciler(CallRail(backlog + few), record=both, publisher=publisher).run(
+            TENANT_ID, NOW, limit=6
+        )
+    )
+    queued = [r for r in results if r.outcome == "queued"]
+    # the first company gets half the budget, the second its two (the share it left is
+    # not handed back: the next run takes the first company's backlog on)
+    assert [r.company_id for r in queued] == [COMPANY_ID] * 3 + [OTHER_COMPANY] * 2
+    few_first = tenant(companies=(OTHER_COMPANY, COMPANY_ID))
+    results = list(
+        reconciler(CallRail(backlog + few), record=few_first).run(TENANT_ID, NOW, limit=6)
+    )
+    # what the first company did not use passes on to the next
+    assert [r.company_id for r in results if r.outcome == "queued"] == [OTHER_COMPANY] * 2 + [
+        COMPANY_ID
+    ] * 4
+
+
 def test_deactivated_companies_and_calls_of_other_companies_are_left_alone() -> None:
     both = tenant(companies=(COMPANY_ID, OTHER_COMPANY))
     calls = [
