@@ -44,11 +44,11 @@ locals {
       }
     }
     step_gave_up = {
-      description = "Messages a Pub/Sub step dead-lettered, or failed on their last delivery (Pub/Sub then dead-letters them)."
-      filter      = "${local.function_log} AND jsonPayload.logger=\"callpipe.steps\" AND (jsonPayload.outcome=\"dead_lettered\" OR jsonPayload.outcome=\"retries_exhausted\")"
+      description = "Messages a Pub/Sub step dead-lettered, failed on their last delivery (Pub/Sub then dead-letters them) or could not dead-letter, and deliveries it could not decode."
+      filter      = "${local.function_log} AND jsonPayload.logger=\"callpipe.steps\" AND (jsonPayload.outcome=\"dead_lettered\" OR jsonPayload.outcome=\"retries_exhausted\" OR jsonPayload.outcome=\"dead_letter_failed\" OR jsonPayload.outcome=\"bad_envelope\")"
       alert = {
         name    = "callpipe: a step gave up on a message"
-        content = "A step dead-lettered a message (permanent failure) or failed its last delivery. The log line names the step, the reason (`reason`, `error`) and the call (`tenant_id`, `call_id`). See the call with `callpipe calls show CALL_ID` and the message with `callpipe dlq list <topic>`; once the cause is fixed, `callpipe dlq replay <topic>`. Unlike the dead-letter hold alert, this one notifies for every new burst while older dead letters wait."
+        content = "A step dead-lettered a message (permanent failure), failed its last delivery, could not dead-letter a message (it is retried), or dropped a delivery it could not decode. The log line names the step, the reason (`reason`, `error`) and the call (`tenant_id`, `call_id`). See the call with `callpipe calls show CALL_ID` and the message with `callpipe dlq list <topic>`; once the cause is fixed, `callpipe dlq replay <topic>`. Unlike the dead-letter hold alert, this one notifies for every new burst while older dead letters wait."
       }
     }
     invalid_signature = {

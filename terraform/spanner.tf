@@ -23,13 +23,13 @@ resource "google_spanner_database" "main" {
     ignore_changes = [ddl]
 
     # Calls expire in Spanner after the interval schema.sql gives; recordings and archives
-    # after retention_days. The two must say the same (change schema.sql and migrate).
+    # after retention_days. The two must say the same.
     precondition {
       condition = (
         length(module.spanner_ddl.retention_days) == 1
         && try(module.spanner_ddl.retention_days[0] == var.retention_days, false)
       )
-      error_message = "retention_days must equal the ROW DELETION POLICY interval of schemas/spanner/schema.sql (change both, with a migration)."
+      error_message = "retention_days must equal the ROW DELETION POLICY interval of Calls and WebhookEvents in schemas/spanner/schema.sql. Changing that interval on a deployed database is a reviewed, manual DDL change (ALTER TABLE ... REPLACE ROW DELETION POLICY), then schema.sql and retention_days."
     }
   }
 }

@@ -129,9 +129,26 @@ def run_step(
         finally:
             _delivery_attempt.reset(token)
     except PermanentError as error:
-        if on_dead_letter is not None:
-            on_dead_letter(envelope.attributes, error)
-        dead_letter(publisher, dlq_topic, step, envelope, error.reason, error.detail)
+        try:
+            if on_dead_letter is not None:
+                on_dead_letter(envelope.attributes, error)
+            dead_letter(publisher, dlq_topic, step, envelope, error.reason, error.detail)
+        except Exception as failure:
+            # Not dead-lettered: the message is redelivered, and on the subscription's last
+            # attempt Pub/Sub dead-letters it itself. Either way the line says so.
+            last = _is_last(attempt, max_delivery_attempts)
+            log_event(
+                logger,
+                logging.ERROR,
+                f"{step}: could not dead-letter the message ({error.reason})"
+                + ("; Pub/Sub dead-letters it" if last else "; it will be retried"),
+                outcome="retries_exhausted" if last else "dead_letter_failed",
+                reason=error.reason,
+                error=f"{failure.__class__.__name__}: {_short(failure)}",
+                latency_ms=_ms(started),
+                **context,
+            )
+            raise
         log_event(
             logger,
             logging.ERROR,
@@ -146,11 +163,7 @@ def run_step(
         return {"outcome": "dead_lettered", "reason": error.reason}
     except Exception as error:
         described = f"{error.__class__.__name__}: {_short(error)}"
-        last = (
-            max_delivery_attempts is not None
-            and attempt is not None
-            and attempt >= max_delivery_attempts
-        )
+        last = _is_last(attempt, max_delivery_attempts)
         if last and on_dead_letter is not None:
             # Pub/Sub dead-letters the message after this answer (its count is best effort:
             # a later delivery that succeeds records its stage again)
@@ -185,6 +198,15 @@ def run_step(
         **{**context, **result},
     )
     return result
+
+
+def _is_last(attempt: int | None, max_delivery_attempts: int | None) -> bool:
+    """Whether Pub/Sub dead-letters the message if this delivery fails."""
+    return (
+        max_delivery_attempts is not None
+        and attempt is not None
+        and attempt >= max_delivery_attempts
+    )
 
 
 def _validation_summary(error: ValidationError) -> str:

@@ -192,7 +192,7 @@ def test_cached_key_rereads_after_ttl_and_never_caches_failures() -> None:
     cached = CachedKey(lambda: "k", ttl_seconds=60.0)
     assert cached() == cached() == "k"
 
-    outcomes: list[Any] = [SecretNotFound("not yet"), "k3"]
+    outcomes: list[Any] = [SecretStoreUnavailable("Secret Manager did not answer"), "k3"]
 
     def flaky() -> str:
         outcome = outcomes.pop(0)
@@ -201,9 +201,30 @@ def test_cached_key_rereads_after_ttl_and_never_caches_failures() -> None:
         return str(outcome)
 
     later = CachedKey(flaky, ttl_seconds=60.0)
-    with pytest.raises(SecretNotFound):
+    with pytest.raises(SecretStoreUnavailable):
         later()
     assert later() == "k3"  # the failure was not kept
+
+
+def test_a_key_that_does_not_exist_yet_is_asked_for_again_after_a_few_seconds() -> None:
+    now = [0.0]
+    reads: list[int] = []
+    created: list[str] = []
+
+    def load() -> str:
+        reads.append(1)
+        if not created:
+            raise SecretNotFound("api-operator-signing-key")
+        return created[0]
+
+    key = CachedKey(load, clock=lambda: now[0])
+    for _ in range(5):  # tokens naming the role of a key not created yet
+        with pytest.raises(SecretNotFound):
+            key()
+    assert len(reads) == 1
+    created.append(KEY)
+    now[0] = 11.0
+    assert key() == KEY and len(reads) == 2
 
 
 def test_a_token_signed_with_a_key_rotated_since_the_last_read_verifies_at_once() -> None:

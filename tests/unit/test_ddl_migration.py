@@ -318,6 +318,31 @@ def test_a_row_deletion_policy_is_added_to_a_table_without_one_once() -> None:
         plan_migration([T_TTL], existing, [TTL, TTL])
 
 
+@pytest.mark.parametrize(
+    ("schema", "migration"),
+    [
+        (T_TTL, TTL.replace("30 DAY", "3 DAY")),  # a typo deletes rows before any check
+        (T_TTL, TTL.replace("(r,", "(a,")),
+        (T_NO_TTL, TTL),  # the file keeps its rows
+    ],
+)
+def test_a_row_deletion_policy_other_than_the_files_is_refused_before_it_runs(
+    schema: str, migration: str
+) -> None:
+    with pytest.raises(ValueError, match="not the one the schema file declares"):
+        plan_migration([schema], objects_in([T_NO_TTL]), [migration])
+    # the same policy, spelt otherwise, is the file's
+    respelt = "alter table T add row deletion policy ( older_than ( r , interval 30 day ) )"
+    assert plan_migration([T_TTL], objects_in([T_NO_TTL]), [respelt]) == [respelt]
+
+
+def test_a_stored_column_the_files_index_does_not_store_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not name it"):
+        plan_migration(
+            [T2, I_NEW], objects_in([T2, I_OLD]), ["ALTER INDEX TByB ADD STORED COLUMN b"]
+        )
+
+
 def test_an_index_created_now_stores_its_columns_without_migrations() -> None:
     assert plan_migration([T2, I_NEW], objects_in([T2]), [STORE_A2]) == [I_NEW]
 

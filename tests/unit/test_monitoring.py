@@ -21,6 +21,7 @@ import pytest
 from callpipe.intake.service import log_outcome
 from callpipe.logs import CloudLoggingFormatter
 from callpipe.messages import ReconcileRequested
+from callpipe.publishing import PublishFailed
 from callpipe.reconciling import ReconcileStep
 from tests.unit.conftest import (
     TENANT_ID,
@@ -201,6 +202,40 @@ def test_a_step_giving_up_is_counted_and_a_retry_is_not(
     assert counted(metric_filters, entries)["step_gave_up"] == 2
     gave_up = [e for e in entries if matches(metric_filters["step_gave_up"], e)]
     assert {e["jsonPayload"]["call_id"] for e in gave_up} == {message.call_id}
+
+
+def test_a_dead_letter_that_could_not_be_made_and_an_undecodable_delivery_are_counted(
+    metric_filters: dict[str, str], lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    from callpipe.messages import CallReceived
+    from callpipe.steps import PermanentError, run_step
+    from tests.unit.conftest import FailingPublisher, make_call_received
+    from tests.unit.test_steps import push_body
+
+    message = make_call_received()
+
+    def permanent(message: Any) -> dict[str, Any]:
+        raise PermanentError("unknown_tenant", "no tenant acme-dental")
+
+    for attempt in (2, 5):  # the DLQ refuses the message: retried, then Pub/Sub's to do
+        body = {**push_body(message.to_data(), message.attributes()), "deliveryAttempt": attempt}
+        with pytest.raises(PublishFailed):
+            run_step(
+                "register-call",
+                body,
+                CallReceived,
+                permanent,
+                FailingPublisher(),
+                "calls.received.dlq",
+                max_delivery_attempts=5,
+            )
+    run_step("register-call", {"no": "message"}, CallReceived, permanent, None, "x")  # type: ignore[arg-type]
+    entries = [e for e in lines() if matches(metric_filters["step_gave_up"], e)]
+    assert [e["jsonPayload"]["outcome"] for e in entries] == [
+        "dead_letter_failed",
+        "retries_exhausted",
+        "bad_envelope",
+    ]
 
 
 def test_a_reconciliation_that_queued_calls_is_counted_and_one_that_did_not_is_not(

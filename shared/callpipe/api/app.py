@@ -396,10 +396,14 @@ def _single_values(query: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return out
 
 
+_MISSING_KEY_SECONDS = 10.0
+
+
 class CachedKey:
     """The signing key, re-read from the secret store every ``ttl`` s so rotation lands.
 
-    Failures are not cached: a key created after the process started is picked up at once.
+    Failures are not cached, but for a key that does not exist yet, which is asked for again
+    after a few seconds: a key created after the process started is picked up then.
     A token whose signature the cached key refuses may be signed with a key rotated since:
     :meth:`refresh` re-reads it then, at most once every ``refresh_seconds`` (forged tokens
     cannot turn every request into a secret read).
@@ -422,6 +426,7 @@ class CachedKey:
         self._refresh_lock = threading.Lock()
         self._refreshed_at = float("-inf")
         self._cached: tuple[float, str] | None = None
+        self._missing: tuple[float, SecretNotFound] | None = None
 
     def refresh(self, used: str) -> bool:
         """Whether a key other than ``used`` (the one a signature just failed with) is now
@@ -446,7 +451,17 @@ class CachedKey:
         with self._lock:
             if self._cached and self._clock() - self._cached[0] < self._ttl:
                 return self._cached[1]
-        key = self._load()
+            # A key that does not exist yet is asked for again only after a few seconds:
+            # without it, any token naming its role would be a secret read.
+            if self._missing and self._clock() - self._missing[0] < _MISSING_KEY_SECONDS:
+                raise self._missing[1]
+        try:
+            key = self._load()
+        except SecretNotFound as error:
+            with self._lock:
+                self._missing = (self._clock(), error)
+            raise
         with self._lock:
             self._cached = (self._clock(), key)
+            self._missing = None
         return key

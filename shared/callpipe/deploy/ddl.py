@@ -258,6 +258,11 @@ def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[
     """The objects the migrations create; refuses steps that the schema file does not
     reflect (a fresh database would then differ from a migrated one) or that repeat."""
     declared = {obj for obj in (schema_object(s) for s in desired) if obj is not None}
+    definitions = {
+        (obj.kind, obj.key): statement
+        for obj, statement in ((schema_object(s), s) for s in desired)
+        if obj is not None
+    }
     tables = {obj.key for obj in declared if obj.kind == "TABLE"}
     indexes = {obj.key for obj in declared if obj.kind == "INDEX"}
     created: set[SchemaObject] = set()
@@ -274,12 +279,24 @@ def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[
                 )
             if step.key in expiring:
                 raise InvalidSchema(f"table {step.table} gets a row deletion policy twice")
+            # rows start being deleted as soon as it runs: it must be the file's, exactly
+            wanted = _policy(definitions.get(("TABLE", step.key), ""))
+            if wanted is None or wanted != _policy(statement):
+                raise InvalidSchema(
+                    f"the row deletion policy a migration gives table {step.table} is not the "
+                    "one the schema file declares for it"
+                )
             expiring.add(step.key)
         elif isinstance(step, AddStoredColumn):
             if step.key[0] not in indexes:
                 raise InvalidSchema(
                     f"a migration adds stored column {step.column} to index {step.index}, "
                     "which the schema file does not create"
+                )
+            if step.key[1] not in _stored(definitions.get(("INDEX", step.key[0]), "")):
+                raise InvalidSchema(
+                    f"a migration stores {step.column} in index {step.index}, whose STORING "
+                    "list in the schema file does not name it"
                 )
             if step.key in stored:
                 raise InvalidSchema(f"{step.index} stores {step.column} twice in the migrations")
@@ -303,6 +320,24 @@ def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[
                 raise InvalidSchema(f"{step.kind} {step.name} is created twice in the migrations")
             created.add(step)
     return created
+
+
+_POLICY = re.compile(r"ROW\s+DELETION\s+POLICY\s*(\(.*\))\s*$", re.IGNORECASE | re.DOTALL)
+_STORING = re.compile(r"\bSTORING\s*\(([^)]*)\)", re.IGNORECASE)
+
+
+def _policy(statement: str) -> str | None:
+    """The normalized ``(OLDER_THAN(...))`` of a statement's row deletion policy, if any."""
+    found = _POLICY.search(statement)
+    return _normalized(found.group(1)) if found else None
+
+
+def _stored(statement: str) -> set[str]:
+    """The columns an index statement's STORING list names (case-folded)."""
+    found = _STORING.search(statement)
+    if found is None:
+        return set()
+    return {name.strip().strip("`").casefold() for name in found.group(1).split(",")}
 
 
 def touched_objects(statements: Sequence[str]) -> set[SchemaObject]:

@@ -16,16 +16,19 @@ locals {
 }
 
 locals {
-  # The intervals of the tables' row deletion policies (RETENTION_DAYS): the root module
-  # refuses a retention_days the schema does not say.
-  retention_days = distinct([
-    for found in regexall("ROW DELETION POLICY \\(OLDER_THAN\\([A-Za-z_]+, INTERVAL ([0-9]+) DAY\\)\\)", local.without_comments) :
-    tonumber(found[0])
-  ])
+  # The row deletion intervals of the tables that hold calls (RETENTION_DAYS): the root
+  # module refuses a retention_days the schema does not say. Other tables' policies, if
+  # any, are theirs.
+  retention_days = distinct(flatten([
+    for statement in local.statements : [
+      for found in regexall("(?is)ROW\\s+DELETION\\s+POLICY\\s*\\(\\s*OLDER_THAN\\s*\\(\\s*\\w+\\s*,\\s*INTERVAL\\s+([0-9]+)\\s+DAY", statement) :
+      tonumber(found[0])
+    ] if length(regexall("(?i)^CREATE\\s+TABLE\\s+(Calls|WebhookEvents)\\s*\\(", statement)) > 0
+  ]))
 }
 
 output "retention_days" {
-  description = "The distinct intervals, in days, of the row deletion policies in the schema."
+  description = "The distinct intervals, in days, of the row deletion policies of Calls and WebhookEvents."
   value       = local.retention_days
 }
 
