@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from callpipe.apikeys import TenantApiKeys
 from callpipe.archive import WebhookArchive
@@ -15,7 +16,7 @@ from callpipe.downloading import DownloadRecording, GcsRecordingStore
 from callpipe.fetching import CallRailClients, FetchCall
 from callpipe.logs import log_event
 from callpipe.progress import SpannerProgress, Stage, StageStatus
-from callpipe.publishing import PubSubPublisher
+from callpipe.publishing import Publisher, PubSubPublisher
 from callpipe.ratelimit import RateLimit, SpannerRateLimiter
 from callpipe.recordings.policy import FetchPolicy
 from callpipe.registration import RegisterCall, SpannerEventLedger
@@ -23,6 +24,9 @@ from callpipe.spanner_db import open_database
 from callpipe.steps import PermanentError
 from callpipe.transcription import message_call
 from callpipe.wiring import Lazy, build_publisher, build_secret_store
+
+if TYPE_CHECKING:
+    from callpipe.reconcile import Reconciler
 
 logger = logging.getLogger("callpipe.steps")
 
@@ -161,17 +165,16 @@ def build_persist(settings: Settings) -> StepRuntime:
     return StepRuntime(handler, publisher, progress)
 
 
-def build_reconcile(settings: Settings) -> StepRuntime:
-    from datetime import timedelta
-
+def build_reconciler(
+    settings: Settings, database: Any, publisher: Publisher, settle: timedelta
+) -> Reconciler:
+    """Reconciliation over the tenant rows, API keys and shared CallRail rate limit of
+    ``database`` (the reconcile step's, and ``callpipe reconcile``'s)."""
     from callpipe.reconcile import Reconciler, SpannerKnownCalls
-    from callpipe.reconciling import ReconcileStep
     from callpipe.tenancy import TenantRepository
 
-    database = open_database(settings)
-    publisher = build_publisher(settings)
     repository = TenantRepository(database)
-    reconciler = Reconciler(
+    return Reconciler(
         repository.get_tenant,
         repository.find_company,
         TenantApiKeys(database, build_secret_store(settings)).key_for,
@@ -179,10 +182,21 @@ def build_reconcile(settings: Settings) -> StepRuntime:
         SpannerKnownCalls(database),
         publisher,
         settings.calls_received_topic,
-        settle=timedelta(minutes=settings.reconcile_settle_minutes),
+        settle=settle,
+    )
+
+
+def build_reconcile(settings: Settings) -> StepRuntime:
+    from callpipe.reconciling import ReconcileStep
+    from callpipe.tenancy import TenantRepository
+
+    database = open_database(settings)
+    publisher = build_publisher(settings)
+    reconciler = build_reconciler(
+        settings, database, publisher, timedelta(minutes=settings.reconcile_settle_minutes)
     )
     handler = ReconcileStep(
-        repository.list_tenants,
+        TenantRepository(database).list_tenants,
         reconciler,
         publisher,
         settings.reconcile_topic,

@@ -233,15 +233,13 @@ def _processes_mentioning(*needles: str) -> list[Any]:
     return found
 
 
-def test_calls_show_and_status_find_a_dead_lettered_call(
-    stack: LocalStack, make_tenant: Any, database: Any
-) -> None:
+def dead_lettered_call(database: Any, tenant: Any) -> Any:
+    """A registered call whose fetch was dead-lettered; its CallReceived message."""
     from callpipe.progress import SpannerProgress, Stage, StageStatus
     from callpipe.registration import SpannerEventLedger
     from tests.conftest import post_call_body
     from tests.functional.test_register_call_function import received
 
-    tenant = make_tenant()
     body = post_call_body(tenant)
     message = received(tenant, body)
     SpannerEventLedger(database).start_call(message, json.loads(body))
@@ -253,6 +251,14 @@ def test_calls_show_and_status_find_a_dead_lettered_call(
         detail="callrail_not_found: CallRail has no call",
         correlation_id=message.correlation_id,
     )
+    return message
+
+
+def test_calls_show_and_status_find_a_dead_lettered_call(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    tenant = make_tenant()
+    message = dead_lettered_call(database, tenant)
 
     shown = run_cli("calls", "show", message.call_id, "--json")
     assert shown.returncode == 0, shown.stderr
@@ -278,25 +284,9 @@ def test_status_shows_the_newest_failures_first_and_counts_them_all(
 ) -> None:
     """Dead letters stay until replayed: the oldest must not hide a new failure."""
     from callpipe.operations import status_report
-    from callpipe.progress import SpannerProgress, Stage, StageStatus
-    from callpipe.registration import SpannerEventLedger
-    from tests.conftest import post_call_body
-    from tests.functional.test_register_call_function import received
 
     tenant = make_tenant()
-    failed = []
-    for _ in range(2):
-        message = received(tenant, post_call_body(tenant))
-        SpannerEventLedger(database).start_call(message, json.loads(message.webhook.body))
-        SpannerProgress(database).record(
-            tenant.tenant_id,
-            message.call_id,
-            Stage.FETCH,
-            StageStatus.DEAD_LETTERED,
-            detail="callrail_not_found: CallRail has no call",
-            correlation_id=message.correlation_id,
-        )
-        failed.append(message.call_id)
+    failed = [dead_lettered_call(database, tenant).call_id for _ in range(2)]
 
     report = status_report(database, timedelta(minutes=30), shown=1)
     assert [view.call_id for view in report.stuck] == [failed[-1]]  # the newest

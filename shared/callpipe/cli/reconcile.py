@@ -13,7 +13,7 @@ from callpipe.callrail.client import CallRailError
 from callpipe.cli.common import fail, info, print_json, settings
 from callpipe.publishing import PublishFailed
 from callpipe.ratelimit import RateLimited
-from callpipe.reconcile import DEFAULT_SETTLE, ReconcileError, Reconciler, SpannerKnownCalls
+from callpipe.reconcile import DEFAULT_SETTLE, ReconcileError
 
 
 def reconcile(
@@ -47,25 +47,18 @@ def reconcile(
     no row of, as its Post-Call would have been (CallRail never sends a failed webhook
     again). Safe to run again: a call is queued under its Post-Call's event key, so it
     enters the pipeline once."""
-    from callpipe.apikeys import TenantApiKeys
     from callpipe.cli.tenants import _repository
-    from callpipe.pipeline_wiring import callrail_clients
-    from callpipe.wiring import build_publisher, build_secret_store
+    from callpipe.pipeline_wiring import build_reconciler
+    from callpipe.wiring import build_publisher
 
     start = _moment(since, "--since") if since else datetime.now(UTC) - timedelta(days=2)
     end = _moment(until, "--until", end_of_day=True) if until else None
     config = settings()
-    repository = _repository()
-    database = repository.database
-    reconciler = Reconciler(
-        repository.get_tenant,
-        repository.find_company,
-        TenantApiKeys(database, build_secret_store(config)).key_for,
-        callrail_clients(config, database),
-        SpannerKnownCalls(database),
+    reconciler = build_reconciler(
+        config,
+        _repository().database,
         build_publisher(config),
-        config.calls_received_topic,
-        settle=timedelta(minutes=settle_minutes),
+        timedelta(minutes=settle_minutes),
     )
     counts: Counter[str] = Counter()
     try:
