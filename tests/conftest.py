@@ -126,6 +126,7 @@ def make_tenant(stack: LocalStack, database: Any) -> Callable[..., Tenant]:
                 "legacy_company_id", str(100000000 + int(suffix[:7], 16) % 100000000)
             ),
             office_id=overrides.pop("office_id", "main"),
+            time_zone=overrides.pop("time_zone", None),
             signing_tokens=[token],
             api_key=overrides.pop("api_key", TEST_API_KEY),
         )

@@ -551,6 +551,25 @@ def test_analytics_match_hand_computed_figures(
     assert body["average_seconds_webhook_to_analysis"] == 75.0
 
 
+def test_analytics_count_days_in_the_offices_time_zone(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant(time_zone="America/Los_Angeles")
+    # 6 pm on 2 March in California, already 3 March in UTC
+    insert_call(database, tenant, "CALEVENING", datetime(2026, 3, 3, 2, 0, tzinfo=UTC))
+    window = {"from": "2026-03-02T08:00:00Z", "to": "2026-03-04T08:00:00Z"}
+    api = api_as(tenant)
+    status, body = api.get(f"/api/v1/tenants/{tenant.tenant_id}/analytics", **window)
+    assert status == 200, body
+    assert body["time_zone"] == "America/Los_Angeles"
+    assert body["calls_by_day"] == [
+        {"date": "2026-03-02", "calls": 1},
+        {"date": "2026-03-03", "calls": 0},
+    ]
+    status, body = api.get(f"/api/v1/tenants/{tenant.tenant_id}/analytics", **window, tz="UTC")
+    assert {d["date"]: d["calls"] for d in body["calls_by_day"]}["2026-03-03"] == 1
+
+
 def test_transcript_analysis_and_recording_url(
     make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api], stack: Any
 ) -> None:

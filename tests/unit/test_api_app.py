@@ -34,6 +34,7 @@ class FakeQueries:
         self.calls = {("acme", "CAL1"): {"request_id": "CAL1", "tenant_id": "acme"}}
         self.fail: Exception | None = None
         self.status_reads: list[str] = []
+        self.time_zones: dict[str, str] = {}
 
     def tenant_exists(self, tenant_id: str) -> bool:
         return tenant_id in {"acme", "other", "paused"}
@@ -44,6 +45,9 @@ class FakeQueries:
 
     def tenants_of_call(self, call_id: str) -> list[str]:
         return [t for t, c in self.calls if c == call_id]
+
+    def tenant_time_zone(self, tenant_id: str) -> str | None:
+        return self.time_zones.get(tenant_id)
 
     def list_calls(self, tenant_id: str, params: ListParams) -> Page:
         if self.fail is not None:
@@ -166,6 +170,21 @@ def test_a_bug_is_not_swallowed() -> None:
     queries.fail = RuntimeError("a programming error")
     with pytest.raises(RuntimeError, match="programming error"):
         get(make_api(queries=queries), "/api/v1/requests", issue_token(KEY, tenant_id="acme"))
+
+
+def test_analytics_days_are_the_offices_unless_tz_says_otherwise() -> None:
+    queries = FakeQueries()
+    queries.time_zones["acme"] = "America/Los_Angeles"
+    api = make_api(queries=queries)  # its clock: 2026-03-01T00:00Z, 28 Feb 4 pm in California
+    token = issue_token(KEY, tenant_id="acme")
+    local = get(api, "/api/v1/tenants/acme/analytics", token).body
+    assert local["time_zone"] == "America/Los_Angeles"
+    assert local["calls_by_day"][-1]["date"] == "2026-02-28"
+    assert local["from"].startswith("2026-01-30T08:00:00")  # local midnight
+    asked = get(api, "/api/v1/tenants/acme/analytics", token, tz="UTC").body
+    assert asked["time_zone"] == "UTC" and asked["from"].startswith("2026-01-30T00:00:00")
+    queries.time_zones["acme"] = "Not/AZone"  # whatever an office row says
+    assert get(api, "/api/v1/tenants/acme/analytics", token).body["time_zone"] == "UTC"
 
 
 def test_analytics_default_window_is_the_last_30_days() -> None:

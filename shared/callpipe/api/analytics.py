@@ -4,8 +4,9 @@ A tenant's calls over a bounded range (at most :data:`MAX_RANGE_DAYS`) are few e
 aggregate in the function: one indexed range read on ``CallsByTenantReceived`` is cheaper
 and far easier to keep correct than a dozen GROUP BY queries. Figures are over the calls
 *received* in [from, to). Rates are ``null`` when their denominator is zero. Days are
-calendar days of the ``tz`` parameter (an IANA time zone, default UTC): a business in
-California sees a call at 6 pm on the day it took it.
+calendar days of the ``tz`` parameter (an IANA time zone; by default the tenant's offices'
+time zone when they share one, else UTC): a business in California sees a call at 6 pm on
+the day it took it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class AnalyticsParams(BaseModel):
 
     received_from: datetime | None = Field(default=None, alias="from")
     received_to: datetime | None = Field(default=None, alias="to")
-    tz: str = Field(default="UTC", max_length=64)
+    # None: the tenant's office time zone when its offices share one, else UTC
+    tz: str | None = Field(default=None, max_length=64)
 
     @field_validator("received_from", "received_to")
     @classmethod
@@ -42,7 +44,9 @@ class AnalyticsParams(BaseModel):
 
     @field_validator("tz")
     @classmethod
-    def _known_zone(cls, value: str) -> str:
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -53,7 +57,7 @@ class AnalyticsParams(BaseModel):
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.tz)
+        return ZoneInfo(self.tz or "UTC")
 
     @model_validator(mode="after")
     def _bounded(self) -> AnalyticsParams:
@@ -64,16 +68,18 @@ class AnalyticsParams(BaseModel):
             raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
         return self
 
-    def window(self, now: datetime) -> tuple[datetime, datetime]:
-        """The effective [from, to): by default the 30 days of ``tz`` that end with the one
-        ``to`` (default now) falls in, from midnight: 30 day buckets, not 31 partial ones."""
+    def window(self, now: datetime, zone: ZoneInfo | None = None) -> tuple[datetime, datetime]:
+        """The effective [from, to): by default the 30 days of ``zone`` (default ``tz``'s)
+        that end with the one ``to`` (default now) falls in, from midnight: 30 day buckets,
+        not 31 partial ones."""
+        zone = zone or self.zone
         end = self.received_to or now
         start = self.received_from
         if start is None:
             try:
-                last_day = (end - timedelta(microseconds=1)).astimezone(self.zone).date()
+                last_day = (end - timedelta(microseconds=1)).astimezone(zone).date()
                 first_day = last_day - timedelta(days=DEFAULT_RANGE_DAYS - 1)
-                midnight = datetime.combine(first_day, time.min, tzinfo=self.zone)
+                midnight = datetime.combine(first_day, time.min, tzinfo=zone)
                 start = midnight.astimezone(UTC)
             except (OverflowError, ValueError):
                 raise ValueError("'to' is too early for a 30-day range; give 'from'") from None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
@@ -81,6 +81,7 @@ class Queries(Protocol):
     def tenant_exists(self, tenant_id: str) -> bool: ...
     def tenant_active(self, tenant_id: str) -> bool: ...
     def tenants_of_call(self, call_id: str) -> list[str]: ...
+    def tenant_time_zone(self, tenant_id: str) -> str | None: ...
     def list_calls(self, tenant_id: str, params: ListParams) -> Page: ...
     def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
     def get_transcript(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
@@ -347,13 +348,22 @@ class TenantApi:
         self, principal: Principal, params: AnalyticsParams, tenant_id: str
     ) -> ApiResponse:
         tenant = self._tenant_from_path(principal, tenant_id)
+        zone = params.zone if params.tz is not None else self._office_zone(tenant)
         try:
-            start, end = params.window(self._clock())
+            start, end = params.window(self._clock(), zone)
         except ValueError as failure:
             raise InvalidParameters(
                 "invalid date range", [{"parameter": "from", "message": str(failure)}]
             ) from None
-        return ApiResponse(200, self._analytics.compute(tenant, start, end, params.zone))
+        return ApiResponse(200, self._analytics.compute(tenant, start, end, zone))
+
+    def _office_zone(self, tenant_id: str) -> ZoneInfo:
+        """The time zone the tenant's offices share (their days are the business's), else UTC."""
+        name = self._queries.tenant_time_zone(tenant_id)
+        try:
+            return ZoneInfo(name) if name else ZoneInfo("UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo("UTC")
 
 
 # A stage detail is written for operators: object paths, resource names, an exception's

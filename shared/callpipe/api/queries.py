@@ -298,6 +298,18 @@ class CallQueries:
         """Whether the tenant exists and is active (as intake requires to queue its calls)."""
         return self._has_tenant(tenant_id, active_only=True)
 
+    def tenant_time_zone(self, tenant_id: str) -> str | None:
+        """The time zone of the tenant's offices when they name exactly one, else None."""
+        from google.cloud.spanner_v1 import param_types
+
+        rows = self._rows(
+            "SELECT DISTINCT TimeZone FROM Offices WHERE TenantId = @t AND TimeZone IS NOT NULL "
+            "LIMIT 2",
+            {"t": tenant_id},
+            {"t": param_types.STRING},
+        )
+        return str(rows[0][0]) if len(rows) == 1 else None
+
     def _has_tenant(self, tenant_id: str, active_only: bool) -> bool:
         from google.cloud.spanner_v1 import param_types
 
