@@ -129,9 +129,11 @@ class Reconciler:
         limit: int | None = None,
     ) -> Iterator[Reconciled]:
         """Every call of the tenant's active companies that started in [start, end], with
-        what was done about it; results stream as the pages come. At most ``limit`` calls
-        are queued (a backlog goes in over several runs, without crowding out live calls
-        on the shared CallRail rate limit), shared fairly between the companies; the rest
+        what was done about it; results stream as the pages come (the missing calls over
+        their company's share of ``limit`` at the end). At most ``limit`` calls are queued
+        (a backlog goes in over several runs, without crowding out live calls on the shared
+        CallRail rate limit): each company first gets its share of what is left, then what
+        the shares left over goes to the calls over theirs, the companies in turn; the rest
         of the missing ones are listed."""
         tenant = self._tenants(tenant_id)
         if tenant is None:
@@ -154,6 +156,8 @@ class Reconciler:
         client = self._client_for(api_key)
         now = self._clock()
         queued = 0
+        # missing calls over their company's share: decided once every company had its share
+        spare: list[tuple[CompanyMapping, dict[str, Any]]] = []
         for position, company in enumerate(companies):
             # The budget left is shared by the companies left, so one company's backlog
             # cannot starve the others; what a company does not use passes on.
@@ -171,11 +175,10 @@ class Reconciler:
             )
             for batch in _batches(listed, _BATCH):
                 for call, outcome in self._judge(tenant, company, batch, now):
-                    if (
-                        outcome == "missing"
-                        and not dry_run
-                        and (share is None or queued_here < share)
-                    ):
+                    if outcome == "missing" and not dry_run:
+                        if share is not None and queued_here >= share:
+                            spare.append((company, call))
+                            continue
                         self._queue(tenant, company, call, now)
                         queued += 1
                         queued_here += 1
@@ -183,6 +186,16 @@ class Reconciler:
                     yield Reconciled(
                         call["id"], company.company_id, call.get("start_time"), outcome
                     )
+        # What the shares left over goes to the calls over theirs, a company at a time in
+        # turn; the rest wait for the next run.
+        leftover = limit - queued if limit is not None else 0
+        for company, call in _in_turn(spare):
+            decided: Outcome = "missing"
+            if leftover > 0:
+                self._queue(tenant, company, call, now)
+                leftover -= 1
+                decided = "queued"
+            yield Reconciled(call["id"], company.company_id, call.get("start_time"), decided)
 
     def _judge(
         self,
@@ -253,6 +266,20 @@ def _ended_before(call: dict[str, Any], moment: datetime) -> bool:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when + timedelta(seconds=seconds) < moment
+
+
+def _in_turn(
+    calls: list[tuple[CompanyMapping, dict[str, Any]]],
+) -> Iterator[tuple[CompanyMapping, dict[str, Any]]]:
+    """The calls, one company after the other in turn, each company's in their order."""
+    by_company: dict[str, list[tuple[CompanyMapping, dict[str, Any]]]] = {}
+    for item in calls:
+        by_company.setdefault(item[0].company_id, []).append(item)
+    queues = list(by_company.values())
+    for index in range(max((len(queue) for queue in queues), default=0)):
+        for queue in queues:
+            if index < len(queue):
+                yield queue[index]
 
 
 def _batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

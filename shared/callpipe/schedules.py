@@ -110,7 +110,7 @@ class Cron:
 def time_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, "America"
         raise CronError(f"unknown time zone {name!r} (an IANA name, such as Etc/UTC)") from None
 
 

@@ -183,8 +183,27 @@ def test_analytics_days_are_the_offices_unless_tz_says_otherwise() -> None:
     assert local["from"].startswith("2026-01-30T08:00:00")  # local midnight
     asked = get(api, "/api/v1/tenants/acme/analytics", token, tz="UTC").body
     assert asked["time_zone"] == "UTC" and asked["from"].startswith("2026-01-30T00:00:00")
-    queries.time_zones["acme"] = "Not/AZone"  # whatever an office row says
-    assert get(api, "/api/v1/tenants/acme/analytics", token).body["time_zone"] == "UTC"
+    for written in ("Not/AZone", "America", ""):  # whatever an office row says
+        queries.time_zones["acme"] = written
+        fresh = make_api(queries=queries)
+        assert get(fresh, "/api/v1/tenants/acme/analytics", token).body["time_zone"] == "UTC"
+    folder = get(api, "/api/v1/tenants/acme/analytics", token, tz="America")
+    assert folder.status == 400 and folder.body["error"] == "invalid_parameters"
+
+
+def test_the_office_time_zone_is_read_once_a_minute_per_tenant() -> None:
+    class Counting(FakeQueries):
+        reads = 0
+
+        def tenant_time_zone(self, tenant_id: str) -> str | None:
+            Counting.reads += 1
+            return "America/Denver"
+
+    api = make_api(queries=Counting())
+    token = issue_token(KEY, tenant_id="acme")
+    for _ in range(3):
+        assert get(api, "/api/v1/tenants/acme/analytics", token).status == 200
+    assert Counting.reads == 1
 
 
 def test_analytics_default_window_is_the_last_30_days() -> None:

@@ -12,10 +12,12 @@ from callpipe.deploy.ddl import (
     AddColumn,
     AddRowDeletionPolicy,
     AddStoredColumn,
+    InvalidSchema,
     SchemaDrift,
     SchemaObject,
     UnsupportedStatement,
     apply_migration,
+    check_retention,
     drifted_objects,
     migration_step,
     objects_in,
@@ -408,3 +410,16 @@ def test_the_repository_migrations_agree_with_the_schema_file() -> None:
     # every step is reflected in schema.sql, so a fresh database is the schema file exactly
     plan = plan_migration(DESIRED, set(), read_migrations(MIGRATIONS_FILE), [])
     assert sorted(plan) == sorted(DESIRED)
+
+
+def test_the_calls_must_expire_after_retention_days_before_anything_runs() -> None:
+    calls = (
+        "CREATE TABLE Calls (TenantId STRING(63) NOT NULL, ReceivedAt TIMESTAMP NOT NULL) "
+        "PRIMARY KEY (TenantId), ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 365 DAY))"
+    )
+    check_retention([calls, T_TTL], 365)  # T's own 30 days are its business
+    with pytest.raises(
+        InvalidSchema, match="Calls expires rows after 365 days but RETENTION_DAYS is 2555"
+    ):
+        check_retention([calls], 2555)
+    check_retention(DESIRED, 2555)  # the repository's schema and the default agree

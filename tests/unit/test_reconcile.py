@@ -216,24 +216,28 @@ def test_the_limit_is_shared_so_one_companys_backlog_does_not_starve_the_others(
     backlog = [call(f"CALa{i}", timedelta(hours=2)) for i in range(10)]
     few = [call(f"CALb{i}", timedelta(hours=2), company_id=OTHER_COMPANY) for i in range(2)]
     both = tenant(companies=(COMPANY_ID, OTHER_COMPANY))
-    publisher = RecordingPublisher()
-    results = list(
-        reconciler(CallRail(backlog + few), record=both, publisher=publisher).run(
-            TENANT_ID, NOW, limit=6
-        )
+    results = list(reconciler(CallRail(backlog + few), record=both).run(TENANT_ID, NOW, limit=6))
+    queued = [r.company_id for r in results if r.outcome == "queued"]
+    # half the budget each; what the second left over goes back to the first's backlog
+    assert queued == [COMPANY_ID] * 3 + [OTHER_COMPANY] * 2 + [COMPANY_ID]
+    assert sum(r.outcome == "missing" for r in results) == 6  # the rest, for the next run
+    assert len(results) == 12  # every call once
+
+
+def test_a_lone_backlog_gets_the_whole_limit_and_backlogs_take_turns() -> None:
+    companies = [f"COM{i:032d}" for i in range(10)]
+    calls = [call(f"CALlone{i:03}", timedelta(hours=2)) for i in range(50)]
+    lone = tenant(companies=(COMPANY_ID, *companies[1:]))
+    results = list(reconciler(CallRail(calls), record=lone).run(TENANT_ID, NOW, limit=20))
+    assert sum(r.outcome == "queued" for r in results) == 20  # not 20 / 10 companies
+
+    two = [call(f"CALx{i}", timedelta(hours=2)) for i in range(5)]
+    two += [call(f"CALy{i}", timedelta(hours=2), company_id=OTHER_COMPANY) for i in range(5)]
+    both = tenant(companies=(COMPANY_ID, OTHER_COMPANY))
+    results = list(reconciler(CallRail(two), record=both).run(TENANT_ID, NOW, limit=3))
+    assert sorted(r.company_id for r in results if r.outcome == "queued") == sorted(
+        [COMPANY_ID, COMPANY_ID, OTHER_COMPANY]
     )
-    queued = [r for r in results if r.outcome == "queued"]
-    # the first company gets half the budget, the second its two (the share it left is
-    # not handed back: the next run takes the first company's backlog on)
-    assert [r.company_id for r in queued] == [COMPANY_ID] * 3 + [OTHER_COMPANY] * 2
-    few_first = tenant(companies=(OTHER_COMPANY, COMPANY_ID))
-    results = list(
-        reconciler(CallRail(backlog + few), record=few_first).run(TENANT_ID, NOW, limit=6)
-    )
-    # what the first company did not use passes on to the next
-    assert [r.company_id for r in results if r.outcome == "queued"] == [OTHER_COMPANY] * 2 + [
-        COMPANY_ID
-    ] * 4
 
 
 def test_deactivated_companies_and_calls_of_other_companies_are_left_alone() -> None:

@@ -125,6 +125,15 @@ def test_every_schedule_of_the_topology_publishes_a_valid_message() -> None:
             },
             "unknown time zone",
         ),
+        (
+            {
+                "topic": "reconcile.requested",
+                "cron": "0 * * * *",
+                "time_zone": "America",  # a folder of the zone database, not a zone
+                "description": "x",
+            },
+            "unknown time zone",
+        ),
     ],
 )
 def test_a_schedule_the_deployment_could_not_create_is_refused(

@@ -682,6 +682,15 @@ def test_cloudbuild_tests_then_migrates_then_applies(cloudbuild: dict[str, Any])
     assert "-backend-config=bucket=${_TF_STATE_BUCKET}" in init
 
 
+def test_one_retention_reaches_both_the_schema_check_and_terraform(
+    cloudbuild: dict[str, Any],
+) -> None:
+    steps = {step["id"]: step for step in cloudbuild["steps"]}
+    assert "RETENTION_DAYS=${_RETENTION_DAYS}" in steps["migrate-schema"]["env"]
+    assert "TF_VAR_retention_days=${_RETENTION_DAYS}" in steps["terraform-plan"]["env"]
+    assert cloudbuild["substitutions"]["_RETENTION_DAYS"] == "2555"
+
+
 def test_cloudbuild_substitutions_are_declared(cloudbuild: dict[str, Any]) -> None:
     declared = set(cloudbuild["substitutions"])
     assert {"_PROJECT_ID", "_REGION", "_ENV", "_TF_STATE_BUCKET"} <= declared

@@ -4,8 +4,8 @@ A tenant's calls over a bounded range (at most :data:`MAX_RANGE_DAYS`) are few e
 aggregate in the function: one indexed range read on ``CallsByTenantReceived`` is cheaper
 and far easier to keep correct than a dozen GROUP BY queries. Figures are over the calls
 *received* in [from, to). Rates are ``null`` when their denominator is zero. Days are
-calendar days of the ``tz`` parameter (an IANA time zone; by default the tenant's offices'
-time zone when they share one, else UTC): a business in California sees a call at 6 pm on
+calendar days of the ``tz`` parameter (an IANA time zone; by default the one time zone the
+tenant's offices name, if they name exactly one, else UTC): a business in California sees a call at 6 pm on
 the day it took it.
 """
 
@@ -34,7 +34,7 @@ class AnalyticsParams(BaseModel):
 
     received_from: datetime | None = Field(default=None, alias="from")
     received_to: datetime | None = Field(default=None, alias="to")
-    # None: the tenant's office time zone when its offices share one, else UTC
+    # None: the one time zone the tenant's offices name, if exactly one, else UTC
     tz: str | None = Field(default=None, max_length=64)
 
     @field_validator("received_from", "received_to")
@@ -49,7 +49,7 @@ class AnalyticsParams(BaseModel):
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, "America"
             raise ValueError(
                 f"unknown time zone {value!r}: give an IANA name such as America/Los_Angeles"
             ) from None

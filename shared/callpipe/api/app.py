@@ -136,6 +136,8 @@ class TenantApi:
         # whether each tenant may still read, for tenant tokens: a tenant suspended or
         # removed is refused within this long, however long its tokens were issued for
         self._active: TTLCache[str, bool] = TTLCache(tenant_status_ttl_seconds)
+        # the time zone each tenant's offices share (analytics' default days), as long
+        self._office_zones: TTLCache[str, str | None] = TTLCache(tenant_status_ttl_seconds)
 
     def handle(
         self,
@@ -358,11 +360,14 @@ class TenantApi:
         return ApiResponse(200, self._analytics.compute(tenant, start, end, zone))
 
     def _office_zone(self, tenant_id: str) -> ZoneInfo:
-        """The time zone the tenant's offices share (their days are the business's), else UTC."""
-        name = self._queries.tenant_time_zone(tenant_id)
+        """The one time zone the tenant's offices name (their days are the business's), else UTC."""
+        hit, name = self._office_zones.get(tenant_id)
+        if not hit:
+            name = self._queries.tenant_time_zone(tenant_id)
+            self._office_zones.put(tenant_id, name)
         try:
             return ZoneInfo(name) if name else ZoneInfo("UTC")
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # free text in the office row
             return ZoneInfo("UTC")
 
 
@@ -436,7 +441,7 @@ class CachedKey:
         self._refresh_lock = threading.Lock()
         self._refreshed_at = float("-inf")
         self._cached: tuple[float, str] | None = None
-        self._missing: tuple[float, SecretNotFound] | None = None
+        self._missing: tuple[float, str] | None = None
 
     def refresh(self, used: str) -> bool:
         """Whether a key other than ``used`` (the one a signature just failed with) is now
@@ -464,12 +469,13 @@ class CachedKey:
             # A key that does not exist yet is asked for again only after a few seconds:
             # without it, any token naming its role would be a secret read.
             if self._missing and self._clock() - self._missing[0] < _MISSING_KEY_SECONDS:
-                raise self._missing[1]
+                # a new exception each time: one shared instance would grow its traceback
+                raise SecretNotFound(self._missing[1])
         try:
             key = self._load()
         except SecretNotFound as error:
             with self._lock:
-                self._missing = (self._clock(), error)
+                self._missing = (self._clock(), str(error))
             raise
         with self._lock:
             self._cached = (self._clock(), key)

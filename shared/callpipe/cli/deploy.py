@@ -93,6 +93,7 @@ def ddl(
         InvalidSchema,
         SchemaDrift,
         apply_migration,
+        check_retention,
         read_migrations,
         read_schema,
     )
@@ -106,6 +107,7 @@ def ddl(
     try:
         desired = read_schema(schema_path)
         migrations = read_migrations(migrations_path)
+        check_retention(desired, s.retention_days)
         migration = apply_migration(
             open_database(s),
             desired,

@@ -340,6 +340,30 @@ def _stored(statement: str) -> set[str]:
     return {name.strip().strip("`").casefold() for name in found.group(1).split(",")}
 
 
+# the tables that hold a call's data, whose rows expire after RETENTION_DAYS
+RETAINED_TABLES = ("Calls", "WebhookEvents")
+_INTERVAL = re.compile(r"INTERVAL\s+(\d+)\s+DAY", re.IGNORECASE)
+
+
+def check_retention(desired: Sequence[str], retention_days: int) -> None:
+    """Refuse a schema whose calls expire after another interval than ``retention_days``
+    (the recordings' and archives' lifetime), before anything runs: once a policy is
+    applied, rows start being deleted."""
+    wanted = {name.casefold() for name in RETAINED_TABLES}
+    for statement in desired:
+        obj = schema_object(statement)
+        if obj is None or obj.kind != "TABLE" or obj.key not in wanted:
+            continue
+        policy = _POLICY.search(statement)
+        found = _INTERVAL.search(policy.group(1)) if policy else None
+        if found is not None and int(found.group(1)) != retention_days:
+            raise InvalidSchema(
+                f"table {obj.name} expires rows after {found.group(1)} days but RETENTION_DAYS "
+                f"is {retention_days}: they must say the same (see README, Changing the "
+                "Spanner schema)"
+            )
+
+
 def touched_objects(statements: Sequence[str]) -> set[SchemaObject]:
     """The objects a plan creates or alters (their drift can only be judged afterwards)."""
     touched: set[SchemaObject] = set()
