@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from callpipe.speech.google import GoogleSpeechTranscriber, audio_channel_count
 from callpipe.speech.google_client import build_speech_client, speech_api_endpoint
-from callpipe.speech.google_operations import GcsOperationStore, PendingOperation
+from callpipe.speech.google_operations import CLAIM_SECONDS, GcsOperationStore, PendingOperation
 from callpipe.transcripts import AudioInput, Transcript, TranscriptionFailed
 from tests.fakes.speech_v2 import FakeAudio, FakeWord, SpeechV2Fake
 
@@ -646,6 +647,15 @@ class MemoryOperations:
     def forget(self, recording_uri: str) -> None:
         self.records.pop(recording_uri, None)
 
+    def claim(self, recording_uri: str, request_key: str) -> bool:
+        current = self.records.get(recording_uri)
+        if current is not None and current.blocks():
+            return False
+        self.records[recording_uri] = PendingOperation(
+            name="", recording_uri=recording_uri, request_key=request_key, started_at=time.time()
+        )
+        return True
+
 
 def long_call() -> AudioInput:
     return AudioInput(
@@ -682,6 +692,28 @@ def test_a_batch_left_running_is_resumed_by_the_next_attempt() -> None:
     assert transcript.diarization == "channel"
     assert [s.speaker for s in transcript.segments][:2] == ["agent", "caller"]
     assert store.records == {}  # done: nothing left to resume
+
+
+def test_a_delivery_that_finds_another_starting_the_batch_waits_for_it() -> None:
+    store = MemoryOperations()
+    starting = PendingOperation(
+        name="", recording_uri=uri(STEREO_72S), request_key="k", started_at=time.time()
+    )
+    store.records[uri(STEREO_72S)] = starting  # another delivery's claim, just made
+    with SpeechV2Fake(polls_to_finish=1) as service:
+        service.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+        with pytest.raises(TranscriptionFailed, match="another delivery is starting") as raised:
+            transcriber(service, operations=store).transcribe(long_call())
+        assert not raised.value.permanent  # retried: it then resumes the other's operation
+        assert service.calls("BatchRecognize") == []  # not started and paid for twice
+
+        # a claim whose attempt died before starting anything is taken over
+        store.records[uri(STEREO_72S)] = dataclasses.replace(
+            starting, started_at=time.time() - CLAIM_SECONDS - 1
+        )
+        transcriber(service, operations=store).transcribe(long_call())
+        assert len(service.calls("BatchRecognize")) == 1
+    assert store.records == {}
 
 
 def test_an_operation_that_is_gone_is_replaced_by_a_new_one() -> None:

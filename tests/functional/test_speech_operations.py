@@ -105,3 +105,56 @@ def test_saving_and_forgetting_are_best_effort(tmp_path: Path) -> None:
 def test_record_location() -> None:
     assert record_location(RECORDING) == (BUCKET, "tenants/t1/calls/CAL1/transcribe-operation.json")
     assert record_location("gs://b/call.mp3") == ("b", "transcribe-operation.json")
+
+
+def test_one_attempt_at_a_time_may_start_the_operation(storage_client: Any) -> None:
+    first, second = GcsOperationStore(storage_client), GcsOperationStore(storage_client)
+    recording = f"gs://{BUCKET}/tenants/t1/calls/CALclaim/recording.mp3"
+    assert first.claim(recording, "k" * 64) is True
+    assert second.claim(recording, "k" * 64) is False  # a fresh claim: it resumes later
+    claimed = first.load(recording)
+    assert claimed is not None and claimed.claimed
+
+    # the operation started: its record replaces the claim, and is no claim to respect
+    first.save(pending(recording))
+    loaded = second.load(recording)
+    assert loaded is not None and not loaded.claimed
+    assert second.claim(recording, "j" * 64) is True  # e.g. the operation was gone
+
+
+def test_a_claim_its_attempt_left_behind_is_taken_over(storage_client: Any) -> None:
+    store = GcsOperationStore(storage_client)
+    recording = f"gs://{BUCKET}/tenants/t1/calls/CALstale/recording.mp3"
+    bucket, name = record_location(recording)
+    stale = PendingOperation(
+        name="", recording_uri=recording, request_key="k" * 64, started_at=1_700_000_000.0
+    )
+    storage_client.bucket(bucket).blob(name).upload_from_string(stale.to_json())
+    assert store.claim(recording, "k" * 64) is True
+
+
+def test_two_attempts_claiming_at_once_get_one_claim(storage_client: Any) -> None:
+    """Both found no record; the generation precondition lets one write win."""
+    recording = f"gs://{BUCKET}/tenants/t1/calls/CALrace/recording.mp3"
+    bucket, name = record_location(recording)
+    blob = storage_client.bucket(bucket).blob(name)
+    claim = PendingOperation(
+        name="", recording_uri=recording, request_key="k" * 64, started_at=1_900_000_000.0
+    )
+    blob.upload_from_string(claim.to_json(), if_generation_match=0)
+
+    class LateReader(GcsOperationStore):
+        """Saw no record, as if it read just before the other attempt wrote its claim."""
+
+        def _blob(self, recording_uri: str) -> Any:
+            found = super()._blob(recording_uri)
+
+            def missing(**kwargs: Any) -> None:
+                from google.api_core.exceptions import NotFound
+
+                raise NotFound("no record yet")
+
+            found.reload = missing
+            return found
+
+    assert LateReader(storage_client).claim(recording, "k" * 64) is False

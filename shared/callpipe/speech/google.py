@@ -293,9 +293,10 @@ class GoogleSpeechTranscriber:
     ) -> tuple[Sequence[Any], Any]:
         uri = request.files[0].uri
         client = self._speech()
-        operation = resume(client, request, pending, deadline) or start(
-            client, request, self.operations, deadline
-        )
+        operation = resume(client, request, pending, deadline)
+        if operation is None:
+            self._claim(uri, request)
+            operation = start(client, request, self.operations, deadline)
         try:
             wait(operation, uri, deadline, self.poll_seconds, self.batch_timeout_seconds, progress)
         except api_exceptions.NotFound as exc:
@@ -324,6 +325,22 @@ class GoogleSpeechTranscriber:
         )
         billed = response if "total_billed_duration" in response else batch.metadata
         return batch.results, billed
+
+    def _claim(self, uri: str, request: Any) -> None:
+        """Make sure no other attempt is starting an operation for this recording (two
+        deliveries at once would start, and pay for, two); the redelivery then resumes it."""
+        if self.operations is None:
+            return
+        try:
+            claimed = self.operations.claim(uri, request_key(request))
+        except Exception:  # noqa: BLE001 - the store failing costs at most a second operation
+            logger.warning("could not claim the BatchRecognize of %s; starting it", uri)
+            return
+        if not claimed:
+            raise TranscriptionFailed(
+                f"another delivery is starting a BatchRecognize for {uri}; "
+                "this one is retried and will resume it"
+            )
 
     def _forget(self, uri: str) -> None:
         if self.operations is not None:

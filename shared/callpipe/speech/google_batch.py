@@ -121,7 +121,7 @@ def resume(
     loaded from the store), if it can still be polled; None means start another (its
     record is then overwritten)."""
     uri = request.files[0].uri
-    if pending is None:
+    if pending is None or pending.claimed:
         return None
     if pending.request_key != request_key(request):
         logger.info("BatchRecognize %s was for another request; not resumed", pending.name)

@@ -28,19 +28,31 @@ logger = logging.getLogger("callpipe.speech.google")
 
 RECORD_NAME = "transcribe-operation.json"
 MAX_AGE_SECONDS = 24 * 3600.0
+# A claim (a record without an operation name yet) stands for an attempt starting one;
+# one older than this is of an attempt that died before it could, and is taken over.
+CLAIM_SECONDS = 120.0
 # The record is a few hundred bytes; a store that cannot answer in this long is failing.
 _STORE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class PendingOperation:
-    name: str  # projects/…/locations/…/operations/…
+    name: str  # projects/…/locations/…/operations/…; empty in a claim (being started)
     recording_uri: str
     request_key: str  # request_key() of the BatchRecognizeRequest it was started with
     started_at: float  # seconds since the epoch: records outlive processes
 
     def age(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.started_at
+
+    @property
+    def claimed(self) -> bool:
+        """A claim: an attempt is starting the operation and has no name for it yet."""
+        return not self.name
+
+    def blocks(self, now: float | None = None) -> bool:
+        """Whether another attempt must not start an operation: a fresh claim."""
+        return self.claimed and self.age(now) < CLAIM_SECONDS
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
@@ -83,6 +95,12 @@ class OperationStore(Protocol):
         """Best effort: a stale record is never resumed past MAX_AGE_SECONDS."""
         ...
 
+    def claim(self, recording_uri: str, request_key: str) -> bool:
+        """Take the right to start the recording's operation: False when another attempt
+        holds a fresh claim (or took it first). A record that is no fresh claim (an
+        operation not resumed: gone, too old, for another request) is taken over."""
+        ...
+
 
 def record_location(recording_uri: str) -> tuple[str, str]:
     """(bucket, object name) of the record kept for ``gs://bucket/…/recording.ext``."""
@@ -122,6 +140,35 @@ class GcsOperationStore:
                 pending.recording_uri,
                 exc_info=True,
             )
+
+    def claim(self, recording_uri: str, request_key: str) -> bool:
+        claim = PendingOperation(
+            name="", recording_uri=recording_uri, request_key=request_key, started_at=time.time()
+        )
+        blob = self._blob(recording_uri)
+        try:
+            blob.reload(timeout=self._timeout, retry=self._retry())
+        except api_exceptions.NotFound:
+            generation = 0  # none: create it, unless another attempt does first
+        else:
+            data = blob.download_as_bytes(
+                timeout=self._timeout, retry=self._retry(), if_generation_match=blob.generation
+            )
+            current = PendingOperation.from_json(bytes(data), recording_uri)
+            if current is not None and current.blocks():
+                return False
+            generation = blob.generation
+        try:
+            # no retry: a write that may have landed must not be mistaken for another's
+            blob.upload_from_string(
+                claim.to_json(),
+                content_type="application/json",
+                timeout=self._timeout,
+                if_generation_match=generation,
+            )
+        except api_exceptions.PreconditionFailed:
+            return False  # another attempt claimed it (or changed the record) meanwhile
+        return True
 
     def forget(self, recording_uri: str) -> None:
         try:
