@@ -158,3 +158,30 @@ def test_two_attempts_claiming_at_once_get_one_claim(storage_client: Any) -> Non
             return found
 
     assert LateReader(storage_client).claim(recording, "k" * 64) is False
+
+
+def test_a_record_that_changes_while_it_is_read_is_left_to_the_other_attempt(
+    storage_client: Any,
+) -> None:
+    recording = f"gs://{BUCKET}/tenants/t1/calls/CALchanging/recording.mp3"
+    bucket, name = record_location(recording)
+    storage_client.bucket(bucket).blob(name).upload_from_string(pending(recording).to_json())
+
+    class Overtaken(GcsOperationStore):
+        """Another attempt rewrites the record between this one's two reads."""
+
+        def _blob(self, recording_uri: str) -> Any:
+            found = super()._blob(recording_uri)
+            read = found.reload
+
+            def reload_then_overtaken(**kwargs: Any) -> None:
+                read(**kwargs)
+                other = storage_client.bucket(bucket).blob(name)
+                other.upload_from_string(pending(recording, name="op-2").to_json())
+
+            found.reload = reload_then_overtaken
+            return found
+
+    assert Overtaken(storage_client).claim(recording, "k" * 64) is False
+    record = GcsOperationStore(storage_client).load(recording)
+    assert record is not None and record.name.endswith("op-2")  # the other's, untouched

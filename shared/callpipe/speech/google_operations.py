@@ -148,16 +148,18 @@ class GcsOperationStore:
         blob = self._blob(recording_uri)
         try:
             blob.reload(timeout=self._timeout, retry=self._retry())
+            generation = blob.generation
+            data = blob.download_as_bytes(
+                timeout=self._timeout, retry=self._retry(), if_generation_match=generation
+            )
         except api_exceptions.NotFound:
             generation = 0  # none: create it, unless another attempt does first
+        except api_exceptions.PreconditionFailed:
+            return False  # changed while read: another attempt is at it
         else:
-            data = blob.download_as_bytes(
-                timeout=self._timeout, retry=self._retry(), if_generation_match=blob.generation
-            )
             current = PendingOperation.from_json(bytes(data), recording_uri)
             if current is not None and current.blocks():
                 return False
-            generation = blob.generation
         try:
             # no retry: a write that may have landed must not be mistaken for another's
             blob.upload_from_string(
