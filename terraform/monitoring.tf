@@ -92,54 +92,54 @@ resource "google_logging_metric" "log_counter" {
   }
 }
 
-resource "google_monitoring_alert_policy" "dead_letters" {
-  count = var.alerts_enabled ? 1 : 0
-
-  display_name          = "callpipe: a step dead-lettered messages"
-  combiner              = "OR"
-  notification_channels = local.alert_channels
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "A step gave up on a message; it waits in `<topic>.dlq.hold` with its reason (`dlq_reason`, `dlq_error`). List them with `callpipe dlq list <topic>`, fix the cause, then `callpipe dlq replay <topic>`. The incident closes when the hold is empty."
-  }
-
-  conditions {
-    display_name = "a dead-letter hold has undelivered messages"
-    condition_threshold {
-      filter          = "resource.type = \"pubsub_subscription\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.label.subscription_id = one_of(${local.dead_letter_hold_ids})"
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period   = "300s"
-        per_series_aligner = "ALIGN_MAX"
-      }
+locals {
+  # What Pub/Sub's own metrics tell: a step gave up (a DLQ hold is not empty) or falls
+  # behind (a step subscription's oldest message is old).
+  pubsub_signals = {
+    dead_letters = {
+      name      = "callpipe: a step dead-lettered messages"
+      content   = "A step gave up on a message; it waits in `<topic>.dlq.hold` with its reason (`dlq_reason`, `dlq_error`). List them with `callpipe dlq list <topic>`, fix the cause, then `callpipe dlq replay <topic>`. The incident closes when the hold is empty."
+      condition = "a dead-letter hold has undelivered messages"
+      metric    = "num_undelivered_messages"
+      watched   = local.dead_letter_hold_ids
+      threshold = 0
+      duration  = "0s"
+      period    = "300s"
+    }
+    backlog = {
+      name      = "callpipe: a step is falling behind"
+      content   = "A step's subscription holds a message older than ${var.alert_backlog_minutes} minutes: the step fails and retries it, or cannot keep up. Its function's logs (`jsonPayload.step`) say why; `callpipe status` shows the calls stuck at that stage."
+      condition = "oldest unacknowledged message older than ${var.alert_backlog_minutes} minutes"
+      metric    = "oldest_unacked_message_age"
+      watched   = local.step_subscription_ids
+      threshold = var.alert_backlog_minutes * 60
+      duration  = "300s"
+      period    = "60s"
     }
   }
 }
 
-resource "google_monitoring_alert_policy" "backlog" {
-  count = var.alerts_enabled ? 1 : 0
+resource "google_monitoring_alert_policy" "pubsub" {
+  for_each = var.alerts_enabled ? local.pubsub_signals : {}
 
-  display_name          = "callpipe: a step is falling behind"
+  display_name          = each.value.name
   combiner              = "OR"
   notification_channels = local.alert_channels
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A step's subscription holds a message older than ${var.alert_backlog_minutes} minutes: the step fails and retries it, or cannot keep up. Its function's logs (`jsonPayload.step`) say why; `callpipe status` shows the calls stuck at that stage."
+    content   = each.value.content
   }
 
   conditions {
-    display_name = "oldest unacknowledged message older than ${var.alert_backlog_minutes} minutes"
+    display_name = each.value.condition
     condition_threshold {
-      filter          = "resource.type = \"pubsub_subscription\" AND metric.type = \"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.label.subscription_id = one_of(${local.step_subscription_ids})"
+      filter          = "resource.type = \"pubsub_subscription\" AND metric.type = \"pubsub.googleapis.com/subscription/${each.value.metric}\" AND resource.label.subscription_id = one_of(${each.value.watched})"
       comparison      = "COMPARISON_GT"
-      threshold_value = var.alert_backlog_minutes * 60
-      duration        = "300s"
+      threshold_value = each.value.threshold
+      duration        = each.value.duration
       aggregations {
-        alignment_period   = "60s"
+        alignment_period   = each.value.period
         per_series_aligner = "ALIGN_MAX"
       }
     }

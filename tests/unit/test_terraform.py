@@ -195,15 +195,18 @@ def test_alerts_watch_every_dead_letter_hold_and_step_subscription(
     watched = _locals(root)
     assert "module.topology.dead_letter_holds" in watched["dead_letter_hold_ids"]
     assert "module.topology.step_subscriptions" in watched["step_subscription_ids"]
-    dead = resources[("google_monitoring_alert_policy", "dead_letters")]
-    condition = dead["conditions"][0]["condition_threshold"][0]
-    assert "num_undelivered_messages" in condition["filter"]
-    assert "one_of(${local.dead_letter_hold_ids})" in condition["filter"]
-    assert condition["comparison"] == "COMPARISON_GT" and condition["threshold_value"] == 0
-    backlog = resources[("google_monitoring_alert_policy", "backlog")]
-    condition = backlog["conditions"][0]["condition_threshold"][0]
-    assert "oldest_unacked_message_age" in condition["filter"]
-    assert "one_of(${local.step_subscription_ids})" in condition["filter"]
+    signals = watched["pubsub_signals"]
+    assert signals["dead_letters"]["metric"] == "num_undelivered_messages"
+    assert signals["dead_letters"]["watched"] == "${local.dead_letter_hold_ids}"
+    assert signals["dead_letters"]["threshold"] == 0
+    assert signals["backlog"]["metric"] == "oldest_unacked_message_age"
+    assert signals["backlog"]["watched"] == "${local.step_subscription_ids}"
+    pubsub = resources[("google_monitoring_alert_policy", "pubsub")]
+    condition = pubsub["conditions"][0]["condition_threshold"][0]
+    assert "subscription/${each.value.metric}" in condition["filter"]
+    assert "one_of(${each.value.watched})" in condition["filter"]
+    assert condition["comparison"] == "COMPARISON_GT"
+    assert condition["threshold_value"] == "${each.value.threshold}"
     # every log signal is a metric; those someone must act on are log-match alerts
     metrics = resources[("google_logging_metric", "log_counter")]
     assert metrics["for_each"] == "${local.log_signals}"
@@ -212,7 +215,7 @@ def test_alerts_watch_every_dead_letter_hold_and_step_subscription(
     assert condition["filter"] == "${local.log_signals[each.key].filter}"
     strategy = log_match["alert_strategy"][0]
     assert strategy["notification_rate_limit"][0]["period"] and strategy["auto_close"]
-    for name in ("dead_letters", "backlog", "log_match"):
+    for name in ("pubsub", "log_match"):
         policy = resources[("google_monitoring_alert_policy", name)]
         assert policy["notification_channels"] == "${local.alert_channels}"
         assert policy["documentation"][0]["content"]  # what to do, in the notification
