@@ -137,6 +137,14 @@ class AddColumn:
     def key(self) -> tuple[str, str]:
         return (self.table.casefold(), self.column.casefold())
 
+    @property
+    def target(self) -> SchemaObject:
+        return SchemaObject("TABLE", self.table)
+
+    @property
+    def effect(self) -> tuple[str, ...]:
+        return ("column", *self.key)
+
 
 @dataclass(frozen=True)
 class AddStoredColumn:
@@ -149,6 +157,14 @@ class AddStoredColumn:
     def key(self) -> tuple[str, str]:
         return (self.index.casefold(), self.column.casefold())
 
+    @property
+    def target(self) -> SchemaObject:
+        return SchemaObject("INDEX", self.index)
+
+    @property
+    def effect(self) -> tuple[str, ...]:
+        return ("stored", *self.key)
+
 
 @dataclass(frozen=True)
 class AddRowDeletionPolicy:
@@ -160,8 +176,17 @@ class AddRowDeletionPolicy:
     def key(self) -> str:
         return self.table.casefold()
 
+    @property
+    def target(self) -> SchemaObject:
+        return SchemaObject("TABLE", self.table)
 
-Step = AddColumn | AddStoredColumn | AddRowDeletionPolicy | SchemaObject
+    @property
+    def effect(self) -> tuple[str, ...]:
+        return ("ttl", self.key)
+
+
+Alteration = AddColumn | AddStoredColumn | AddRowDeletionPolicy
+Step = Alteration | SchemaObject
 
 
 def migration_step(statement: str) -> Step:
@@ -225,31 +250,24 @@ def plan_migration(
         seen.add(obj)
         if obj not in present and obj not in created_by_migrations:
             missing.append(statement)
-    # A table created just now comes whole from the schema file, new columns included.
-    tables_before = {obj.key for obj in present if obj.kind == "TABLE"}
-    # likewise an index created just now stores what the schema file says
-    indexes_before = {obj.key for obj in present if obj.kind == "INDEX"}
-    have = {(table.casefold(), column.casefold()) for table, column in columns}
-    have_stored = {(index.casefold(), column.casefold()) for index, column in stored}
-    have_ttl = {table.casefold() for table in expiring}
+    # An object created just now comes whole from the schema file (a table with its new
+    # columns and row deletion policy, an index with its stored columns).
+    before = set(present)
+    done: set[tuple[str, ...]] = (
+        {("column", table.casefold(), column.casefold()) for table, column in columns}
+        | {("stored", index.casefold(), column.casefold()) for index, column in stored}
+        | {("ttl", table.casefold()) for table in expiring}
+    )
     for statement in migrations:
         step = migration_step(statement)
-        if isinstance(step, AddRowDeletionPolicy):
-            if step.key not in tables_before or step.key in have_ttl:
-                continue
-            have_ttl.add(step.key)
-        elif isinstance(step, AddColumn):
-            if step.key[0] not in tables_before or step.key in have:
-                continue
-            have.add(step.key)
-        elif isinstance(step, AddStoredColumn):
-            if step.key[0] not in indexes_before or step.key in have_stored:
-                continue
-            have_stored.add(step.key)
-        else:
+        if isinstance(step, SchemaObject):
             if step in present:
                 continue
             present.add(step)
+        else:
+            if step.target not in before or step.effect in done:
+                continue
+            done.add(step.effect)
         missing.append(statement)
     return missing
 
@@ -368,21 +386,16 @@ def touched_objects(statements: Sequence[str]) -> set[SchemaObject]:
     """The objects a plan creates or alters (their drift can only be judged afterwards)."""
     touched: set[SchemaObject] = set()
     for statement in statements:
-        match = _ADD_COLUMN.match(statement)
-        if match is not None:
-            touched.add(SchemaObject("TABLE", match.group("table").strip("`")))
-            continue
-        stored = _ADD_STORED.match(statement)
-        if stored is not None:
-            touched.add(SchemaObject("INDEX", stored.group("index").strip("`")))
-            continue
-        ttl = _ADD_TTL.match(statement)
-        if ttl is not None:
-            touched.add(SchemaObject("TABLE", ttl.group("table").strip("`")))
-            continue
         obj = schema_object(statement)
         if obj is not None:
             touched.add(obj)
+            continue
+        try:
+            step = migration_step(statement)
+        except UnsupportedStatement:
+            continue
+        if not isinstance(step, SchemaObject):
+            touched.add(step.target)
     return touched
 
 
