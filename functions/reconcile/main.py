@@ -30,6 +30,6 @@ def reconcile(cloud_event: CloudEvent) -> None:
         ReconcileRequested,
         runtime.handler,
         runtime.publisher,
-        _settings.dead_letter_topic or "reconcile.requested.dlq",
+        _settings.dead_letter_topic or f"{_settings.reconcile_topic}.dlq",
         max_delivery_attempts=_settings.max_delivery_attempts,
     )

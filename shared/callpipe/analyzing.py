@@ -107,7 +107,7 @@ class AnalyzeCall:
         # notification, one that gave up on the transcription and one that did not.
         if done is not None:
             if not (
-                message.status == "transcribed" and not done.startswith(f"{_WITH_TRANSCRIPT}:")
+                message.status == _WITH_TRANSCRIPT and not done.startswith(f"{_WITH_TRANSCRIPT}:")
             ):
                 return {"outcome": "already_analyzed"}
             # Analyzed again: the stage is open until this run hands its result on, so that

@@ -39,6 +39,8 @@ RECONCILED = "reconcile"
 _BATCH = 100
 
 Outcome = Literal["known", "missing", "queued", "too_recent"]
+# in the order summaries list them
+OUTCOMES: tuple[Outcome, ...] = ("known", "queued", "missing", "too_recent")
 
 
 class ReconcileError(RuntimeError):

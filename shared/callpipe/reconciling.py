@@ -21,7 +21,7 @@ from callpipe.logs import log_event
 from callpipe.messages import ReconcileRequested
 from callpipe.publishing import Publisher
 from callpipe.ratelimit import RateLimited
-from callpipe.reconcile import NothingToReconcile, ReconcileError, Reconciler
+from callpipe.reconcile import OUTCOMES, NothingToReconcile, ReconcileError, Reconciler
 from callpipe.steps import PermanentError
 from callpipe.tenancy import TenantRecord
 
@@ -127,7 +127,7 @@ class ReconcileStep:
         return {
             "outcome": outcome,
             "since": since.isoformat(),
-            **{name: counts[name] for name in ("known", "queued", "missing", "too_recent")},
+            **{name: counts[name] for name in OUTCOMES},
         }
 
 

@@ -252,7 +252,8 @@ class TenantRepository:
                 raise CompanyAlreadyMapped(
                     f"CallRail company {company_id} already belongs to tenant {tenant}"
                 )
-        for other, other_legacy, tenant in rows:
+        if rows:
+            other, other_legacy, tenant = rows[0]
             if legacy_id is not None and other_legacy == legacy_id:
                 raise CompanyAlreadyMapped(
                     f"legacy company id {legacy_id} is already used by company {other} "
@@ -722,7 +723,6 @@ class CompanyDirectory:
                 if not self._signature_budget.take():
                     return None
                 running = self._signature_reloads[key] = threading.Event()
-                self._signature_reloaded.put(key, True)
             else:
                 self._signature_waiters += 1
         if not leading:

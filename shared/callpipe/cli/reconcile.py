@@ -13,7 +13,7 @@ from callpipe.callrail.client import CallRailError
 from callpipe.cli.common import fail, info, print_json, settings
 from callpipe.publishing import PublishFailed
 from callpipe.ratelimit import RateLimited
-from callpipe.reconcile import DEFAULT_SETTLE, ReconcileError
+from callpipe.reconcile import DEFAULT_SETTLE, OUTCOMES, ReconcileError
 
 
 def reconcile(
@@ -81,10 +81,9 @@ def reconcile(
 
 
 def _summary(counts: Counter[str]) -> str:
-    order = ("known", "queued", "missing", "too_recent")
-    return ", ".join(f"{counts[key]} {key.replace('_', ' ')}" for key in order if counts[key]) or (
-        "none"
-    )
+    return ", ".join(
+        f"{counts[key]} {key.replace('_', ' ')}" for key in OUTCOMES if counts[key]
+    ) or ("none")
 
 
 def _moment(text: str, option: str, end_of_day: bool = False) -> datetime:
