@@ -716,6 +716,21 @@ def test_a_delivery_that_finds_another_starting_the_batch_waits_for_it() -> None
     assert store.records == {}
 
 
+def test_a_bucket_that_cannot_give_the_record_is_retried_not_blamed_on_speech() -> None:
+    from google.api_core.exceptions import Forbidden
+
+    class Unreadable(MemoryOperations):
+        def load(self, recording_uri: str) -> PendingOperation | None:
+            raise Forbidden("storage.objects.get denied")
+
+    with SpeechV2Fake(polls_to_finish=1) as service:
+        service.add_audio(uri(STEREO_72S), FakeAudio(duration=72))
+        with pytest.raises(TranscriptionFailed, match="BatchRecognize record") as raised:
+            transcriber(service, operations=Unreadable()).transcribe(long_call())
+        assert not raised.value.permanent  # was "Speech-to-Text refused": dead-lettered
+        assert service.calls("BatchRecognize") == []
+
+
 def test_an_operation_that_is_gone_is_replaced_by_a_new_one() -> None:
     store = MemoryOperations()
     with SpeechV2Fake(polls_to_finish=None) as first:

@@ -251,7 +251,7 @@ class GoogleSpeechTranscriber:
         else:
             choices = [True]
         requests = [self._batch_request(uri, self._config(split, times)) for times in choices]
-        pending = self.operations.load(uri) if self.operations is not None else None
+        pending = self._pending(uri)
         if pending is not None and pending.request_key == request_key(requests[-1]):
             requests = requests[-1:]  # an earlier attempt already had to do without
         for request in requests:
@@ -333,14 +333,29 @@ class GoogleSpeechTranscriber:
             return
         try:
             claimed = self.operations.claim(uri, request_key(request))
-        except Exception:  # noqa: BLE001 - the store failing costs at most a second operation
-            logger.warning("could not claim the BatchRecognize of %s; starting it", uri)
+        except (api_exceptions.GoogleAPIError, OSError):
+            # the bucket failing costs at most a second operation, not the transcript
+            logger.warning(
+                "could not claim the BatchRecognize of %s; starting it", uri, exc_info=True
+            )
             return
         if not claimed:
             raise TranscriptionFailed(
                 f"another delivery is starting a BatchRecognize for {uri}; "
                 "this one is retried and will resume it"
             )
+
+    def _pending(self, uri: str) -> PendingOperation | None:
+        """The operation an earlier attempt left running; a bucket that cannot say is a
+        retryable failure of ours, not a refusal by Speech-to-Text."""
+        if self.operations is None:
+            return None
+        try:
+            return self.operations.load(uri)
+        except api_exceptions.GoogleAPIError as exc:
+            raise TranscriptionFailed(
+                f"could not read the BatchRecognize record of {uri}: {exc}"
+            ) from exc
 
     def _forget(self, uri: str) -> None:
         if self.operations is not None:
