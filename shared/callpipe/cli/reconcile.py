@@ -13,7 +13,7 @@ from callpipe.callrail.client import CallRailError
 from callpipe.cli.common import fail, info, print_json, settings
 from callpipe.publishing import PublishFailed
 from callpipe.ratelimit import RateLimited
-from callpipe.reconcile import DEFAULT_SETTLE, OUTCOMES, ReconcileError
+from callpipe.reconcile import OUTCOMES, ReconcileError
 
 
 def reconcile(
@@ -21,7 +21,8 @@ def reconcile(
     since: Annotated[
         str | None,
         typer.Option(
-            help="First day (YYYY-MM-DD, a UTC day) or time (ISO 8601); default 2 days ago."
+            help="First day (YYYY-MM-DD, a UTC day) or time (ISO 8601); default "
+            "RECONCILE_LOOKBACK_HOURS (48) ago."
         ),
     ] = None,
     until: Annotated[
@@ -31,12 +32,13 @@ def reconcile(
         bool, typer.Option("--dry-run", help="List the missing calls, queue nothing.")
     ] = False,
     settle_minutes: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
-            help="Leave calls younger than this alone: their Post-Call may still come.",
+            help="Leave calls that ended less than this long ago alone: their Post-Call may "
+            "still come. Default RECONCILE_SETTLE_MINUTES (30).",
         ),
-    ] = int(DEFAULT_SETTLE.total_seconds() // 60),
+    ] = None,
     limit: Annotated[
         int | None,
         typer.Option(min=0, help="Queue at most this many calls; list the rest as missing."),
@@ -51,14 +53,13 @@ def reconcile(
     from callpipe.pipeline_wiring import build_reconciler
     from callpipe.wiring import build_publisher
 
-    start = _moment(since, "--since") if since else datetime.now(UTC) - timedelta(days=2)
-    end = _moment(until, "--until", end_of_day=True) if until else None
     config = settings()
+    lookback = timedelta(hours=config.reconcile_lookback_hours)
+    start = _moment(since, "--since") if since else datetime.now(UTC) - lookback
+    end = _moment(until, "--until", end_of_day=True) if until else None
+    settle = config.reconcile_settle_minutes if settle_minutes is None else settle_minutes
     reconciler = build_reconciler(
-        config,
-        _repository().database,
-        build_publisher(config),
-        timedelta(minutes=settle_minutes),
+        config, _repository().database, build_publisher(config), timedelta(minutes=settle)
     )
     counts: Counter[str] = Counter()
     try:
