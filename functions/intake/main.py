@@ -16,7 +16,6 @@ import asyncio
 import gc
 import json
 import time
-from collections.abc import Mapping
 
 import functions_framework.aio
 from starlette.requests import ClientDisconnect, Request
@@ -26,6 +25,7 @@ from callpipe.config import get_settings
 from callpipe.intake.service import (
     READ_HEADERS,
     WEBHOOK_PATH,
+    IntakeOutcome,
     IntakeRequest,
     client_disconnected,
     log_outcome,
@@ -59,12 +59,13 @@ async def _runtime_ready() -> IntakeRuntime:
     return runtime
 
 
-def _unavailable(
-    path: str, headers: Mapping[str, str], error: Exception, started: float
-) -> Response:
-    outcome = not_started(headers, path, error)
+def _answer(outcome: IntakeOutcome, started: float) -> Response:
+    """The outcome's one log line, then its JSON answer."""
     log_outcome(outcome, (time.perf_counter() - started) * 1000.0)
-    return _json(outcome.status, outcome.body)
+    response = _json(outcome.status, outcome.body)
+    if outcome.status == 405:
+        response.headers["Allow"] = "POST"
+    return response
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -103,7 +104,7 @@ async def intake(request: Request) -> Response:
         try:
             runtime = await _runtime_ready()
         except Exception as error:  # noqa: BLE001 - any failure to start is a 503
-            return _unavailable(path, _read_headers(request), error, started)
+            return _answer(not_started(_read_headers(request), path, error), started)
         report = await asyncio.to_thread(runtime.health.report)
         return _json(200 if report["status"] == "ok" else 503, report)
 
@@ -118,13 +119,11 @@ async def intake(request: Request) -> Response:
     try:
         body = b"" if oversized else await _read_body(request, limit)
     except ClientDisconnect:
-        gone = client_disconnected(headers)
-        log_outcome(gone, (time.perf_counter() - started) * 1000.0)
-        return _json(gone.status, gone.body)
+        return _answer(client_disconnected(headers), started)
     try:
         runtime = await _runtime_ready()
     except Exception as error:  # noqa: BLE001 - any failure to start is a 503
-        return _unavailable(path, headers, error, started)
+        return _answer(not_started(headers, path, error), started)
     outcome = await runtime.intake.handle_async(
         IntakeRequest(
             method=request.method,
@@ -136,8 +135,4 @@ async def intake(request: Request) -> Response:
         ),
         runtime.publisher,
     )
-    log_outcome(outcome, (time.perf_counter() - started) * 1000.0)
-    response = _json(outcome.status, outcome.body)
-    if outcome.status == 405:
-        response.headers["Allow"] = "POST"
-    return response
+    return _answer(outcome, started)
