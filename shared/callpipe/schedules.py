@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:
     from callpipe.publishing import Publisher
-    from callpipe.topology import Topology
+    from callpipe.topology import ScheduleSpec, Topology
 
 # (name, lowest, highest) of the five fields
 _FIELDS = (
@@ -172,6 +172,12 @@ def scheduled_message(topology: Topology, name: str) -> ScheduledMessage:
     return ScheduledMessage(schedule.topic, message.to_data(), {"schedule": name})
 
 
+def next_run(schedule: ScheduleSpec, now: datetime) -> datetime:
+    """The schedule's first run after ``now``, in its time zone."""
+    zone = time_zone(schedule.time_zone)
+    return Cron.parse(schedule.cron).next_after(now.astimezone(zone))
+
+
 class LocalScheduler:
     """Publishes the topology's scheduled messages at their minutes, as Cloud Scheduler does
     in production; :meth:`tick` is called at least once a minute (``make run`` calls it
@@ -187,10 +193,7 @@ class LocalScheduler:
         self._fired: dict[str, datetime] = {}
 
     def next_runs(self, now: datetime) -> dict[str, datetime]:
-        return {
-            name: cron.next_after(now.astimezone(zone))
-            for name, (cron, zone) in self._crons.items()
-        }
+        return {name: next_run(spec, now) for name, spec in self._topology.schedules.items()}
 
     def tick(self, now: datetime) -> list[str]:
         """Publish every schedule due in ``now``'s minute that has not run in it yet; the

@@ -21,14 +21,14 @@ def list_schedules(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Each schedule: its unix-cron expression, time zone, topic and next run."""
-    from callpipe.schedules import Cron, time_zone
+    from callpipe.schedules import next_run
     from callpipe.topology import load_topology
 
     now = datetime.now(UTC)
-    rows = []
-    for name, spec in load_topology().schedules.items():
-        upcoming = Cron.parse(spec.cron).next_after(now.astimezone(time_zone(spec.time_zone)))
-        rows.append({**spec.model_dump(), "name": name, "next_run": upcoming.isoformat()})
+    rows = [
+        {**spec.model_dump(), "name": name, "next_run": next_run(spec, now).isoformat()}
+        for name, spec in load_topology().schedules.items()
+    ]
     if as_json:
         print_json(rows)
         return
