@@ -196,6 +196,7 @@ def test_a_reconciled_call_and_its_late_post_call_are_one_event(harness: IntakeH
     queued = CallReceived.from_data(publisher.messages[0].data)
     assert harness.post(event_body("post_call", resource_id=listed["id"])).status == 202
     (webhook,) = [CallReceived.from_data(m.data) for m in harness.publisher.on(CALLS_TOPIC)]
+    assert queued.event_key == webhook.event_key  # what makes them one event
 
     register = RegisterCall(
         InMemoryArchive(), InMemoryEventLedger(), RecordingPublisher(), "calls.registered"
