@@ -35,7 +35,8 @@ def _repository() -> TenantRepository:
     from callpipe.devstack.processes import port_open
     from callpipe.spanner_db import open_database
 
-    emulator = os.environ.get("SPANNER_EMULATOR_HOST")
+    config = settings()
+    emulator = config.spanner_emulator_host
     if emulator:
         host, _, port = emulator.rpartition(":")
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -47,7 +48,7 @@ def _repository() -> TenantRepository:
             fail(
                 f"the Spanner emulator at {emulator} does not answer: start the stack with `make run`"
             )
-    return TenantRepository(open_database(settings()))
+    return TenantRepository(open_database(config))
 
 
 def _secret_store() -> SecretStore:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as api_exceptions
+from google.rpc import code_pb2
 
 from callpipe.speech.channels import audio_channel_count, channels_identical
 from callpipe.speech.google_batch import Deadline, resume, start, wait
@@ -62,7 +63,6 @@ WORD_TIMES_MAX_SECONDS = 20 * 60.0
 # CallRail's durations are whole seconds, and a recording may run a little past its call:
 # within this of the limit, a refusal may still be about the word times.
 _DURATION_SLACK_SECONDS = 60.0
-_INVALID_ARGUMENT = 3  # google.rpc.Code
 
 
 class GoogleSpeechTranscriber:
@@ -260,7 +260,7 @@ class GoogleSpeechTranscriber:
             except _FileRefused as refused:
                 # The file, not the request, was refused: maybe for the word times alone.
                 asked_times = bool(request.config.features.enable_word_time_offsets)
-                invalid = refused.code == _INVALID_ARGUMENT
+                invalid = refused.code == code_pb2.INVALID_ARGUMENT
                 if request is requests[-1] or not asked_times or not invalid:
                     raise
                 logger.warning(
