@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
+
+from callpipe.timezones import known_zone
 
 if TYPE_CHECKING:
     from callpipe.publishing import Publisher
@@ -108,10 +110,10 @@ class Cron:
 
 
 def time_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, "America"
-        raise CronError(f"unknown time zone {name!r} (an IANA name, such as Etc/UTC)") from None
+    zone = known_zone(name)
+    if zone is None:
+        raise CronError(f"unknown time zone {name!r} (an IANA name, such as Etc/UTC)")
+    return zone
 
 
 def _first_of_next_month(moment: datetime) -> datetime:

@@ -15,16 +15,16 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from callpipe.api.queries import plain_json, rfc3339, utc_datetime
+from callpipe.timezones import UTC_ZONE, known_zone
 
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
 TOP_KEY_DETAILS = 10
-_UTC = ZoneInfo("UTC")
 # Lead-score histogram buckets (scores are 1-100).
 SCORE_BUCKETS: tuple[tuple[int, int], ...] = ((1, 20), (21, 40), (41, 60), (61, 80), (81, 100))
 
@@ -47,17 +47,15 @@ class AnalyticsParams(BaseModel):
     def _known_zone(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, "America"
+        if known_zone(value) is None:
             raise ValueError(
                 f"unknown time zone {value!r}: give an IANA name such as America/Los_Angeles"
-            ) from None
+            )
         return value
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.tz or "UTC")
+        return ZoneInfo(self.tz) if self.tz else UTC_ZONE
 
     @model_validator(mode="after")
     def _bounded(self) -> AnalyticsParams:
@@ -125,7 +123,7 @@ def aggregate(
     start: datetime,
     end: datetime,
     rows: Iterable[tuple[Any, ...]],
-    zone: ZoneInfo = _UTC,
+    zone: ZoneInfo = UTC_ZONE,
 ) -> dict[str, Any]:
     """The analytics document from rows of :data:`_COLUMNS` (pure, so it is unit-testable).
 
@@ -244,7 +242,7 @@ class TenantAnalytics:
         self._db = database
 
     def compute(
-        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo = _UTC
+        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo = UTC_ZONE
     ) -> dict[str, Any]:
         from google.cloud.spanner_v1 import param_types
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
@@ -38,6 +38,7 @@ from callpipe.api.signed_urls import RecordingNotAvailable, SignedUrl
 from callpipe.cache import TTLCache
 from callpipe.ids import InvalidIdentifier, check_resource_id, check_tenant_id
 from callpipe.secrets import SecretNotFound, SecretStoreUnavailable
+from callpipe.timezones import UTC_ZONE, known_zone
 
 log = logging.getLogger(__name__)
 
@@ -365,10 +366,8 @@ class TenantApi:
         if not hit:
             name = self._queries.tenant_time_zone(tenant_id)
             self._office_zones.put(tenant_id, name)
-        try:
-            return ZoneInfo(name) if name else ZoneInfo("UTC")
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # free text in the office row
-            return ZoneInfo("UTC")
+        # free text in the office row: what names no zone is UTC
+        return (known_zone(name) if name else None) or UTC_ZONE
 
 
 # A stage detail is written for operators: object paths, resource names, an exception's
