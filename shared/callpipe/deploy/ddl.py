@@ -275,61 +275,15 @@ def plan_migration(
 def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[SchemaObject]:
     """The objects the migrations create; refuses steps that the schema file does not
     reflect (a fresh database would then differ from a migrated one) or that repeat."""
-    declared = {obj for obj in (schema_object(s) for s in desired) if obj is not None}
     definitions = {
-        (obj.kind, obj.key): statement
-        for obj, statement in ((schema_object(s), s) for s in desired)
-        if obj is not None
+        obj: statement for obj, statement in ((schema_object(s), s) for s in desired) if obj
     }
-    tables = {obj.key for obj in declared if obj.kind == "TABLE"}
-    indexes = {obj.key for obj in declared if obj.kind == "INDEX"}
     created: set[SchemaObject] = set()
-    added: set[tuple[str, str]] = set()
-    stored: set[tuple[str, str]] = set()
-    expiring: set[str] = set()
+    done: set[tuple[str, ...]] = set()
     for statement in migrations:
         step = migration_step(statement)
-        if isinstance(step, AddRowDeletionPolicy):
-            if step.key not in tables:
-                raise InvalidSchema(
-                    f"a migration adds a row deletion policy to table {step.table}, which the "
-                    "schema file does not create"
-                )
-            if step.key in expiring:
-                raise InvalidSchema(f"table {step.table} gets a row deletion policy twice")
-            # rows start being deleted as soon as it runs: it must be the file's, exactly
-            wanted = _policy(definitions.get(("TABLE", step.key), ""))
-            if wanted is None or wanted != _policy(statement):
-                raise InvalidSchema(
-                    f"the row deletion policy a migration gives table {step.table} is not the "
-                    "one the schema file declares for it"
-                )
-            expiring.add(step.key)
-        elif isinstance(step, AddStoredColumn):
-            if step.key[0] not in indexes:
-                raise InvalidSchema(
-                    f"a migration adds stored column {step.column} to index {step.index}, "
-                    "which the schema file does not create"
-                )
-            if step.key[1] not in _stored(definitions.get(("INDEX", step.key[0]), "")):
-                raise InvalidSchema(
-                    f"a migration stores {step.column} in index {step.index}, whose STORING "
-                    "list in the schema file does not name it"
-                )
-            if step.key in stored:
-                raise InvalidSchema(f"{step.index} stores {step.column} twice in the migrations")
-            stored.add(step.key)
-        elif isinstance(step, AddColumn):
-            if step.key[0] not in tables:
-                raise InvalidSchema(
-                    f"a migration adds {step.column} to table {step.table}, which the schema "
-                    "file does not create"
-                )
-            if step.key in added:
-                raise InvalidSchema(f"column {step.table}.{step.column} is added twice")
-            added.add(step.key)
-        else:
-            if step not in declared:
+        if isinstance(step, SchemaObject):
+            if step not in definitions:
                 raise InvalidSchema(
                     f"a migration creates {step.kind} {step.name}, which the schema file does "
                     "not declare: a fresh database would lack it"
@@ -337,6 +291,29 @@ def _check_migrations(desired: Sequence[str], migrations: Sequence[str]) -> set[
             if step in created:
                 raise InvalidSchema(f"{step.kind} {step.name} is created twice in the migrations")
             created.add(step)
+            continue
+        if step.target not in definitions:
+            raise InvalidSchema(
+                f"a migration alters {step.target.kind.lower()} {step.target.name}, which the "
+                f"schema file does not create: {_first_line(statement)}"
+            )
+        if step.effect in done:
+            raise InvalidSchema(f"added twice in the migrations: {_first_line(statement)}")
+        done.add(step.effect)
+        declared = definitions[step.target]
+        if isinstance(step, AddRowDeletionPolicy):
+            # rows start being deleted as soon as it runs: it must be the file's, exactly
+            wanted = _policy(declared)
+            if wanted is None or wanted != _policy(statement):
+                raise InvalidSchema(
+                    f"the row deletion policy a migration gives table {step.table} is not the "
+                    "one the schema file declares for it"
+                )
+        elif isinstance(step, AddStoredColumn) and step.key[1] not in _stored(declared):
+            raise InvalidSchema(
+                f"a migration stores {step.column} in index {step.index}, whose STORING "
+                "list in the schema file does not name it"
+            )
     return created
 
 
@@ -462,33 +439,26 @@ class Migration:
     """In a dry run: objects the plan changes, whose result is only checked when applied."""
 
 
-def existing_columns(database: SpannerDatabase) -> set[tuple[str, str]]:
-    """(table, column) of every user table, from INFORMATION_SCHEMA."""
+# What a database already has of each ALTER kind, from INFORMATION_SCHEMA (user objects only).
+_EXISTING: dict[type, str] = {
+    # (table, column) of every column
+    AddColumn: "SELECT TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS "
+    "WHERE TABLE_SCHEMA = ''",
+    # (index, column) of every stored column (key columns have a position)
+    AddStoredColumn: "SELECT INDEX_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.INDEX_COLUMNS "
+    "WHERE TABLE_SCHEMA = '' AND ORDINAL_POSITION IS NULL",
+    # (table,) of every table with a row deletion policy
+    AddRowDeletionPolicy: "SELECT TABLE_NAME FROM INFORMATION_SCHEMA.TABLES "
+    "WHERE TABLE_SCHEMA = '' AND ROW_DELETION_POLICY_EXPRESSION IS NOT NULL",
+}
+
+
+def _existing(database: SpannerDatabase, kind: type, needed: bool) -> set[tuple[str, ...]]:
+    """What ``database`` has of the ``kind`` of ALTER, read only when a migration needs it."""
+    if not needed:
+        return set()
     with database.snapshot() as snapshot:
-        rows = snapshot.execute_sql(
-            "SELECT TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ''"
-        )
-        return {(str(table), str(column)) for table, column in rows}
-
-
-def existing_stored_columns(database: SpannerDatabase) -> set[tuple[str, str]]:
-    """(index, column) of every column an index stores (key columns have a position)."""
-    with database.snapshot() as snapshot:
-        rows = snapshot.execute_sql(
-            "SELECT INDEX_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.INDEX_COLUMNS "
-            "WHERE TABLE_SCHEMA = '' AND ORDINAL_POSITION IS NULL"
-        )
-        return {(str(index), str(column)) for index, column in rows}
-
-
-def expiring_tables(database: SpannerDatabase) -> set[str]:
-    """The user tables with a row deletion policy."""
-    with database.snapshot() as snapshot:
-        rows = snapshot.execute_sql(
-            "SELECT TABLE_NAME FROM INFORMATION_SCHEMA.TABLES "
-            "WHERE TABLE_SCHEMA = '' AND ROW_DELETION_POLICY_EXPRESSION IS NOT NULL"
-        )
-        return {str(table) for (table,) in rows}
+        return {tuple(str(value) for value in row) for row in snapshot.execute_sql(_EXISTING[kind])}
 
 
 def apply_migration(
@@ -515,13 +485,19 @@ def apply_migration(
         raise DatabaseNotFound("the Spanner database does not exist")
     database.reload()
     current = list(database.ddl_statements)
-    needs_columns = any(_ADD_COLUMN.match(statement) for statement in migrations)
-    columns = existing_columns(database) if needs_columns else set()
-    needs_stored = any(_ADD_STORED.match(statement) for statement in migrations)
-    stored = existing_stored_columns(database) if needs_stored else set()
-    needs_ttl = any(_ADD_TTL.match(statement) for statement in migrations)
-    expiring = expiring_tables(database) if needs_ttl else set()
-    statements = plan_migration(desired, objects_in(current), migrations, columns, stored, expiring)
+    kinds = {type(migration_step(statement)) for statement in migrations}
+    columns, stored, expiring = (
+        _existing(database, kind, kind in kinds)
+        for kind in (AddColumn, AddStoredColumn, AddRowDeletionPolicy)
+    )
+    statements = plan_migration(
+        desired,
+        objects_in(current),
+        migrations,
+        [(table, column) for table, column in columns],
+        [(index, column) for index, column in stored],
+        [table for (table,) in expiring],
+    )
     touched = touched_objects(statements)
     drifted = [obj for obj in drifted_objects(desired, current) if obj not in touched]
     if drifted and not allow_drift:
