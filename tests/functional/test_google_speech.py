@@ -327,23 +327,30 @@ def test_unknown_length_with_a_gcs_uri_goes_to_batch_with_diarization(fake: Spee
     assert transcript.billed_seconds == 56
 
 
+def past_20_minutes(
+    service: SpeechV2Fake, call: str, *, stereo: bool, declared: bool = False
+) -> AudioInput:
+    """``call`` spoken in a 25-minute recording the service holds; its AudioInput, with the
+    duration CallRail gave when ``declared`` (else of unknown length)."""
+    audio = spoken(call, stereo=stereo)
+    audio.duration = 25 * 60
+    service.add_audio(uri(call), audio)
+    return AudioInput(
+        path=audio_file(call),
+        content_type="audio/mpeg",
+        gcs_uri=uri(call),
+        duration_seconds=25 * 60 if declared else None,
+    )
+
+
 def test_batch_over_20_minutes_without_word_times_still_gives_speaker_segments(
     fake: SpeechV2Fake,
 ) -> None:
     """Past 20 minutes chirp_3 sends words without offsets: the segments keep the speakers
     and the results' times, spread evenly; no word is given a made-up time."""
-    audio = spoken(MONO_55S, stereo=False)
-    audio.duration = 25 * 60
-    fake.add_audio(uri(MONO_55S), audio)
+    recording = past_20_minutes(fake, MONO_55S, stereo=False, declared=True)
 
-    transcript = transcriber(fake).transcribe(
-        AudioInput(
-            path=audio_file(MONO_55S),
-            content_type="audio/mpeg",
-            gcs_uri=uri(MONO_55S),
-            duration_seconds=25 * 60,
-        )
-    )
+    transcript = transcriber(fake).transcribe(recording)
 
     # Known to be past the limit: not asked for, rather than risking the file's refusal.
     assert not fake.calls("BatchRecognize")[0].config.features.enable_word_time_offsets
@@ -359,18 +366,9 @@ def test_batch_over_20_minutes_without_word_times_still_gives_speaker_segments(
 def test_stereo_over_20_minutes_takes_its_speakers_from_the_channels(fake: SpeechV2Fake) -> None:
     """Per channel and without word times, each result is one channel's utterance: its
     channel names the speaker, its end places it, and no word gets a made-up time."""
-    audio = spoken(STEREO_72S, stereo=True)
-    audio.duration = 25 * 60
-    fake.add_audio(uri(STEREO_72S), audio)
+    recording = past_20_minutes(fake, STEREO_72S, stereo=True, declared=True)
 
-    transcript = transcriber(fake).transcribe(
-        AudioInput(
-            path=audio_file(STEREO_72S),
-            content_type="audio/mpeg",
-            gcs_uri=uri(STEREO_72S),
-            duration_seconds=25 * 60,
-        )
-    )
+    transcript = transcriber(fake).transcribe(recording)
 
     features = fake.calls("BatchRecognize")[0].config.features
     assert not features.enable_word_time_offsets
@@ -392,13 +390,9 @@ def test_a_file_refused_for_word_times_is_sent_again_without_them() -> None:
     """Of unknown length, a call asks for word times; if the service refuses the file for
     them (a per-file INVALID_ARGUMENT), it is sent once more without."""
     with SpeechV2Fake(polls_to_finish=1, long_word_times="refuse") as service:
-        audio = spoken(MONO_55S, stereo=False)
-        audio.duration = 25 * 60
-        service.add_audio(uri(MONO_55S), audio)
+        recording = past_20_minutes(service, MONO_55S, stereo=False)
 
-        transcript = transcriber(service).transcribe(
-            AudioInput(path=audio_file(MONO_55S), content_type="audio/mpeg", gcs_uri=uri(MONO_55S))
-        )
+        transcript = transcriber(service).transcribe(recording)
 
         asked = [
             r.config.features.enable_word_time_offsets for r in service.calls("BatchRecognize")
@@ -434,13 +428,8 @@ def test_the_next_attempt_resumes_the_request_without_word_times() -> None:
     resumes that operation rather than asking with word times again."""
     store = MemoryOperations()
     with SpeechV2Fake(polls_to_finish=1, long_word_times="refuse") as service:
-        audio = spoken(MONO_55S, stereo=False)
-        audio.duration = 25 * 60
-        service.add_audio(uri(MONO_55S), audio)
+        recording = past_20_minutes(service, MONO_55S, stereo=False)
         service.hold(2)  # the second operation, without word times, outlasts the attempt
-        recording = AudioInput(
-            path=audio_file(MONO_55S), content_type="audio/mpeg", gcs_uri=uri(MONO_55S)
-        )
         with pytest.raises(TranscriptionFailed, match="still running"):
             transcriber(
                 service, operations=store, batch_timeout_seconds=0.3, poll_seconds=0.05
@@ -458,18 +447,9 @@ def test_diarization_without_words_falls_back_to_one_speaker() -> None:
     """If the service sends no words when there are no word times, the speaker labels
     (which are on the words) are lost: one speaker, said so, the text intact."""
     with SpeechV2Fake(polls_to_finish=1, labels_without_times=False) as service:
-        audio = spoken(MONO_55S, stereo=False)
-        audio.duration = 25 * 60
-        service.add_audio(uri(MONO_55S), audio)
+        recording = past_20_minutes(service, MONO_55S, stereo=False, declared=True)
 
-        transcript = transcriber(service).transcribe(
-            AudioInput(
-                path=audio_file(MONO_55S),
-                content_type="audio/mpeg",
-                gcs_uri=uri(MONO_55S),
-                duration_seconds=25 * 60,
-            )
-        )
+        transcript = transcriber(service).transcribe(recording)
 
     assert transcript.diarization == "none"
     assert transcript.speaker_count == 1
