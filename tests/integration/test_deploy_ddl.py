@@ -50,6 +50,21 @@ def _sql(tmp_path: Path, name: str, statements: list[str]) -> Path:
     return path
 
 
+def _files(tmp_path: Path, schema: list[str], migrations: list[str]) -> tuple[str, ...]:
+    """The deploy ddl options naming a schema file and a migrations file of these statements."""
+    return (
+        "--schema-file",
+        str(_sql(tmp_path, "schema.sql", schema)),
+        "--migrations-file",
+        str(_sql(tmp_path, "migrations.sql", migrations)),
+    )
+
+
+def _assert_up_to_date(result: Any) -> None:
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("is up to date")
+
+
 def _ddl(database: Any, *args: str) -> Any:
     return run_cli(
         "deploy", "ddl", *args, env={**os.environ, "SPANNER_DATABASE": database.database_id}
@@ -79,9 +94,7 @@ def test_a_changed_table_without_a_migration_fails_the_deploy_and_changes_nothin
 ) -> None:
     database = make_database([T_OLD])
     before = _current(database)
-    schema = _sql(tmp_path, "schema.sql", [T_NEW, U_NEW])
-    none = _sql(tmp_path, "migrations.sql", [])
-    files = ("--schema-file", str(schema), "--migrations-file", str(none))
+    files = _files(tmp_path, [T_NEW, U_NEW], [])
 
     refused = _ddl(database, *files)
     assert refused.returncode == 1
@@ -102,9 +115,7 @@ def test_migrations_bring_an_older_database_up_to_the_schema_file_once(
 ) -> None:
     database = make_database([T_OLD])
     database.run_in_transaction(lambda txn: txn.insert("T", ["a", "note"], [(1, "kept")]))
-    schema = _sql(tmp_path, "schema.sql", [T_NEW, T_INDEX, U_NEW])
-    migrations = _sql(tmp_path, "migrations.sql", [ADD_B, T_INDEX])
-    args = ("--schema-file", str(schema), "--migrations-file", str(migrations))
+    args = _files(tmp_path, [T_NEW, T_INDEX, U_NEW], [ADD_B, T_INDEX])
 
     planned = _ddl(database, *args, "--dry-run")
     assert planned.returncode == 0, planned.stderr
@@ -130,8 +141,7 @@ def test_migrations_bring_an_older_database_up_to_the_schema_file_once(
         assert list(snapshot.execute_sql("SELECT a, note, b FROM T")) == [[1, "kept", None]]
 
     again = _ddl(database, *args)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.strip().endswith("is up to date")
+    _assert_up_to_date(again)
 
 
 def test_an_index_of_an_older_database_gets_its_stored_columns_once(
@@ -139,9 +149,11 @@ def test_an_index_of_an_older_database_gets_its_stored_columns_once(
 ) -> None:
     table = "CREATE TABLE S (\n  a INT64 NOT NULL,\n  b STRING(MAX),\n  c INT64,\n) PRIMARY KEY (a)"
     database = make_database([table, "CREATE INDEX SByB ON S (b DESC)"])
-    schema = _sql(tmp_path, "schema.sql", [table, "CREATE INDEX SByB ON S (b DESC) STORING (c)"])
-    migrations = _sql(tmp_path, "migrations.sql", ["ALTER INDEX SByB ADD STORED COLUMN c"])
-    args = ("--schema-file", str(schema), "--migrations-file", str(migrations))
+    args = _files(
+        tmp_path,
+        [table, "CREATE INDEX SByB ON S (b DESC) STORING (c)"],
+        ["ALTER INDEX SByB ADD STORED COLUMN c"],
+    )
 
     applied = _ddl(database, *args)
     assert applied.returncode == 0, applied.stderr  # the result is the file's index: no drift
@@ -149,29 +161,23 @@ def test_an_index_of_an_older_database_gets_its_stored_columns_once(
     assert "CREATE INDEX SByB ON S(b DESC) STORING (c)" in _current(database)
 
     again = _ddl(database, *args)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.strip().endswith("is up to date")
+    _assert_up_to_date(again)
 
 
 def test_a_database_created_from_the_schema_file_needs_no_migration(
     make_database: Callable[[list[str]], Any], tmp_path: Path
 ) -> None:
     database = make_database([T_NEW, T_INDEX, U_NEW])
-    schema = _sql(tmp_path, "schema.sql", [T_NEW, T_INDEX, U_NEW])
-    migrations = _sql(tmp_path, "migrations.sql", [ADD_B, T_INDEX])
-    result = _ddl(database, "--schema-file", str(schema), "--migrations-file", str(migrations))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("is up to date")
+    _assert_up_to_date(_ddl(database, *_files(tmp_path, [T_NEW, T_INDEX, U_NEW], [ADD_B, T_INDEX])))
 
 
 def test_a_migration_that_does_not_match_the_schema_file_fails_after_applying(
     make_database: Callable[[list[str]], Any], tmp_path: Path
 ) -> None:
     database = make_database([T_OLD])
-    schema = _sql(tmp_path, "schema.sql", [T_NEW])
     # the file says STRING(MAX), the migration adds STRING(10): the result is drift
-    migrations = _sql(tmp_path, "migrations.sql", ["ALTER TABLE T ADD COLUMN b STRING(10)"])
-    result = _ddl(database, "--schema-file", str(schema), "--migrations-file", str(migrations))
+    files = _files(tmp_path, [T_NEW], ["ALTER TABLE T ADD COLUMN b STRING(10)"])
+    result = _ddl(database, *files)
     assert result.returncode == 1
     assert "applied: ALTER TABLE T ADD COLUMN b STRING(10)" in result.stdout
     assert "TABLE T differ" in result.stderr
@@ -182,8 +188,7 @@ def test_the_repository_schema_and_migrations_leave_the_stack_database_as_it_is(
     stack: LocalStack,
 ) -> None:
     result = run_cli("deploy", "ddl")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("is up to date")
+    _assert_up_to_date(result)
     assert not result.stderr.strip()
 
 
@@ -219,5 +224,4 @@ def test_a_database_of_the_previous_release_is_migrated_to_the_repository_schema
         "applied: ALTER TABLE Calls ADD ROW DELETION POLICY "
         "(OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY))",
     ]
-    again = _ddl(database)
-    assert again.returncode == 0 and again.stdout.strip().endswith("is up to date")
+    _assert_up_to_date(_ddl(database))
