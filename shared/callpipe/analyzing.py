@@ -10,9 +10,14 @@ from typing import Any, Protocol
 
 from callpipe.analysis import AnalysisFailed, Analyzer, CallContext
 from callpipe.messages import CallAnalyzed, CallTranscribed
-from callpipe.progress import Progress, Stage, StageStatus, record_and_hand_on
+from callpipe.progress import (
+    Progress,
+    Stage,
+    StageStatus,
+    count_failed_attempt,
+    record_and_hand_on,
+)
 from callpipe.publishing import Publisher
-from callpipe.steps import delivery_attempt
 
 
 class ContextSource(Protocol):
@@ -135,11 +140,8 @@ class AnalyzeCall:
         except AnalysisFailed as error:
             detail = str(error)[:2000]
             if not error.permanent:
-                attempts = max(
-                    self._progress.count_attempt(
-                        message.tenant_id, message.call_id, Stage.ANALYZE, detail
-                    ),
-                    delivery_attempt() or 0,
+                attempts = count_failed_attempt(
+                    self._progress, message.tenant_id, message.call_id, Stage.ANALYZE, detail
                 )
                 if attempts < self._max_attempts:
                     raise

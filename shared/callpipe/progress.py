@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from callpipe.publishing import Publisher
+from callpipe.steps import delivery_attempt
 
 
 class Stage(StrEnum):
@@ -103,6 +104,17 @@ class CallMessage(Protocol):
     def to_data(self) -> bytes: ...
 
     def attributes(self) -> dict[str, str]: ...
+
+
+def count_failed_attempt(
+    progress: Progress, tenant_id: str, call_id: str, stage: Stage, detail: str
+) -> int:
+    """Count one more failed attempt of ``stage``; return the attempts so far, by the higher
+    of the stage's count and Pub/Sub's delivery attempt. The stage's own count lags
+    Pub/Sub's (deliveries refused while every instance is busy, runs stopped by the
+    timeout), and a step that gives up one short of the dead-letter policy must not be
+    overtaken by it."""
+    return max(progress.count_attempt(tenant_id, call_id, stage, detail), delivery_attempt() or 0)
 
 
 def record_and_hand_on(

@@ -25,9 +25,14 @@ from callpipe.messages import (
     RecordingsEvent,
     StoredObjectEvent,
 )
-from callpipe.progress import Progress, Stage, StageStatus, record_and_hand_on
+from callpipe.progress import (
+    Progress,
+    Stage,
+    StageStatus,
+    count_failed_attempt,
+    record_and_hand_on,
+)
 from callpipe.publishing import Publisher
-from callpipe.steps import delivery_attempt
 from callpipe.transcripts import AudioInput, Transcriber, Transcript, TranscriptionFailed
 
 logger = logging.getLogger(__name__)
@@ -244,9 +249,8 @@ class TranscribeCall:
     ) -> dict[str, Any]:
         detail = str(error)[:2000]
         if not error.permanent:
-            attempts = max(
-                self._progress.count_attempt(tenant_id, call_id, Stage.TRANSCRIBE, detail),
-                delivery_attempt() or 0,
+            attempts = count_failed_attempt(
+                self._progress, tenant_id, call_id, Stage.TRANSCRIBE, detail
             )
             if attempts < self._max_attempts:
                 raise error
