@@ -19,6 +19,7 @@ from typing import Any
 
 from callpipe.cache import TTLCache
 from callpipe.callrail.signature import SigningToken
+from callpipe.errors import headline
 from callpipe.ids import check_numeric_id, check_resource_id, check_tenant_id
 from callpipe.intake.ratelimit import TokenBucket
 from callpipe.logs import log_event
@@ -61,8 +62,7 @@ class RowsNotWritten(RuntimeError):
 def _rows_not_written(error: Exception, secret_names: Sequence[str]) -> RowsNotWritten:
     from google.api_core import exceptions
 
-    lines = str(error).strip().splitlines()
-    detail = f"{error.__class__.__name__}: {lines[0][:300] if lines else ''}"
+    detail = f"{error.__class__.__name__}: {headline(error)}"
     if isinstance(error, exceptions.AlreadyExists):
         return RowsNotWritten(
             f"another change wrote the same tenant, company or legacy id meanwhile ({detail})",
@@ -95,6 +95,26 @@ def signing_token_from_input(value: str) -> str:
             f"a signing token must have at least {MIN_SIGNING_TOKEN_LENGTH} characters"
         )
     return token
+
+
+class InvalidApiKey(ValueError):
+    pass
+
+
+def api_key_from_input(value: str) -> str:
+    """A CallRail API key as an operator gave it, ready to store. It travels in an HTTP
+    header (``Authorization: Token token="…"``): a pasted newline around it is dropped, and
+    a key with spaces, quotes or control characters inside is refused here rather than by
+    every fetch after it replaced a working key."""
+    key = value.strip()
+    if not key:
+        raise InvalidApiKey("the CallRail API key is empty")
+    if not all("!" <= char <= "~" and char not in '"\\' for char in key):
+        raise InvalidApiKey(
+            "the CallRail API key may hold only visible ASCII characters other than quotes "
+            "and backslashes (is it the right value?)"
+        )
+    return key
 
 
 class DirectoryUnavailable(RuntimeError):
@@ -205,14 +225,15 @@ class TenantRepository:
         if legacy_id is not None:
             check_numeric_id(legacy_id, "legacy company id")
         signing_tokens = [signing_token_from_input(token) for token in request.signing_tokens]
+        api_key = None if request.api_key is None else api_key_from_input(request.api_key)
         if self.get_tenant(request.tenant_id) is not None:
             raise TenantExists(f"tenant {request.tenant_id} already exists")
         self._check_company_ids_free(request.callrail_company_id, legacy_id)
         written: list[str] = []
         api_secret = None
-        if request.api_key:
+        if api_key is not None:
             api_secret = api_key_secret_name(request.tenant_id)
-            secrets.put(api_secret, request.api_key)
+            secrets.put(api_secret, api_key)
             # not listed as left over: named after the tenant, it may be the secret of a
             # concurrent onboarding of the same tenant that won (and this put replaced)
         token_rows = []
@@ -373,6 +394,7 @@ class TenantRepository:
         """Store (or rotate) the tenant's CallRail API key; return the secret's name."""
         from google.cloud import spanner
 
+        api_key = api_key_from_input(api_key)
         if self.get_tenant(tenant_id) is None:
             raise TenantNotFound(f"tenant {tenant_id} does not exist")
         name = api_key_secret_name(tenant_id)

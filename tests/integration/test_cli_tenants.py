@@ -375,16 +375,24 @@ def test_a_commit_refused_after_the_secrets_names_them(
     assert "raced-signing-token" not in result.output
 
 
-@pytest.mark.parametrize("source", ["environment", "prompt"])
-def test_an_empty_api_key_does_not_replace_the_tenants_key(
-    stack: LocalStack, make_tenant: Any, database: Any, source: str
+@pytest.mark.parametrize(
+    ("source", "given", "refusal"),
+    [
+        ("environment", "   ", "empty"),
+        ("prompt", "   ", "empty"),
+        ("environment", "first-key second-key", "visible ASCII"),
+        ("prompt", 'Token token="pasted-with-its-header"', "visible ASCII"),
+    ],
+)
+def test_an_empty_or_mangled_api_key_does_not_replace_the_tenants_key(
+    stack: LocalStack, make_tenant: Any, database: Any, source: str, given: str, refusal: str
 ) -> None:
     from callpipe.apikeys import TenantApiKeys
     from callpipe.secrets import LocalSecretStore
 
     tenant = make_tenant(api_key="the-working-api-key")
     if source == "environment":
-        env = {**os.environ, "BLANK_CALLRAIL_KEY": "   "}
+        env = {**os.environ, "BLANK_CALLRAIL_KEY": given}
         result = run_cli(
             "tenants",
             "set-api-key",
@@ -395,9 +403,11 @@ def test_an_empty_api_key_does_not_replace_the_tenants_key(
             env=env,
         )
     else:
-        result = run_cli("tenants", "set-api-key", "--tenant-id", tenant.tenant_id, input="   \n")
+        result = run_cli(
+            "tenants", "set-api-key", "--tenant-id", tenant.tenant_id, input=f"{given}\n"
+        )
     assert result.returncode == 1
-    assert "empty" in result.stderr
+    assert refusal in result.stderr and "nothing was changed" in result.stderr
     keys = TenantApiKeys(database, LocalSecretStore(stack.secrets_dir))
     assert keys.key_for(tenant.tenant_id) == "the-working-api-key"
 

@@ -16,9 +16,11 @@ from callpipe.tenancy import (
     CompanyDirectory,
     CompanyMapping,
     DirectoryUnavailable,
+    InvalidApiKey,
     NotCached,
     OnboardingRequest,
     ResolvedCompany,
+    api_key_from_input,
 )
 from tests.unit.conftest import (
     COMPANY_ID,
@@ -237,6 +239,24 @@ def test_onboarding_request_repr_hides_tokens_and_api_key() -> None:
     text = repr(request) + str(request)
     assert "super-secret" not in text
     assert COMPANY_ID in text
+
+
+def test_an_api_key_loses_the_whitespace_pasted_around_it() -> None:
+    assert api_key_from_input("  0123456789abcdef0123456789abcdef\n") == (
+        "0123456789abcdef0123456789abcdef"
+    )
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["", " \n", "first-key second-key", 'Token token="abcdef"', "abc\x00def", "abc\\def", "clé"],
+)
+def test_an_api_key_that_cannot_travel_in_a_header_is_refused_without_echoing_it(
+    given: str,
+) -> None:
+    with pytest.raises(InvalidApiKey) as refused:
+        api_key_from_input(given)
+    assert given.strip() == "" or given.strip() not in str(refused.value)
 
 
 # -- a directory outage, and many requests missing the cache at once -------------------------

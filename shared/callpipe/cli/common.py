@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import typer
 
 from callpipe.config import Settings
+from callpipe.errors import headline
 
 _EMULATOR_HOSTS = ("PUBSUB_EMULATOR_HOST", "SPANNER_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
 
@@ -31,8 +32,7 @@ def cloud_error_message(error: BaseException) -> str | None:
     from google.api_core.exceptions import GoogleAPIError, RetryError, ServiceUnavailable
     from google.auth.exceptions import GoogleAuthError
 
-    lines = str(error).strip().splitlines()
-    detail = lines[0][:300] if lines else ""
+    detail = headline(error)
     if isinstance(error, GoogleAuthError):
         return (
             f"no usable Google credentials ({error.__class__.__name__}: {detail}); "

@@ -13,6 +13,7 @@ from callpipe.ids import InvalidIdentifier
 from callpipe.secrets import SecretStore
 from callpipe.tenancy import (
     CompanyAlreadyMapped,
+    InvalidApiKey,
     InvalidSigningToken,
     OnboardingRequest,
     RevokeOutcome,
@@ -21,6 +22,7 @@ from callpipe.tenancy import (
     TenantNotFound,
     TenantRecord,
     TenantRepository,
+    api_key_from_input,
     signing_token_from_input,
 )
 from callpipe.wiring import backend_mismatch, build_secret_store
@@ -126,9 +128,7 @@ def add(
         fail(str(error))
     api_key = None
     if api_key_env:
-        api_key = os.environ.get(api_key_env, "").strip()
-        if not api_key:
-            fail(f"environment variable {api_key_env} is empty or not set")
+        api_key = _api_key_from_env(api_key_env)
     request = OnboardingRequest(
         tenant_id=tenant_id,
         name=name,
@@ -244,6 +244,16 @@ def add_token(
     )
 
 
+def _api_key_from_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value.strip():
+        fail(f"environment variable {name} is empty or not set; nothing was changed")
+    try:
+        return api_key_from_input(value)
+    except InvalidApiKey as error:
+        fail(f"environment variable {name}: {error}; nothing was changed")
+
+
 @app.command("set-api-key")
 def set_api_key(
     tenant_id: Annotated[str, typer.Option(help="The tenant id.")],
@@ -255,15 +265,13 @@ def set_api_key(
     """Set or rotate the tenant's CallRail API key (fetch and download use it)."""
     store = _secret_store()
     if api_key_env:
-        key = os.environ.get(api_key_env, "")
-        if not key:
-            fail(f"environment variable {api_key_env} is empty or not set")
+        key = _api_key_from_env(api_key_env)
     else:
-        key = typer.prompt("CallRail API key", hide_input=True)
-    key = key.strip()
-    if not key:
-        # an empty key would replace a working one, and every fetch would then fail
-        fail("the CallRail API key is empty; nothing was changed")
+        try:
+            # an empty or mangled key would replace a working one, and every fetch fail
+            key = api_key_from_input(typer.prompt("CallRail API key", hide_input=True))
+        except InvalidApiKey as error:
+            fail(f"{error}; nothing was changed")
     try:
         name = _repository().set_api_key(tenant_id, key, store)
     except TenantNotFound as error:
