@@ -28,7 +28,7 @@ def is_audio_media_type(value: str) -> bool:
 
 def sniff_audio(head: bytes) -> str | None:
     """The file extension of the audio format ``head`` starts with, or None if unknown."""
-    if head.startswith(b"ID3") or _mpeg_audio_frame(head):
+    if head.startswith(b"ID3") or mpeg_audio_frame(head):
         return "mp3"
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
@@ -41,7 +41,7 @@ def sniff_audio(head: bytes) -> str | None:
     return None
 
 
-def _mpeg_audio_frame(head: bytes) -> bool:
+def mpeg_audio_frame(head: bytes) -> bool:
     """An MPEG audio layer I-III frame header: 11 sync bits and no reserved field values.
 
     The extra checks keep random bytes that happen to start with 0xFFE from passing, and

@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from callpipe.recordings.sniff import SNIFF_BYTES, sniff_audio
+from callpipe.recordings.sniff import SNIFF_BYTES, mpeg_audio_frame, sniff_audio
 
 # Channels this correlated are one signal twice (mono saved as stereo); real two-channel
 # calls stay far below it even with echo from one line into the other.
@@ -254,10 +254,10 @@ def _mp3_granules(data: bytes) -> Iterator[bool | None]:
         header = data[position : position + 4]
         version, layer = (header[1] >> 3) & 0b11, (header[1] >> 1) & 0b11
         bitrate_index, rate_index = header[2] >> 4, (header[2] >> 2) & 0b11
-        if header[0] != 0xFF or header[1] & 0xE0 != 0xE0 or version == 0b01 or layer != 0b01:
+        if not mpeg_audio_frame(header) or layer != 0b01:
             return  # not a layer III frame: a trailing tag, or garbage
-        if bitrate_index in (0, 0b1111) or rate_index == 0b11:
-            return  # free-format or invalid
+        if bitrate_index == 0:
+            return  # free format: no frame length in the header
         mode, extension = header[3] >> 6, (header[3] >> 4) & 0b11
         if mode == _MODE_MONO:
             return
