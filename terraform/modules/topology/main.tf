@@ -66,8 +66,14 @@ locals {
 
   # Pull subscriptions that only keep messages: one on every DLQ (Pub/Sub drops what is
   # published to a topic without subscriptions) and the topology's explicit holds.
+  # The DLQs' hold subscriptions, where whatever a step gave up on waits for an operator.
+  dead_letter_hold_topics = {
+    for name, step in local.pubsub_steps : "${step.dead_letter_topic}.hold" => step.dead_letter_topic
+  }
+  dead_letter_holds = sort(keys(local.dead_letter_hold_topics))
+
   hold_topics = merge(
-    { for name, step in local.pubsub_steps : "${step.dead_letter_topic}.hold" => step.dead_letter_topic },
+    local.dead_letter_hold_topics,
     try({ for name, hold in var.topology.holds : name => hold.topic }, {}),
   )
 
@@ -82,9 +88,6 @@ locals {
       max_delivery_attempts     = null
     }
   }
-
-  # The DLQs' hold subscriptions, where whatever a step gave up on waits for an operator.
-  dead_letter_holds = sort([for name, step in local.pubsub_steps : "${step.dead_letter_topic}.hold"])
 
   # Messages published on a unix-cron schedule (Cloud Scheduler jobs).
   schedules = {
