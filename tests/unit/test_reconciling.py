@@ -161,7 +161,7 @@ def test_a_busy_rate_limit_ends_the_run_and_keeps_what_it_queued() -> None:
 
 
 class Failing(CallRail):
-    """Lists the first call, then fails the way ``error`` says."""
+    """Lists every call it was given, then fails the way ``error`` says."""
 
     def __init__(self, calls: list[dict[str, Any]], error: Exception) -> None:
         super().__init__(calls)
