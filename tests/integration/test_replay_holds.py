@@ -45,3 +45,32 @@ def test_a_filtered_replay_reaches_every_match_behind_many_others(
     assert len(left) == 150
     assert {p.attributes["tenant_id"] for p in left} == {"someone-else"}
     assert peek(hold, 1000) != []  # a peek takes nothing away either
+
+
+def test_a_replay_leaves_what_failed_again_during_the_run_for_the_next_one(
+    stack: LocalStack, tap: Callable[[str], Tap]
+) -> None:
+    """The replay's target feeds the hold itself: each replayed message comes straight back,
+    as a dead letter does when the step fails it again. It is replayed once, not until the
+    limit runs out; a message a previous run replayed is replayed again."""
+    from datetime import UTC, datetime, timedelta
+
+    project = stack.config.project
+    held = tap(FEED)
+    publisher = PubSubPublisher(project, timeout_seconds=5)
+    fresh = f"fresh-{uuid.uuid4().hex[:8]}"
+    earlier = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    publisher.publish(FEED, b"failed once", {"tenant_id": fresh, "call_id": "CALf"})
+    publisher.publish(
+        FEED,
+        b"failed after yesterday's replay",
+        {"tenant_id": fresh, "call_id": "CALy", "replay_count": "1", "replayed_at": earlier},
+    )
+
+    hold = PullSubscription(project, held.name)
+    results = list(replay_dead_letters(hold, publisher, FEED, limit=10))
+
+    assert sorted(r.attributes["call_id"] for r in results) == ["CALf", "CALy"]
+    back = {p.attributes["call_id"]: p.attributes for p in peek(hold, 100)}
+    assert sorted(back) == ["CALf", "CALy"]  # each came back once, and stays for next time
+    assert (back["CALf"]["replay_count"], back["CALy"]["replay_count"]) == ("1", "2")
