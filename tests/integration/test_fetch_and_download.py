@@ -52,7 +52,8 @@ def add_call(
     return call
 
 
-def send(stack: LocalStack, tenant: Tenant, call: dict[str, Any], **changes: Any) -> None:
+def send(stack: LocalStack, tenant: Tenant, call: dict[str, Any], **changes: Any) -> str:
+    """Deliver the call's Post-Call webhook (signed, with ``changes``); its correlation id."""
     payload = {**webhook_from_call(call, tenant.legacy_company_id), **changes}
     body = json.dumps(payload).encode()
     signature = base64.b64encode(
@@ -65,6 +66,7 @@ def send(stack: LocalStack, tenant: Tenant, call: dict[str, Any], **changes: Any
         timeout=15,
     )
     assert response.status_code == 202, response.text
+    return str(response.json()["correlation_id"])
 
 
 def call_row(database: Any, tenant: Tenant, call_id: str) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from callpipe.reconcile import Reconciled, Reconciler, SpannerKnownCalls
 from callpipe.tenancy import TenantRepository
 from tests.conftest import TEST_API_KEY, Tap, Tenant
 from tests.integration.test_fetch_and_download import add_call, call_row, send, wait_for
+from tests.integration.test_intake_to_registered import wait_for_log_line
 
 
 def started(stack: LocalStack, call: dict[str, Any], ago: timedelta) -> None:
@@ -76,6 +77,13 @@ def test_a_call_whose_post_call_never_came_is_queued_once_and_completes(
 
     row = wait_for(completed, timeout=240, what="the reconciled call to complete")
     assert row["recording_status"] == "stored"  # fetched and downloaded like any call
+
+    # The Post-Call arrives after all (CallRail's delivery was late, not lost): accepted,
+    # and taken for the event the reconciliation queued, so the call is not done twice.
+    correlation_id = send(stack, tenant, lost)
+    line = wait_for_log_line(stack.log_dir / "function-register-call.log", correlation_id)
+    assert (line["outcome"], line["call_id"]) == ("duplicate", lost["id"])
+    assert call_row(database, tenant, lost["id"]) == row
 
     again = list(reconciler(stack, database).run(tenant.tenant_id, since))
     assert outcomes(again)[lost["id"]] == "known"
