@@ -191,6 +191,10 @@ def test_phone_numbers_are_masked(said: str) -> None:
         ("$30k to $40k", 30000, 40000),
         ("two hundred thousand", 200000, 200000),
         ("seventy five hundred dollars", 7500, 7500),
+        ("about two thousand", 2000, 2000),  # round: money, not the year 2000
+        ("we were thinking 2500", 2500, 2500),
+        ("we built it in 1978 for $1,978", 1978, 1978),  # with a "$" a year-like number is money
+        ("maybe 20000 down the road", 20000, 20000),  # "down the road" is no street
     ],
 )
 def test_money_amounts(said: str, low: float, high: float) -> None:
@@ -209,6 +213,15 @@ def test_money_amounts(said: str, low: float, high: float) -> None:
         "it was fifty eight degrees this morning",
         "call me at 555 212 4489",
         "a hundred amp panel",
+        "the house was built in 1978",
+        "we bought the house in 2019",
+        "it's a 2004 carrier",
+        "the roof went on in 2000",
+        "from 2019 to 2021 we rented it out",
+        "we're at 2150 maple avenue",
+        "it's 1423 north oak street",
+        "my zip code is 80104",
+        "the model number is 4512",
     ],
 )
 def test_not_money(said: str) -> None:
@@ -231,6 +244,19 @@ def test_budget_from_the_callers_words(
     analyzer: RuleBasedAnalyzer, said: str, budget: Budget
 ) -> None:
     assert quote_call(analyzer, said).budget_indicator == budget
+
+
+def test_a_street_address_is_neither_the_budget_nor_a_key_detail(
+    analyzer: RuleBasedAnalyzer,
+) -> None:
+    a = run(
+        analyzer,
+        ("agent", "Summit Roofing, this is Carlos, how can I help?"),
+        ("caller", "Water is pouring through my ceiling! It's 1423 Oak Street, please hurry."),
+    )
+    assert a.intent == "service_request" and a.urgency == "high"
+    assert a.budget_indicator == "unknown"
+    assert not any("1423" in detail or "1,423" in detail for detail in a.key_details)
 
 
 def test_a_price_the_agent_quotes_is_not_the_callers_budget(analyzer: RuleBasedAnalyzer) -> None:
@@ -418,6 +444,28 @@ def test_an_accepted_visit_with_a_time_is_an_appointment(analyzer: RuleBasedAnal
 
 
 @pytest.mark.parametrize(
+    ("ask", "offer"),
+    [
+        # the caller books, with words between "my" and the visit
+        ("I'd like to schedule my annual furnace tune-up, sometime next week.", "Sure."),
+        # the agent offers a day and time the caller takes
+        ("My furnace is making a rattling noise.", "How about Tuesday at 9?"),
+    ],
+)
+def test_a_maintenance_visit_is_an_appointment(
+    analyzer: RuleBasedAnalyzer, ask: str, offer: str
+) -> None:
+    a = run(
+        analyzer,
+        ("agent", "ABC Heating and Air, this is Pat."),
+        ("caller", ask),
+        ("agent", offer),
+        ("caller", "Tuesday works, thanks."),
+    )
+    assert a.appointment_requested
+
+
+@pytest.mark.parametrize(
     ("offer", "reply"),
     [
         ("We can come out and measure for free if you like.", "Sure."),  # no time
@@ -514,6 +562,88 @@ def test_a_long_monologue_on_an_answered_call_is_a_spam_sign(analyzer: RuleBased
     voicemail = run(analyzer, ("caller", words), answered=False, voicemail=True)
     assert any("one speaker" in r for r in answered.spam_reasons)
     assert answered.spam_likelihood > voicemail.spam_likelihood == 0
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        [
+            ("agent", "Summit Roofing, how can I help you?"),
+            (
+                "caller",
+                "Hi, I'm trying to reach Walgreens pharmacy, I need to refill a prescription.",
+            ),
+            ("agent", "Sorry, this is a roofing company."),
+            ("caller", "Oh, my mistake, sorry."),
+        ],
+        [
+            ("agent", "Summit Roofing, how can I help you?"),
+            ("caller", "Yeah hi, I need to get my car in for an oil change this week."),
+            ("agent", "I'm sorry sir, you've reached a roofing company."),
+            ("caller", "Oh sorry about that."),
+        ],
+    ],
+)
+def test_a_wrong_number_with_a_need_of_its_own_is_a_wrong_number(
+    analyzer: RuleBasedAnalyzer, turns: list[tuple[str, str]]
+) -> None:
+    """Neither side says "wrong number"; the agent says what the business is, the caller
+    apologizes. The caller's "I need to…" is for another business."""
+    a = run(analyzer, *turns)
+    assert a.intent == "wrong_number"
+    assert a.lead_score < 20 and not a.follow_up_required
+
+
+def test_a_persons_name_is_not_a_location(analyzer: RuleBasedAnalyzer) -> None:
+    a = run(
+        analyzer,
+        ("agent", "Summit Roofing, this is Carlos."),
+        ("caller", "I need a roof inspection, can you come out to Maria Gonzalez's house?"),
+        ("agent", "Sure, where is that?"),
+        ("caller", "It's in Castle Rock, near the library."),
+    )
+    assert "Location mentioned: Castle Rock" in a.key_details
+    assert not any("Maria" in detail or "Gonzalez" in detail for detail in a.key_details)
+
+
+KITCHEN_CALL = (
+    "Bright Kitchens, this is Dave, how can I help you? Hi Dave, we'd like to get a quote on "
+    "a kitchen remodel, new cabinets and countertops, maybe moving the island. Sure, when "
+    "were you hoping to start? Probably in the spring, we're guaranteed some time off then."
+)
+
+
+@pytest.mark.parametrize("diarization", ["clustering", "none"])
+def test_two_voices_merged_into_one_speaker_are_not_taken_for_a_robocall(
+    analyzer: RuleBasedAnalyzer, diarization: str
+) -> None:
+    """The local engine on mono audio can put two similar voices in one speaker: a real
+    conversation then has one speaker, and one weak sign ("guaranteed") must not make the
+    lead spam."""
+    a = analyzer.analyze(
+        transcript(("speaker_1", KITCHEN_CALL), diarization=diarization),
+        CallContext(answered=True, direction="inbound"),
+    ).analysis
+    assert not any("one speaker" in reason for reason in a.spam_reasons)
+    assert a.intent == "quote_request" and a.project_type == "kitchen"
+
+
+def test_one_voice_on_an_outbound_call_is_not_a_robocall(analyzer: RuleBasedAnalyzer) -> None:
+    """The business called: the one voice is its message on the customer's voicemail."""
+    message = (
+        "Hi, this is Carlos from Summit Roofing calling back about the estimate you requested "
+        "for your roof. We've been trying to reach you, we can come out Thursday afternoon "
+        "to take measurements, give us a call back when you get a chance, thanks so much."
+    )
+    inbound, outbound = (
+        analyzer.analyze(
+            transcript(("speaker_1", message)), CallContext(answered=True, direction=direction)
+        ).analysis
+        for direction in ("inbound", "outbound")
+    )
+    assert any("one speaker" in reason for reason in inbound.spam_reasons)
+    assert not any("one speaker" in reason for reason in outbound.spam_reasons)
+    assert outbound.intent != "spam" and outbound.lead_score > 1
 
 
 def test_a_spam_sign_in_a_real_conversation_does_not_sink_the_lead(

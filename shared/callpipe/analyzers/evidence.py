@@ -22,7 +22,9 @@ class Call:
     context: CallContext
     lexicon: Lexicon
     speaker_count: int
-    diarized: bool
+    # Whether one speaker label means one voice: stereo channels or the provider's
+    # diarization, not the local engine's clustering (two similar voices can merge there).
+    voices_separated: bool
     # The turns project and trade cues look at: the business's own name removed, and the
     # agent's greeting dropped ("Summit Roofing, this is Carlos" says nothing about the
     # caller's project).

@@ -69,6 +69,10 @@ class BudgetLexicon(_Strict):
     not_money_units: re.Pattern[str]
     not_budget_before: re.Pattern[str]
     not_budget_after: re.Pattern[str]
+    # For numbers without a money cue only:
+    not_money_before: re.Pattern[str]  # "zip code is 80104", "model 2150"
+    street_after: re.Pattern[str]  # "2150 Maple Avenue"
+    year_before: re.Pattern[str]  # "built in 2000": a round year
     words: dict[Literal["low", "medium", "high"], list[re.Pattern[str]]]
 
 

@@ -2,8 +2,9 @@
 
 Spoken numbers are already digits here (``text.normalize``), which folds "thousand" into
 the number: "forty thousand" arrives as "40000". A bare number is money only when it is
-large (≥ 1000) and not followed by a unit ("1200 square feet", "50 gallon"); a small one
-needs a ``$``, "dollars", "bucks", "k" or "grand".
+large (≥ 1000) and not a quantity, a year, a street number or an identifier ("1200 square
+feet", "built in 1978", "2150 maple avenue", "zip code is 80104"); a small one needs a
+``$``, "dollars", "bucks", "k" or "grand".
 """
 
 from __future__ import annotations
@@ -52,19 +53,36 @@ def find_amounts(norm: str, lexicon: BudgetLexicon) -> list[Amount]:
         if m["b"] and a < 1000 <= b and not m["amult"]:
             magnitude = 10 ** (len(str(int(b))) - len(str(int(a))))
             a = a * magnitude if a * magnitude <= b else a * magnitude / 10
-        after = norm[m.end() :]
+        before, after = norm[: m.start()], norm[m.end() :]
         cued = bool(m["dollar"] or m["amult"] or m["bmult"] or m["cue"])
-        if not cued and (max(a, b) < 1000 or lexicon.not_money_units.match(after)):
+        if not cued and (max(a, b) < 1000 or _not_money(before, after, (a, b), lexicon)):
             continue
         if lexicon.not_budget_after.match(after):
             continue
-        if lexicon.not_budget_before.search(norm[: m.start()]):
+        if lexicon.not_budget_before.search(before):
             continue
         if m["b"] and not cued and a >= 1000 and b >= 1000 and m.group().count(",") == 1:
             # "1000, 2000" is a list more often than a range; keep the first.
             b = a
         amounts.append(Amount(low=min(a, b), high=max(a, b), start=m.start(), end=m.end()))
     return amounts
+
+
+def _not_money(before: str, after: str, ends: tuple[float, float], lexicon: BudgetLexicon) -> bool:
+    """For a number without a money cue: a quantity, an identifier, an address or a year."""
+    if lexicon.not_money_units.match(after) or lexicon.not_money_before.search(before):
+        return True
+    if lexicon.street_after.match(after):
+        return True
+    return all(_year(n, before, lexicon) for n in ends)
+
+
+def _year(number: float, before: str, lexicon: BudgetLexicon) -> bool:
+    """1978, 2004, 2019 are years; a round 2000 is one only after "in", "since", "built"…
+    ("about 2000" is money more often)."""
+    if not number.is_integer() or not 1900 <= number <= 2099:
+        return False
+    return number % 100 != 0 or bool(lexicon.year_before.search(before))
 
 
 def format_amount(amount: Amount) -> str:

@@ -41,8 +41,13 @@ TIMELINE_PHRASES = {
     "6_plus_months": "6+ months out",
 }
 # A capitalized place after a preposition, in the original text ("a house in Pasadena",
-# "do you work in Castle Rock"). Words that follow "in" but are not places are skipped.
-_PLACE = re.compile(r"\b(?:in|near|around|out to|out in)\s+((?:[A-Z][a-z]+)(?: [A-Z][a-z]+)?)")
+# "do you work in Castle Rock"). Words that follow "in" but are not places are skipped. A
+# possessive is a person's ("out to Maria Gonzalez's house"), and so is a name that runs
+# on: the match takes all the capitalized words or none.
+_PLACE = re.compile(
+    r"\b(?:in|near|around|out to|out in)\s+((?:[A-Z][a-z]+)(?: [A-Z][a-z]+){0,2})"
+    r"(?![\w'\u2019]| [A-Z])"
+)
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
            "September", "October", "November", "December")  # fmt: skip
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

@@ -50,7 +50,7 @@ class RuleBasedAnalyzer:
                 context=context,
                 lexicon=self.lexicon,
                 speaker_count=len(speakers),
-                diarized=transcript.diarization != "none",
+                voices_separated=transcript.diarization in ("channel", "provider"),
             )
             analysis = self._with_transcript(call)
         return AnalysisResult(analysis=analysis, engine=ENGINE, model=self.model)

@@ -59,11 +59,15 @@ def assess(call: Call) -> SpamVerdict:
             weights.append(sign.weight)
             reasons.append(sign.reason)
     # A single voice talking at length on an answered call is a recording, not a homeowner.
-    # Only when the transcriber separated speakers (diarization "none" puts everyone in one).
+    # Only when the transcriber keeps voices apart: diarization "none" puts everyone in one
+    # speaker, and "clustering" (the local engine on mono audio) can merge two voices of
+    # the same pitch. Not on an outbound call either: there the one voice is the business's
+    # message on someone's voicemail, or their greeting, never a robocall to the business.
     if (
         call.context.answered is not False
         and not call.context.voicemail
-        and call.diarized
+        and call.context.direction != "outbound"
+        and call.voices_separated
         and call.speaker_count == 1
         and call.caller_words >= spam.monologue.min_words
     ):
