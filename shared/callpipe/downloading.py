@@ -159,11 +159,11 @@ class DownloadRecording:
                 message, "no_recording", "CallRail has no recording for this call"
             )
 
-        client = callrail_client_for(self._api_keys, self._clients, message.tenant_id)
+        client, key = callrail_client_for(self._api_keys, self._clients, message.tenant_id)
         try:
             url = client.get_recording_url(message.callrail_account_id, message.call_id)
         except (CallRailNotFound, CallRailAuthError, CallRailRequestError) as error:
-            raise callrail_refusal(error, self._api_keys, message.tenant_id) from None
+            raise callrail_refusal(error, self._api_keys, message.tenant_id, key) from None
         if url is None:
             # Listed (or announced by the webhook) but not served: CallRail makes recordings
             # available some time after the call, so it is asked again, within limits.

@@ -55,22 +55,29 @@ class CallRailClients:
 
 def callrail_client_for(
     api_keys: ApiKeys, clients: Callable[[str], CallRailClient], tenant_id: str
-) -> CallRailClient:
+) -> tuple[CallRailClient, str]:
+    """The tenant's client and the key it sends (what a refusal is to be judged against)."""
     try:
-        return clients(api_keys.key_for(tenant_id))
+        key = api_keys.key_for(tenant_id)
     except MissingApiKey as error:
         raise PermanentError("no_api_key", str(error)) from None
+    return clients(key), key
 
 
-def callrail_refusal(error: Exception, api_keys: ApiKeys, tenant_id: str) -> Exception:
+def callrail_refusal(
+    error: Exception, api_keys: ApiKeys, tenant_id: str, used_key: str
+) -> Exception:
     """What to raise for a CallRail error: a ``PermanentError`` (dead letter), the error
     itself when transient, or, for an authentication failure with a key that was rotated
-    since it was cached, ``ApiKeyRotated`` so that the redelivery uses the new key."""
+    since it was read, ``ApiKeyRotated`` so that the redelivery uses the new key.
+
+    ``used_key`` is the key the refused request sent. Not what the cache holds now: a
+    request of another thread, refused too, may have refreshed it meanwhile, and this one
+    would then compare the new key with itself and dead-letter a call the new key fetches."""
     if isinstance(error, CallRailAuthError):
         try:
-            used = api_keys.key_for(tenant_id)
             api_keys.forget(tenant_id)
-            if api_keys.key_for(tenant_id) != used:
+            if api_keys.key_for(tenant_id) != used_key:
                 return ApiKeyRotated(
                     f"tenant {tenant_id}'s CallRail API key changed; retried with the new one"
                 )
@@ -108,11 +115,11 @@ class FetchCall:
                 "no_account_id",
                 f"neither the webhook nor tenant {message.tenant_id} names a CallRail account",
             )
-        client = callrail_client_for(self._api_keys, self._clients, message.tenant_id)
+        client, key = callrail_client_for(self._api_keys, self._clients, message.tenant_id)
         try:
             api_call = client.get_call(account_id, message.call_id)
         except (CallRailNotFound, CallRailAuthError, CallRailRequestError) as error:
-            raise callrail_refusal(error, self._api_keys, message.tenant_id) from None
+            raise callrail_refusal(error, self._api_keys, message.tenant_id, key) from None
 
         merged = {**message.webhook, **api_call}
         details = CallDetails.from_callrail(

@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from callpipe.apikeys import api_key_from_input
 from callpipe.cache import TTLCache
 from callpipe.callrail.signature import SigningToken
 from callpipe.errors import headline
@@ -95,26 +96,6 @@ def signing_token_from_input(value: str) -> str:
             f"a signing token must have at least {MIN_SIGNING_TOKEN_LENGTH} characters"
         )
     return token
-
-
-class InvalidApiKey(ValueError):
-    pass
-
-
-def api_key_from_input(value: str) -> str:
-    """A CallRail API key as an operator gave it, ready to store. It travels in an HTTP
-    header (``Authorization: Token token="…"``): a pasted newline around it is dropped, and
-    a key with spaces, quotes or control characters inside is refused here rather than by
-    every fetch after it replaced a working key."""
-    key = value.strip()
-    if not key:
-        raise InvalidApiKey("the CallRail API key is empty")
-    if not all("!" <= char <= "~" and char not in '"\\' for char in key):
-        raise InvalidApiKey(
-            "the CallRail API key may hold only visible ASCII characters other than quotes "
-            "and backslashes (is it the right value?)"
-        )
-    return key
 
 
 class DirectoryUnavailable(RuntimeError):

@@ -412,6 +412,25 @@ def test_an_empty_or_mangled_api_key_does_not_replace_the_tenants_key(
     assert keys.key_for(tenant.tenant_id) == "the-working-api-key"
 
 
+def test_an_api_key_written_to_its_secret_by_hand_is_read_trimmed_or_refused_for_good(
+    stack: LocalStack, make_tenant: Any, database: Any
+) -> None:
+    """Past the CLI: `echo KEY | gcloud secrets versions add` leaves a newline, which would
+    make every request unsendable (taken for an outage and retried for hours)."""
+    from callpipe.apikeys import MissingApiKey, TenantApiKeys
+    from callpipe.secrets import LocalSecretStore, api_key_secret_name
+
+    tenant = make_tenant(api_key="the-working-api-key")
+    store = LocalSecretStore(stack.secrets_dir)
+    store.put(api_key_secret_name(tenant.tenant_id), "the-rotated-api-key\n")
+    assert TenantApiKeys(database, store).key_for(tenant.tenant_id) == "the-rotated-api-key"
+
+    store.put(api_key_secret_name(tenant.tenant_id), "the rotated api key")
+    with pytest.raises(MissingApiKey, match="set-api-key") as refused:
+        TenantApiKeys(database, store).key_for(tenant.tenant_id)
+    assert "rotated api key" not in str(refused.value)  # the value is a secret
+
+
 def test_a_token_is_revoked_by_the_legacy_company_id_too(
     stack: LocalStack, make_tenant: Any, database: Any
 ) -> None:

@@ -213,6 +213,30 @@ def test_a_key_refused_after_its_rotation_is_retried_with_the_new_one() -> None:
         step(registered())
 
 
+def test_a_key_rotated_while_requests_were_in_flight_is_retried_by_each_of_them() -> None:
+    """Two requests sent the old key; the first refusal refreshes the cache. The second
+    must still see that its key was rotated, not compare the new key with itself."""
+    keys = Keys("old-key")
+    keys.stored = "new-key"
+
+    class Revoked:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def get_call(self, account_id: str, call_id: str) -> dict[str, Any]:
+            if self.key != "old-key":
+                return {"id": call_id}
+            if call_id == "CAL2":  # while this request waits, another one is refused
+                with pytest.raises(ApiKeyRotated):
+                    step(registered())
+            raise CallRailAuthError("bad key", 401)
+
+    step = FetchCall(keys, Revoked, Progress(), Publisher(), "t")  # type: ignore[arg-type]
+    with pytest.raises(ApiKeyRotated):
+        step(registered(call_id="CAL2", event_key="post_call:CAL2"))
+    assert step(registered(call_id="CAL2", event_key="post_call:CAL2"))["outcome"] == "fetched"
+
+
 def test_fetch_records_its_stage_only_once_the_call_is_handed_on() -> None:
     """ "ok" must mean published: a dead letter after it is taken for finished work."""
     progress = Progress()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from callpipe.apikeys import InvalidApiKey, api_key_from_input
 from callpipe.callrail.signature import SigningToken
 from callpipe.secrets import signing_token_secret_name
 from callpipe.tenancy import (
@@ -16,11 +17,9 @@ from callpipe.tenancy import (
     CompanyDirectory,
     CompanyMapping,
     DirectoryUnavailable,
-    InvalidApiKey,
     NotCached,
     OnboardingRequest,
     ResolvedCompany,
-    api_key_from_input,
 )
 from tests.unit.conftest import (
     COMPANY_ID,

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
+from callpipe.apikeys import InvalidApiKey, api_key_from_input
 from callpipe.cli.common import fail, print_json, settings
 from callpipe.ids import InvalidIdentifier
 from callpipe.secrets import SecretStore
 from callpipe.tenancy import (
     CompanyAlreadyMapped,
-    InvalidApiKey,
     InvalidSigningToken,
     OnboardingRequest,
     RevokeOutcome,
@@ -22,7 +22,6 @@ from callpipe.tenancy import (
     TenantNotFound,
     TenantRecord,
     TenantRepository,
-    api_key_from_input,
     signing_token_from_input,
 )
 from callpipe.wiring import backend_mismatch, build_secret_store
