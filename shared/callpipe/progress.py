@@ -161,6 +161,26 @@ def record_and_hand_on(
         hand_on()
 
 
+def _completion_summary(txn: Any, tenant_id: str, call_id: str) -> dict[str, Any] | None:
+    """The summary of a completed call: its persist stage, when that stage is ok."""
+    from google.cloud import spanner
+
+    rows = list(
+        txn.read(
+            "CallStages",
+            ["Status", "Detail"],
+            spanner.KeySet(keys=[[tenant_id, call_id, Stage.PERSIST.value]]),
+        )
+    )
+    if not rows or rows[0][0] != StageStatus.OK:
+        return None
+    return {
+        "Stage": Stage.PERSIST.value,
+        "StageStatus": StageStatus.OK.value,
+        "StageDetail": rows[0][1],
+    }
+
+
 class SpannerProgress:
     def __init__(self, database: Any) -> None:
         self._db = database
@@ -184,7 +204,10 @@ class SpannerProgress:
         A success never moves the call's summary back to an earlier stage: a redelivered
         or later event (a Call Modified after the call completed) that runs an early step
         again writes that stage's row and columns, but the call stays where it got to.
-        Failures always show in the summary.
+        Failures always show in the summary. On a completed call, a success at or after
+        the stage the summary shows (a later event's failure, replayed and gone through)
+        puts the summary back to the call's completion: that event's flow may end early
+        (its recording already stored), and nothing after it would.
         """
         from google.cloud import spanner
 
@@ -208,10 +231,16 @@ class SpannerProgress:
             summary = {"Stage": stage.value, "StageStatus": status.value, "StageDetail": detail}
             if status in (StageStatus.OK, StageStatus.SKIPPED):
                 call = list(
-                    txn.read("Calls", ["Stage"], spanner.KeySet(keys=[[tenant_id, call_id]]))
+                    txn.read(
+                        "Calls",
+                        ["Stage", "CompletedAt"],
+                        spanner.KeySet(keys=[[tenant_id, call_id]]),
+                    )
                 )
                 if call and _STAGE_ORDER.get(call[0][0], -1) > _STAGE_ORDER[stage.value]:
                     summary = {}
+                elif call and call[0][1] is not None and stage is not Stage.PERSIST:
+                    summary = _completion_summary(txn, tenant_id, call_id) or summary
             txn.insert_or_update(
                 "CallStages",
                 CALL_STAGE_COLUMNS,

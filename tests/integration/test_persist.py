@@ -109,6 +109,7 @@ def row(database: Any, tenant: Tenant, call_id: str) -> dict[str, Any]:
         "Analysis",
         "AnalysisEngine",
         "CompletedAt",
+        "StageDetail",
         "CallRailCall",
     ]
     with database.snapshot() as snapshot:
@@ -246,6 +247,43 @@ def test_a_message_without_the_transcript_never_erases_it(
     stored = row(database, tenant, call_id)
     assert stored["LeadScore"] == 72
     assert stored["TranscriptText"] == "caller: I need a new roof before winter."
+
+
+def test_a_completed_call_reads_complete_again_once_a_later_events_failure_went_through(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """A Call Modified after completion is dead-lettered at fetch, then replayed: fetch and
+    download succeed, and download ends the flow (the recording is stored). The call must
+    not stay at 'download' (listed as stuck for ever) but read complete."""
+    from callpipe.operations import status_report
+    from callpipe.progress import SpannerProgress, Stage, StageStatus
+
+    tenant, call_id = registered_call(make_tenant, database)
+    PersistCall(database, Publisher(), "calls.completed", clock=lambda: NOW)(
+        analyzed(tenant, call_id)
+    )
+    completed = row(database, tenant, call_id)
+    progress = SpannerProgress(database)
+
+    def record(stage: Stage, status: StageStatus, detail: str) -> tuple[str, str]:
+        progress.record(tenant.tenant_id, call_id, stage, status, detail, "modified-1")
+        stored = row(database, tenant, call_id)
+        return stored["Stage"], stored["StageStatus"]
+
+    assert record(Stage.FETCH, StageStatus.DEAD_LETTERED, "retries_exhausted") == (
+        "fetch",
+        "dead_lettered",
+    )  # failures show
+    assert record(Stage.REGISTER, StageStatus.OK, "call_modified") == ("fetch", "dead_lettered")
+    assert record(Stage.FETCH, StageStatus.OK, "call_modified") == ("persist", "ok")
+    assert record(Stage.DOWNLOAD, StageStatus.OK, "already stored") == ("persist", "ok")
+    stored = row(database, tenant, call_id)
+    assert stored["StageDetail"] == completed["StageDetail"]
+    assert (stored["LeadScore"], stored["CompletedAt"]) == (72, completed["CompletedAt"])
+    report = status_report(
+        database, timedelta(minutes=30), now=datetime.now(UTC) + timedelta(hours=2), shown=1000
+    )
+    assert call_id not in {view.call_id for view in report.stuck}
 
 
 def test_a_completion_not_published_leaves_the_stage_open_for_its_dead_letter(
