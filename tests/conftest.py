@@ -145,6 +145,17 @@ def make_tenant(stack: LocalStack, database: Any) -> Callable[..., Tenant]:
     return make
 
 
+def register_in_spanner(database: Any, message: Any, payload: dict[str, Any]) -> None:
+    """The rows register-call leaves for a forwarded event (a CallReceived ``message``):
+    the event's, the call's and its register stage."""
+    from callpipe.registration import EventState, SpannerEventLedger
+
+    ledger = SpannerEventLedger(database)
+    ledger.claim(message, "gs://webhook-archive/test.json")
+    ledger.start_call(message, payload)
+    ledger.mark(message, EventState.FORWARDED)
+
+
 def post_call_body(tenant: Tenant, call_id: str | None = None, **changes: Any) -> bytes:
     from callpipe.demo import sample_post_call
 

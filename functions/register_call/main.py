@@ -13,6 +13,7 @@ from callpipe.config import get_settings
 from callpipe.logs import configure_logging
 from callpipe.messages import CallReceived
 from callpipe.pipeline_wiring import StepRuntime, build_register_call
+from callpipe.progress import Stage
 from callpipe.steps import run_step
 from callpipe.wiring import Lazy
 
@@ -33,4 +34,5 @@ def register_call(cloud_event: CloudEvent) -> None:
         runtime.publisher,
         _settings.dead_letter_topic or f"{_settings.calls_received_topic}.dlq",
         max_delivery_attempts=_settings.max_delivery_attempts,
+        on_dead_letter=runtime.dead_letter_recorder(Stage.REGISTER),
     )

@@ -70,14 +70,16 @@ class StepRuntime:
 
 
 def build_register_call(settings: Settings) -> StepRuntime:
+    database = open_database(settings)
     publisher = build_publisher(settings)
     handler = RegisterCall(
         WebhookArchive(settings.webhook_archive_bucket),
-        SpannerEventLedger(open_database(settings)),
+        SpannerEventLedger(database),
         publisher,
         settings.calls_registered_topic,
     )
-    return StepRuntime(handler, publisher)
+    # progress for the dead-letter record only: the handler writes its stage itself
+    return StepRuntime(handler, publisher, SpannerProgress(database))
 
 
 def _step_adapters(settings: Settings) -> tuple[Any, PubSubPublisher, SpannerProgress]:

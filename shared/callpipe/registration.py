@@ -6,27 +6,39 @@ delivered twice yields one call downstream. The ledger row is written before pub
 and marked ``forwarded`` after. A concurrent delivery of the same event finds a fresh claim
 and is retried later (by then the event is forwarded, so it is dropped as a duplicate); a
 delivery that finds a claim older than ``CLAIM_LEASE`` takes over, because the attempt that
-made it crashed: at-least-once rather than losing the call.
+made it crashed: at-least-once rather than losing the call. An attempt that fails (Pub/Sub
+or Spanner did not answer) releases its claim, so that the next delivery takes over at once
+instead of spending its attempts on "in progress".
+
+The register stage of the call reads ``ok`` once the event is forwarded: until then a dead
+letter of the event is recorded on the call.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from callpipe.callrail.storable import unstorable
+from callpipe.errors import headline
+from callpipe.logs import log_event
 from callpipe.messages import CallReceived, CallRegistered
-from callpipe.progress import CALL_STAGE_COLUMNS, call_stage_row
+from callpipe.progress import CALL_STAGE_COLUMNS, Stage, StageStatus, call_stage_row
 from callpipe.publishing import Publisher
 from callpipe.steps import PermanentError
+
+logger = logging.getLogger("callpipe.steps")
 
 
 class EventState(StrEnum):
     NEW = "new"
     REGISTERED = "registered"  # recorded, not forwarded, and its claim expired: take over
+    RELEASED = "released"  # recorded, and its attempt failed before forwarding: take over
     IN_PROGRESS = "in_progress"  # recorded moments ago by a concurrent delivery
     FORWARDED = "forwarded"
     IGNORED = "ignored"
@@ -47,6 +59,8 @@ class EventLedger(Protocol):
     def claim(self, message: CallReceived, archive_uri: str) -> EventState: ...
 
     def mark(self, message: CallReceived, state: EventState) -> None: ...
+
+    def release(self, message: CallReceived) -> None: ...
 
     def start_call(self, message: CallReceived, payload: dict[str, Any]) -> None: ...
 
@@ -71,14 +85,15 @@ class SpannerEventLedger:
             )
             if rows:
                 status, updated_at = EventState(rows[0][0]), rows[0][1]
-                if status is not EventState.REGISTERED:
+                if status not in (EventState.REGISTERED, EventState.RELEASED):
                     return status
-                if datetime.now(UTC) - updated_at < self._lease:
+                fresh = datetime.now(UTC) - updated_at < self._lease
+                if status is EventState.REGISTERED and fresh:
                     return EventState.IN_PROGRESS
                 txn.update(
                     "WebhookEvents",
-                    ["TenantId", "EventKey", "UpdatedAt"],
-                    [(*key, spanner.COMMIT_TIMESTAMP)],
+                    ["TenantId", "EventKey", "Status", "UpdatedAt"],
+                    [(*key, EventState.REGISTERED.value, spanner.COMMIT_TIMESTAMP)],
                 )
                 return EventState.REGISTERED
             txn.insert(
@@ -115,6 +130,8 @@ class SpannerEventLedger:
         return EventState(self._db.run_in_transaction(work))
 
     def mark(self, message: CallReceived, state: EventState) -> None:
+        """Record the event's new state; a forwarded one completes the call's register
+        stage (the call's row exists: start_call wrote it before the publish)."""
         from google.cloud import spanner
 
         with self._db.batch() as batch:
@@ -123,6 +140,25 @@ class SpannerEventLedger:
                 ["TenantId", "EventKey", "Status", "UpdatedAt"],
                 [(message.tenant_id, message.event_key, state.value, spanner.COMMIT_TIMESTAMP)],
             )
+            if state is EventState.FORWARDED:
+                batch.insert_or_update(
+                    "CallStages",
+                    CALL_STAGE_COLUMNS,
+                    [
+                        call_stage_row(
+                            message.tenant_id,
+                            message.call_id,
+                            Stage.REGISTER.value,
+                            StageStatus.OK.value,
+                            message.event_type.value,
+                            1,
+                            message.correlation_id,
+                        )
+                    ],
+                )
+
+    def release(self, message: CallReceived) -> None:
+        self.mark(message, EventState.RELEASED)
 
     def start_call(self, message: CallReceived, payload: dict[str, Any]) -> None:
         """Create the call's row, or refresh it from a later event of the same call.
@@ -170,21 +206,6 @@ class SpannerEventLedger:
                 **details,
             }
             txn.insert("Calls", list(columns), [tuple(columns.values())])
-            txn.insert(
-                "CallStages",
-                CALL_STAGE_COLUMNS,
-                [
-                    call_stage_row(
-                        message.tenant_id,
-                        message.call_id,
-                        "register",
-                        "ok",
-                        message.event_type.value,
-                        1,
-                        message.correlation_id,
-                    )
-                ],
-            )
 
         self._db.run_in_transaction(work)
 
@@ -197,12 +218,34 @@ class RegisterCall:
         publisher: Publisher,
         output_topic: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._archive = archive
         self._ledger = ledger
         self._publisher = publisher
         self._output_topic = output_topic
         self._clock = clock
+        self._monotonic = monotonic
+
+    def _release(self, message: CallReceived, claimed: float) -> None:
+        """Give up the event's claim after a failed attempt, unless the attempt took half
+        the lease or more (a margin for the instances' clocks): another delivery may have
+        taken the claim over by then, and releasing it would let a third one forward the
+        event at the same time."""
+        if self._monotonic() - claimed >= CLAIM_LEASE.total_seconds() / 2:
+            return
+        try:
+            self._ledger.release(message)
+        except Exception as error:  # noqa: BLE001 - the claim then expires after CLAIM_LEASE
+            log_event(
+                logger,
+                logging.WARNING,
+                "could not release the event's claim",
+                tenant_id=message.tenant_id,
+                call_id=message.call_id,
+                correlation_id=message.correlation_id,
+                error=f"{error.__class__.__name__}: {headline(error)}",
+            )
 
     def __call__(self, message: CallReceived) -> dict[str, Any]:
         try:
@@ -252,8 +295,13 @@ class RegisterCall:
             data = registered.to_data()
         except ValueError as error:  # PydanticSerializationError
             raise PermanentError("unserializable_message", str(error)[:500]) from None
-        self._ledger.start_call(message, payload)
-        message_id = self._publisher.publish(self._output_topic, data, registered.attributes())
+        claimed = self._monotonic()
+        try:
+            self._ledger.start_call(message, payload)
+            message_id = self._publisher.publish(self._output_topic, data, registered.attributes())
+        except Exception:
+            self._release(message, claimed)
+            raise
         self._ledger.mark(message, EventState.FORWARDED)
         return {
             **fields,

@@ -61,8 +61,8 @@ def received(
     )
 
 
-def push(client: Any, data: bytes, attributes: dict[str, str]) -> Any:
-    envelope = {
+def push(client: Any, data: bytes, attributes: dict[str, str], attempt: int | None = None) -> Any:
+    envelope: dict[str, Any] = {
         "message": {
             "data": base64.b64encode(data).decode(),
             "attributes": attributes,
@@ -71,6 +71,8 @@ def push(client: Any, data: bytes, attributes: dict[str, str]) -> Any:
         },
         "subscription": "projects/callpipe-test/subscriptions/calls.received.register-call",
     }
+    if attempt is not None:
+        envelope["deliveryAttempt"] = attempt
     return client.post(PATH, json=envelope)
 
 
@@ -215,3 +217,51 @@ def test_the_pushs_delivery_attempt_reaches_the_step(
         (2, "retry"),
         (5, "retries_exhausted"),
     ]
+
+
+def test_a_failed_publish_is_retried_at_once_and_its_dead_letter_shows_on_the_call(
+    loaded: tuple[Any, Any],
+    make_tenant: Callable[..., Tenant],
+    tap: Callable[[str], Tap],
+    database: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delivery whose publish failed gives its claim back: the next delivery forwards the
+    event instead of being told "in progress" until the lease runs out. An event that never
+    gets out is recorded on the call when it is dead-lettered, not left reading "ok"."""
+    from callpipe.publishing import PublishFailed
+    from tests.integration.test_fetch_and_download import call_row
+
+    client, module = loaded
+    handler = module._runtime.get().handler
+    working = handler._publisher
+
+    class Down:
+        def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+            raise PublishFailed(f"Pub/Sub did not accept the message on {topic}")
+
+    tenant = make_tenant()
+    registered = tap("calls.registered")
+    forwarded, lost = (received(tenant, post_call_body(tenant)) for _ in range(2))
+    monkeypatch.setattr(handler, "_publisher", Down())
+    assert push(client, forwarded.to_data(), forwarded.attributes(), attempt=1).status_code >= 500
+    monkeypatch.setattr(handler, "_publisher", working)
+    assert push(client, forwarded.to_data(), forwarded.attributes(), attempt=2).status_code == 200
+    out = [
+        m for m in registered.drain(expect=1) if m.attributes.get("tenant_id") == tenant.tenant_id
+    ]
+    assert [m.attributes["call_id"] for m in out] == [forwarded.call_id]
+    stages = call_row(database, tenant, forwarded.call_id)["stages"]  # type: ignore[index]
+    assert stages["register"]["status"] == "ok"
+
+    monkeypatch.setattr(handler, "_publisher", Down())
+    attempts = module._settings.max_delivery_attempts
+    for attempt in range(1, attempts + 1):
+        assert push(client, lost.to_data(), lost.attributes(), attempt=attempt).status_code in (
+            200,
+            500,
+        )
+    stored = call_row(database, tenant, lost.call_id)
+    assert stored is not None
+    assert (stored["stage"], stored["status"]) == ("register", "dead_lettered")
+    assert "PublishFailed" in stored["stages"]["register"]["detail"]

@@ -236,13 +236,12 @@ def _processes_mentioning(*needles: str) -> list[Any]:
 def dead_lettered_call(database: Any, tenant: Any) -> Any:
     """A registered call whose fetch was dead-lettered; its CallReceived message."""
     from callpipe.progress import SpannerProgress, Stage, StageStatus
-    from callpipe.registration import SpannerEventLedger
-    from tests.conftest import post_call_body
+    from tests.conftest import post_call_body, register_in_spanner
     from tests.functional.test_register_call_function import received
 
     body = post_call_body(tenant)
     message = received(tenant, body)
-    SpannerEventLedger(database).start_call(message, json.loads(body))
+    register_in_spanner(database, message, json.loads(body))
     SpannerProgress(database).record(
         tenant.tenant_id,
         message.call_id,
@@ -299,14 +298,13 @@ def test_a_dead_letter_of_a_stage_done_for_the_same_event_is_not_recorded(
     """A redelivery whose work was done (its acknowledgement lost) may still fail on every
     attempt; the call has moved on, and its record must not move back."""
     from callpipe.progress import SpannerProgress, Stage, StageStatus
-    from callpipe.registration import SpannerEventLedger
-    from tests.conftest import post_call_body
+    from tests.conftest import post_call_body, register_in_spanner
     from tests.functional.test_register_call_function import received
 
     tenant = make_tenant()
     body = post_call_body(tenant)
     message = received(tenant, body)
-    SpannerEventLedger(database).start_call(message, json.loads(body))
+    register_in_spanner(database, message, json.loads(body))
     progress = SpannerProgress(database)
     progress.record(
         tenant.tenant_id,
@@ -371,14 +369,13 @@ def test_a_step_run_again_after_the_call_moved_on_does_not_move_its_summary_back
     recording stored): the stage rows are written, the call stays complete; a failure of
     such a run still shows."""
     from callpipe.progress import SpannerProgress, Stage, StageStatus
-    from callpipe.registration import SpannerEventLedger
-    from tests.conftest import post_call_body
+    from tests.conftest import post_call_body, register_in_spanner
     from tests.functional.test_register_call_function import received
 
     tenant = make_tenant()
     body = post_call_body(tenant)
     message = received(tenant, body)
-    SpannerEventLedger(database).start_call(message, json.loads(body))
+    register_in_spanner(database, message, json.loads(body))
     progress = SpannerProgress(database)
 
     def record(stage: Stage, status: StageStatus, event: str = "c0ffee", **columns: Any) -> None:

@@ -14,9 +14,8 @@ from callpipe.analysis import AnalysisResult, CallAnalysis
 from callpipe.devstack.stack import LocalStack
 from callpipe.messages import CallAnalyzed, CallCompleted
 from callpipe.persisting import PersistCall
-from callpipe.registration import SpannerEventLedger
 from callpipe.transcripts import Transcript, TranscriptSegment
-from tests.conftest import Tap, Tenant, post_call_body
+from tests.conftest import Tap, Tenant, post_call_body, register_in_spanner
 from tests.functional.test_register_call_function import received
 from tests.integration.test_fetch_and_download import add_call, send, wait_for
 from tests.unit.doubles import Publisher
@@ -128,7 +127,7 @@ def registered_call(make_tenant: Callable[..., Tenant], database: Any) -> tuple[
     """A new tenant with one call registered (its Calls row), as register-call leaves it."""
     tenant = make_tenant()
     body = post_call_body(tenant)
-    SpannerEventLedger(database).start_call(received(tenant, body), json.loads(body))
+    register_in_spanner(database, received(tenant, body), json.loads(body))
     return tenant, json.loads(body)["resource_id"]
 
 

@@ -402,15 +402,21 @@ class InMemoryEventLedger:
     def claim(self, message: CallReceived, archive_uri: str) -> EventState:
         key = (message.tenant_id, message.event_key)
         self._note("claim")
-        if key in self.states:
+        if key in self.states and self.states[key] is not EventState.RELEASED:
             return self.states[key]
+        taken_over = key in self.states
         self.states[key] = EventState.REGISTERED
+        if taken_over:
+            return EventState.REGISTERED
         self.archive_uris[key] = archive_uri
         return EventState.NEW
 
     def mark(self, message: CallReceived, state: EventState) -> None:
         self._note(f"mark:{state.value}")
         self.states[(message.tenant_id, message.event_key)] = state
+
+    def release(self, message: CallReceived) -> None:
+        self.mark(message, EventState.RELEASED)
 
     def start_call(self, message: CallReceived, payload: dict[str, Any]) -> None:
         self._note("start_call")

@@ -142,12 +142,12 @@ def test_registered_but_not_forwarded_is_published_again(world: World) -> None:
     assert world.ledger.state_of(message) is EventState.FORWARDED
 
 
-def test_publish_failure_leaves_the_event_registered_and_a_retry_forwards_it() -> None:
+def test_publish_failure_releases_the_event_and_a_retry_forwards_it() -> None:
     world = World(publisher=FailingPublisher())
     message = make_call_received()
     with pytest.raises(PublishFailed):
         world.register(message)
-    assert world.ledger.state_of(message) is EventState.REGISTERED
+    assert world.ledger.state_of(message) is EventState.RELEASED
 
     # Pub/Sub redelivers; this time the output topic accepts the message
     working = RecordingPublisher()
@@ -268,3 +268,26 @@ def test_archive_object_name_is_under_the_tenant_prefix() -> None:
     other_body = make_call_received(body=json.dumps({**load_event("post_call"), "x": 1}).encode())
     assert archive_object_name(other_body) != name
     assert archive_object_name(make_call_received()) == name
+
+
+def test_an_attempt_that_took_half_the_claims_lease_does_not_release_it() -> None:
+    """Another delivery may have taken the claim over meanwhile: releasing it would let a
+    third one forward the event at the same time as that one."""
+    from callpipe.registration import CLAIM_LEASE
+
+    now = [0.0]
+
+    class Slow(FailingPublisher):
+        def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+            now[0] += CLAIM_LEASE.total_seconds() / 2
+            return super().publish(topic, data, attributes)
+
+    world = World()
+    message = make_call_received()
+    step = RegisterCall(
+        world.archive, world.ledger, Slow(), OUTPUT, clock=lambda: REGISTERED_AT,
+        monotonic=lambda: now[0],
+    )  # fmt: skip
+    with pytest.raises(PublishFailed):
+        step(message)
+    assert world.ledger.state_of(message) is EventState.REGISTERED
