@@ -130,11 +130,17 @@ class PersistCall:
     def __call__(self, message: CallAnalyzed) -> dict[str, Any]:
         from google.cloud import spanner
 
-        def work(txn: Any) -> tuple[datetime | None, dict[str, Any]] | None:
+        def work(txn: Any) -> tuple[datetime | None, dict[str, Any], str, str | None] | None:
             rows = list(
                 txn.read(
                     "Calls",
-                    ["AnalyzedAt", "CompletedAt", "AnalysisStatus", "TranscriptStatus"],
+                    [
+                        "AnalyzedAt",
+                        "CompletedAt",
+                        "AnalysisStatus",
+                        "TranscriptStatus",
+                        "TranscriptUri",
+                    ],
                     spanner.KeySet(keys=[[message.tenant_id, message.call_id]]),
                 )
             )
@@ -143,7 +149,13 @@ class PersistCall:
                     "unknown_call",
                     f"no Calls row for tenant {message.tenant_id}, call {message.call_id}",
                 )
-            stored_analyzed_at, stored_completed_at, stored_status, stored_transcript = rows[0]
+            (
+                stored_analyzed_at,
+                stored_completed_at,
+                stored_status,
+                stored_transcript,
+                stored_transcript_uri,
+            ) = rows[0]
             # A result replaces a failure whatever their order: the failure may have been
             # persisted first (a replayed old dead letter, a delivery held up in backoff).
             result_over_failure = (
@@ -168,10 +180,17 @@ class PersistCall:
                     f"{took} and the stored analysis; a later analysis failed: "
                     f"{message.analysis_reason or 'no reason given'}"
                 )[:2000]
+            transcript_status, transcript_uri = message.transcript_status, message.transcript_uri
             if message.transcript is None and stored_transcript == "transcribed":
                 # Two deliveries of one recording's notification, one of which gave up on
-                # the transcription: a message without the transcript never erases it.
+                # the transcription: a message without the transcript never erases it, and
+                # the call, as stored and announced, has that transcript.
                 columns = {k: v for k, v in columns.items() if k not in TRANSCRIPT_COLUMNS}
+                transcript_status, transcript_uri = stored_transcript, stored_transcript_uri
+                if not kept:
+                    columns["StageDetail"] = (
+                        f"transcript {stored_transcript} (kept), analysis {message.analysis_status}"
+                    )
             columns["UpdatedAt"] = spanner.COMMIT_TIMESTAMP
             txn.update("Calls", list(columns), [tuple(columns.values())])
             txn.insert_or_update(
@@ -189,28 +208,28 @@ class PersistCall:
                     )
                 ],
             )
-            return (None if kept else completed_at), columns
+            return (None if kept else completed_at), columns, transcript_status, transcript_uri
 
         written = self._db.run_in_transaction(work)
         if written is None:
             return {"outcome": "superseded", "analyzed_at": message.analyzed_at.isoformat()}
         if written[0] is None:
             return {"outcome": "kept_analysis", "reason": message.analysis_reason}
-        completed_at, columns = written
+        completed_at, columns, transcript_status, transcript_uri = written
 
         analysis = message.result.analysis if message.result else None
         links = {"api": f"/api/v1/requests/{message.call_id}"}
         if message.recording_uri:
             links["recording"] = message.recording_uri
-        if message.transcript_uri:
-            links["transcript"] = message.transcript_uri
+        if transcript_uri:
+            links["transcript"] = transcript_uri
         completed = CallCompleted(
             tenant_id=message.tenant_id,
             office_id=message.office_id,
             call_id=message.call_id,
             correlation_id=message.correlation_id,
             completed_at=completed_at,
-            transcript_status=message.transcript_status,
+            transcript_status=transcript_status,
             analysis_status=message.analysis_status,
             lead_score=analysis.lead_score if analysis else None,
             intent=analysis.intent if analysis else None,

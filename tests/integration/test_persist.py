@@ -234,18 +234,25 @@ def test_a_message_without_the_transcript_never_erases_it(
     (analyzed without it, earlier), the other transcribed it but its analysis failed. In
     that arrival order the result replaces the failure, and the transcript stays."""
     tenant, call_id = registered_call(make_tenant, database)
-    good = analyzed(tenant, call_id)
+    transcript_uri = f"gs://recordings/tenants/{tenant.tenant_id}/calls/{call_id}/transcript.json"
+    good = analyzed(tenant, call_id).model_copy(update={"transcript_uri": transcript_uri})
     transcribed_but_failed = failed_later(good, "refused: finish_reason SAFETY")
     without_transcript = good.model_copy(
-        update={"transcript": None, "transcript_status": "no_transcript"}
+        update={"transcript": None, "transcript_status": "no_transcript", "transcript_uri": None}
     )
-    step = PersistCall(database, Publisher(), "calls.completed", clock=lambda: NOW)
+    publisher = Publisher()
+    step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
     step(transcribed_but_failed)
     assert step(without_transcript)["outcome"] == "persisted"
 
     stored = row(database, tenant, call_id)
     assert stored["LeadScore"] == 72
     assert stored["TranscriptText"] == "caller: I need a new roof before winter."
+    assert stored["StageDetail"] == "transcript transcribed (kept), analysis analyzed"
+    # and the call is announced as stored: with its transcript
+    announced = CallCompleted.from_data(publisher.sent[-1][1])
+    assert announced.transcript_status == "transcribed"
+    assert announced.links["transcript"] == transcript_uri
 
 
 def test_a_completed_call_reads_complete_again_once_a_later_events_failure_went_through(
