@@ -23,3 +23,7 @@ ALTER INDEX CallsByTenantReceived ADD STORED COLUMN IsSpam;
 -- archived webhooks do.
 ALTER TABLE WebhookEvents ADD ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY));
 ALTER TABLE Calls ADD ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY));
+
+-- CallRail's hourly and daily budgets per account, next to the minute window.
+ALTER TABLE CallRailRateLimits ADD COLUMN HourTat TIMESTAMP;
+ALTER TABLE CallRailRateLimits ADD COLUMN DayTat TIMESTAMP;

@@ -170,9 +170,13 @@ CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC)
   INTERLEAVE IN Tenants;
 
 -- GCRA state of the per-account CallRail rate limit, shared by every function instance
--- (callpipe.ratelimit): the next "theoretical arrival time" of a request to the account.
+-- (callpipe.ratelimit): the next "theoretical arrival time" of a request to the account,
+-- in the minute window (Tat) and in the hourly and daily budgets (added by migrations.sql;
+-- NULL until the budget is used).
 CREATE TABLE CallRailRateLimits (
   AccountId STRING(32) NOT NULL,
   Tat TIMESTAMP NOT NULL,
   UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  HourTat TIMESTAMP,
+  DayTat TIMESTAMP,
 ) PRIMARY KEY (AccountId);

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callpipe.ratelimit import MIN_BUDGET, RateLimit
+
 
 class Environment(StrEnum):
     LOCAL = "local"
@@ -91,6 +93,13 @@ class Settings(BaseSettings):
         default=120, ge=1, alias="CALLRAIL_RATE_LIMIT_PER_MINUTE"
     )
     callrail_rate_limit_burst: int = Field(default=5, ge=1, alias="CALLRAIL_RATE_LIMIT_BURST")
+    # CallRail's documented budget per account; 0 for none.
+    callrail_rate_limit_per_hour: int = Field(
+        default=1000, ge=0, alias="CALLRAIL_RATE_LIMIT_PER_HOUR"
+    )
+    callrail_rate_limit_per_day: int = Field(
+        default=10000, ge=0, alias="CALLRAIL_RATE_LIMIT_PER_DAY"
+    )
     callrail_max_attempts: int = Field(default=4, ge=1, le=10, alias="CALLRAIL_MAX_ATTEMPTS")
     callrail_timeout_seconds: float = Field(default=20.0, gt=0, alias="CALLRAIL_TIMEOUT_SECONDS")
 
@@ -182,6 +191,23 @@ class Settings(BaseSettings):
                 "empty in production"
             )
         return self
+
+    @model_validator(mode="after")
+    def _callrail_budgets(self) -> Settings:
+        for name in ("CALLRAIL_RATE_LIMIT_PER_HOUR", "CALLRAIL_RATE_LIMIT_PER_DAY"):
+            value = getattr(self, name.lower())
+            if 0 < value < MIN_BUDGET:
+                raise ValueError(f"{name} must be 0 (no budget) or at least {MIN_BUDGET}")
+        return self
+
+    def callrail_rate_limit(self) -> RateLimit:
+        """The shared CallRail rate limit these settings describe."""
+        return RateLimit(
+            per_minute=self.callrail_rate_limit_per_minute,
+            burst=self.callrail_rate_limit_burst,
+            per_hour=self.callrail_rate_limit_per_hour or None,
+            per_day=self.callrail_rate_limit_per_day or None,
+        )
 
     @property
     def is_production(self) -> bool:

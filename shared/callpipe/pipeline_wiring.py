@@ -17,7 +17,7 @@ from callpipe.fetching import CallRailClients, FetchCall
 from callpipe.logs import log_event
 from callpipe.progress import SpannerProgress, Stage, StageStatus
 from callpipe.publishing import Publisher, PubSubPublisher
-from callpipe.ratelimit import RateLimit, SpannerRateLimiter
+from callpipe.ratelimit import SpannerRateLimiter
 from callpipe.recordings.policy import FetchPolicy
 from callpipe.registration import RegisterCall, SpannerEventLedger
 from callpipe.spanner_db import open_database
@@ -89,13 +89,7 @@ def _step_adapters(settings: Settings) -> tuple[Any, PubSubPublisher, SpannerPro
 
 
 def callrail_clients(settings: Settings, database: Any) -> CallRailClients:
-    limiter = SpannerRateLimiter(
-        database,
-        RateLimit(
-            per_minute=settings.callrail_rate_limit_per_minute,
-            burst=settings.callrail_rate_limit_burst,
-        ),
-    )
+    limiter = SpannerRateLimiter(database, settings.callrail_rate_limit())
     client_settings = ClientSettings(
         base_url=settings.callrail_api_base_url,
         read_timeout=settings.callrail_timeout_seconds,

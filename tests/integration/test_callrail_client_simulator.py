@@ -168,18 +168,9 @@ def test_the_shared_limit_holds_across_instances(
     Below the simulator's budget (20/min) no request is refused; above it (the control
     case) the simulator answers 429, which shows the test can tell the difference.
     """
-    ids = write_calls(tmp_path, 1)
+    account, call_id = simulated_account(tmp_path, f"acct{per_minute}-")
     clock = SimulatedTime()
-    account = f"acct{datetime.now().timestamp():.0f}{per_minute}"
     keys = {account: KEY}
-    (tmp_path / "calls" / f"{ids[0]}.json").write_text(
-        json.dumps(
-            {
-                **json.loads((tmp_path / "calls" / f"{ids[0]}.json").read_text()),
-                "account_id": account,
-            }
-        )
-    )
     limit = RateLimit(per_minute=per_minute, burst=5, max_wait_seconds=3600)
     instances = [
         SpannerRateLimiter(database, limit, clock=clock.datetime, sleep=clock.sleep)
@@ -197,7 +188,7 @@ def test_the_shared_limit_holds_across_instances(
                 rate_limiter=instances[index % 2],
             )
             try:
-                caller.get_call(account, ids[0])
+                caller.get_call(account, call_id)
             except CallRailUnavailable as error:
                 statuses.append(error.status)
         elapsed = (clock.datetime() - started).total_seconds()
@@ -209,3 +200,63 @@ def test_the_shared_limit_holds_across_instances(
         assert statuses == [], stats
         # 45 requests, 5 of them in the burst, the rest at 15 per minute.
         assert elapsed >= (45 - 5) / 15 * 60 - 4
+
+
+def simulated_account(tmp_path: Path, name: str) -> tuple[str, str]:
+    """A call of a fresh account (its own rate-limit row): (account id, call id)."""
+    (call_id,) = write_calls(tmp_path, 1)
+    account = f"{name}{datetime.now().timestamp():.0f}"[:32]
+    path = tmp_path / "calls" / f"{call_id}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "account_id": account}))
+    return account, call_id
+
+
+def test_a_429_pauses_every_instance_for_the_account(database: Any, tmp_path: Path) -> None:
+    """CallRail refused instance A: instance B waits the pause out instead of being refused
+    too (and spending the budget further)."""
+    account, call_id = simulated_account(tmp_path, "held")
+    clock = SimulatedTime()
+    limit = RateLimit(per_minute=600, burst=5, max_wait_seconds=3600, per_hour=1000)
+    a, b = (
+        SpannerRateLimiter(database, limit, clock=clock.datetime, sleep=clock.sleep)
+        for _ in range(2)
+    )
+    with SimulatorServer(
+        tmp_path, {account: KEY}, rate_limit_per_minute=3, clock=clock.epoch
+    ).start() as server:
+
+        def get(limiter: SpannerRateLimiter) -> None:
+            CallRailClient(
+                KEY,
+                ClientSettings(base_url=server.url + "/v3", retry=RetryPolicy(max_attempts=1)),
+                rate_limiter=limiter,
+            ).get_call(account, call_id)
+
+        for _ in range(3):
+            get(a)
+        with pytest.raises(CallRailUnavailable) as refused:
+            get(a)
+        assert refused.value.status == 429 and refused.value.retry_after
+        before = clock.datetime()
+        get(b)
+        assert (clock.datetime() - before).total_seconds() >= refused.value.retry_after
+
+
+def test_the_hourly_budget_holds_across_instances(database: Any) -> None:
+    """Two instances share the account's hourly window in its Spanner row: with a budget
+    of 10 an hour (1 at once, then one per 400 s), 12 requests span 4,400 s."""
+    clock = SimulatedTime()
+    limit = RateLimit(per_minute=600, burst=5, max_wait_seconds=3600, per_hour=10)
+    instances = [
+        SpannerRateLimiter(database, limit, clock=clock.datetime, sleep=clock.sleep)
+        for _ in range(2)
+    ]
+    account = f"hourly{datetime.now().timestamp():.0f}"
+    sent = []
+    for index in range(12):
+        instances[index % 2].acquire(account)
+        sent.append(clock.datetime())
+    assert (sent[-1] - sent[0]).total_seconds() == 11 * 400
+    assert (
+        max(sum(1 for t in sent if start <= t < start + timedelta(hours=1)) for start in sent) <= 10
+    )

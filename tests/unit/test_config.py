@@ -87,6 +87,8 @@ def test_environment_aliases(
         ("ENVIRONMENT", "staging"),
         ("SECRET_BACKEND", "vault"),
         ("PORT", "eighty"),
+        ("CALLRAIL_RATE_LIMIT_PER_HOUR", "5"),
+        ("CALLRAIL_RATE_LIMIT_PER_DAY", "-1"),
     ],
 )
 def test_invalid_values_are_rejected(
@@ -173,3 +175,12 @@ def test_the_analysis_time_budget_stays_under_the_ack_deadline(
     assert Settings.model_fields["analysis_time_budget_seconds"].default < (
         analyze.ack_deadline_seconds - 30
     )
+
+
+def test_the_callrail_budgets_default_to_the_documented_ones_and_zero_means_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limit = Settings().callrail_rate_limit()
+    assert (limit.per_minute, limit.burst, limit.per_hour, limit.per_day) == (120, 5, 1000, 10000)
+    monkeypatch.setenv("CALLRAIL_RATE_LIMIT_PER_DAY", "0")
+    assert [w.column for w in Settings().callrail_rate_limit().windows()] == ["Tat", "HourTat"]

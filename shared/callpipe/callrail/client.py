@@ -82,6 +82,14 @@ class RateLimiter(Protocol):
     def acquire(self, account_id: str) -> None:
         """Block until a request to ``account_id`` is allowed, or raise RateLimited."""
 
+    def hold(self, account_id: str, seconds: float) -> None:
+        """Let no request go to ``account_id`` for ``seconds`` (CallRail answered 429)."""
+
+
+# How long every instance leaves an account alone after a 429 without Retry-After: the
+# budget CallRail enforces is hourly and daily, so an immediate retry would be refused too.
+RATE_LIMITED_PAUSE_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -257,6 +265,11 @@ class CallRailClient:
                     )
                 elif status in (408, 425, 429) or status >= 500:  # worth another try
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if status == 429 and self._limiter is not None:
+                        self._limiter.hold(
+                            account_id,
+                            RATE_LIMITED_PAUSE_SECONDS if retry_after is None else retry_after,
+                        )
                     last = CallRailUnavailable(
                         f"CallRail answered {status} on {what}", status, retry_after
                     )
