@@ -98,5 +98,6 @@ resource "google_cloudfunctions2_function" "step" {
     google_project_iam_member.builder,
     google_project_iam_member.builder_sources,
     google_artifact_registry_repository_iam_member.builder,
+    google_project_service.runtime,
   ]
 }

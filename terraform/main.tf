@@ -104,9 +104,13 @@ locals {
   }
 
   common_environment = {
-    ENVIRONMENT            = "production"
-    GOOGLE_CLOUD_PROJECT   = var.project_id
-    GOOGLE_CLOUD_LOCATION  = var.region
+    ENVIRONMENT           = "production"
+    GOOGLE_CLOUD_PROJECT  = var.project_id
+    GOOGLE_CLOUD_LOCATION = var.region
+    # Where recordings and transcripts are processed: by default next to the data (an EU
+    # region keeps them in the EU).
+    SPEECH_LOCATION        = coalesce(var.speech_location, startswith(var.region, "europe-") ? "eu" : "us")
+    VERTEX_AI_LOCATION     = coalesce(var.vertex_ai_location, var.region)
     SPANNER_INSTANCE       = google_spanner_instance.main.name
     SPANNER_DATABASE       = google_spanner_database.main.name
     AUDIO_STORAGE_BUCKET   = google_storage_bucket.data["recordings"].name

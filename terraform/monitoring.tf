@@ -59,6 +59,14 @@ locals {
         content = "Webhooks of an onboarded company match none of its active signing tokens: most likely the token was rotated in CallRail. Add the new one with `callpipe tenants add-token --company-id COM…`; the hourly reconciliation queues the calls refused meanwhile."
       }
     }
+    results_missing = {
+      description = "Calls that went on without their transcript or analysis because Speech-to-Text or Vertex AI refused or stayed down past the retries."
+      filter      = "${local.function_log} AND jsonPayload.logger=\"callpipe.steps\" AND (jsonPayload.outcome=\"analysis_failed\" OR jsonPayload.reason=\"transcription_failed\")"
+      alert = {
+        name    = "callpipe: calls stored without transcript or analysis"
+        content = "Speech-to-Text or Vertex AI refused a call (403: the API disabled or a role missing; 400: the request) or stayed down past the retries, and the call was stored without its transcript or analysis. The line says why (`detail`, `jsonPayload.step`). Once the cause is fixed, `callpipe calls rerun --failed` runs those calls again from the recording."
+      }
+    }
     webhooks_lost = {
       description = "Reconciliation runs that queued calls whose webhook never came."
       filter      = "${local.function_log} AND jsonPayload.logger=\"callpipe.reconciling\" AND severity=\"WARNING\" AND jsonPayload.queued>0"
@@ -175,5 +183,13 @@ resource "google_monitoring_alert_policy" "log_match" {
       period = "300s"
     }
     auto_close = "1800s"
+  }
+}
+
+# A warning on every plan while the alerts notify no one.
+check "alerts_reach_someone" {
+  assert {
+    condition     = !var.alerts_enabled || length(var.alert_emails) > 0
+    error_message = "The alert policies notify no one: set alert_emails (Cloud Build: the _ALERT_EMAILS substitution). Until then incidents only show in Cloud Monitoring."
   }
 }

@@ -206,7 +206,7 @@ variable "alerts_enabled" {
 }
 
 variable "alert_emails" {
-  description = "E-mail addresses notified by every alert policy (none: the incidents only show in Cloud Monitoring)."
+  description = "E-mail addresses notified by every alert policy (none: the incidents only show in Cloud Monitoring). Cloud Build passes _ALERT_EMAILS."
   type        = list(string)
   default     = []
 }
@@ -220,4 +220,18 @@ variable "alert_backlog_minutes" {
     condition     = var.alert_backlog_minutes >= 5
     error_message = "alert_backlog_minutes must be at least 5."
   }
+}
+
+# --- Speech-to-Text and Vertex AI --------------------------------------------------------
+
+variable "speech_location" {
+  description = "Speech-to-Text location (SPEECH_LOCATION): us or eu, the multi-regions Chirp 3 runs in; null means eu for a europe-* region, else us."
+  type        = string
+  default     = null
+}
+
+variable "vertex_ai_location" {
+  description = "Vertex AI region Gemini is called in (VERTEX_AI_LOCATION); null means the region. The model must be offered there."
+  type        = string
+  default     = null
 }

@@ -143,6 +143,7 @@ def test_a_webhook_intake_could_not_queue_is_counted_as_failed(
         "invalid_signature": 0,
         "webhooks_lost": 0,
         "step_gave_up": 0,
+        "results_missing": 0,
     }
 
 
@@ -202,6 +203,72 @@ def test_a_step_giving_up_is_counted_and_a_retry_is_not(
     assert counted(metric_filters, entries)["step_gave_up"] == 2
     gave_up = [e for e in entries if matches(metric_filters["step_gave_up"], e)]
     assert {e["jsonPayload"]["call_id"] for e in gave_up} == {message.call_id}
+
+
+def test_a_call_stored_without_its_transcript_or_analysis_is_counted(
+    metric_filters: dict[str, str], lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """Speech-to-Text or Vertex AI refusing (a disabled API answers 403) is no dead letter:
+    the call goes on without the result, and only this signal tells."""
+    from callpipe.analysis import AnalysisFailed
+    from callpipe.messages import CallTranscribed, RecordingsEvent
+    from callpipe.steps import run_step
+    from callpipe.transcripts import TranscriptionFailed
+    from tests.unit.doubles import Progress, Publisher
+    from tests.unit.test_steps import push_body
+    from tests.unit.test_transcribe_analyze_steps import (
+        Analyzer,
+        Engine,
+        Objects,
+        analyze_step,
+        stored_event,
+        transcribe_step,
+        transcribed,
+        without_recording,
+    )
+
+    def deliver(step: str, message: Any, model: Any, handler: Any) -> None:
+        data = message.to_data()
+        if isinstance(message, RecordingsEvent):  # as the topic carries it: not the wrapper
+            inner = message.stored or message.without
+            assert inner is not None
+            data = inner.model_dump_json(by_alias=True).encode()
+            if message.stored:
+                data = json.dumps({"kind": "storage#object", **json.loads(data)}).encode()
+        body = push_body(data, message.attributes())
+        run_step(step, body, model, handler, Publisher(), f"{step}.dlq", None, 10)
+
+    refused = TranscriptionFailed("403 PERMISSION_DENIED: Speech-to-Text disabled", permanent=True)
+    engine, ok = Engine(refused), Engine()
+    deliver(
+        "transcribe",
+        stored_event(),
+        RecordingsEvent,
+        transcribe_step(engine, Objects(), Progress(), Publisher()),
+    )
+    deliver(
+        "transcribe",
+        without_recording(),
+        RecordingsEvent,
+        transcribe_step(ok, Objects(), Progress(), Publisher()),
+    )
+    denied = AnalysisFailed("403 PERMISSION_DENIED: Vertex AI API disabled", permanent=True)
+    deliver(
+        "analyze",
+        transcribed(),
+        CallTranscribed,
+        analyze_step(Analyzer([denied]), Progress(), Publisher()),
+    )
+    deliver(
+        "analyze", transcribed(), CallTranscribed, analyze_step(Analyzer(), Progress(), Publisher())
+    )
+
+    entries = lines()
+    missing = [e for e in entries if matches(metric_filters["results_missing"], e)]
+    assert [e["jsonPayload"]["step"] for e in missing] == ["transcribe", "analyze"]
+    outcomes = [e["jsonPayload"]["outcome"] for e in entries if "outcome" in e["jsonPayload"]]
+    assert outcomes.count("no_transcript") == 2 and "analyzed" in outcomes  # all four ran
+    assert counted(metric_filters, entries)["step_gave_up"] == 0
 
 
 def test_a_dead_letter_that_could_not_be_made_and_an_undecodable_delivery_are_counted(
@@ -295,6 +362,12 @@ def test_every_refusal_of_a_webhook_reaches_the_intake_unreachable_alert(
 
 def test_the_signals_someone_must_act_on_have_alerts(signals: dict[str, dict[str, Any]]) -> None:
     alerted = {name for name, spec in signals.items() if spec["alert"]}
-    assert alerted == {"intake_unreachable", "invalid_signature", "webhooks_lost", "step_gave_up"}
+    assert alerted == {
+        "intake_unreachable",
+        "invalid_signature",
+        "webhooks_lost",
+        "step_gave_up",
+        "results_missing",
+    }
     for name in alerted:
         assert "callpipe" in signals[name]["alert"]["content"]  # what to do, in the message

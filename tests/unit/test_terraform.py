@@ -699,3 +699,28 @@ def test_cloudbuild_substitutions_are_declared(cloudbuild: dict[str, Any]) -> No
     assert {"_PROJECT_ID", "_REGION", "_ENV", "_TF_STATE_BUCKET"} <= declared
     used = set(re.findall(r"\$\{?(_[A-Z0-9_]+)", CLOUDBUILD.read_text(encoding="utf-8")))
     assert used <= declared
+
+
+@pytest.mark.parametrize(
+    ("given", "listed"),
+    [
+        ("", "[]"),
+        ("ops@example.com", '["ops@example.com"]'),
+        (" a@x.io  b@y.org ", '["a@x.io","b@y.org"]'),
+    ],
+)
+def test_the_alert_emails_reach_terraform_as_a_list(
+    cloudbuild: dict[str, Any], tmp_path: Path, given: str, listed: str
+) -> None:
+    """The plan step's script, run with a stand-in terraform that prints what it got."""
+    (step,) = [s for s in cloudbuild["steps"] if s["id"] == "terraform-plan"]
+    stub = tmp_path / "terraform"
+    stub.write_text('#!/bin/sh\nprintf "%s|%s" "$TF_VAR_alert_emails" "$*"\n', encoding="utf-8")
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "_ALERT_EMAILS": given}
+    ran = subprocess.run(
+        ["sh", "-c", step["script"]], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == f"{listed}|plan -input=false -out=tfplan"
+    assert "_ALERT_EMAILS" in cloudbuild["substitutions"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from callpipe.cli.common import fail, print_json
+from callpipe.cli.common import fail, info, moment_option, print_json, settings
 from callpipe.operations import find_calls, status_report
 
 app = typer.Typer(
@@ -50,6 +50,94 @@ def show(
                 f"  {stage.stage:<11} {stage.status:<14} attempts {stage.attempts}  "
                 f"{stage.updated_at}  {stage.detail or ''}"
             )
+
+
+@app.command("rerun")
+def rerun(
+    call_id: Annotated[
+        str | None, typer.Argument(help="The call to run again (CAL…); or use --failed.")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's calls.")] = None,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed", help="Every call whose transcription or analysis failed, since --since."
+        ),
+    ] = False,
+    since: Annotated[
+        str, typer.Option(help="With --failed: an age (90m, 24h, 7d), a date or an ISO time.")
+    ] = "24h",
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="With --failed: at most this many, newest first.")
+    ] = 100,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the calls, run nothing again.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per call.")] = False,
+) -> None:
+    """Run calls through transcription and analysis again: after Speech-to-Text or Vertex AI
+    refused them or stayed down (such calls are stored without the result, not
+    dead-lettered), or to analyse a call again. A transcript stored next to the recording
+    is reused; the newest analysis is kept."""
+    from callpipe.publishing import PublishFailed
+    from callpipe.rerun import Rerun, StoredCall, failed_calls, rerun, stored_calls
+    from callpipe.wiring import build_publisher
+
+    if (call_id is None) == (not failed):
+        fail("name one call, or pass --failed (not both)")
+    database = _database()
+    if call_id is not None:
+        calls = stored_calls(database, call_id, tenant)
+        if not calls:
+            fail(f"no call {call_id}" + (f" for tenant {tenant}" if tenant else ""))
+        if len(calls) > 1:
+            tenants = ", ".join(sorted(c.tenant_id for c in calls))
+            fail(f"call {call_id} is stored for several tenants ({tenants}): pass --tenant")
+    else:
+        start = moment_option(since, "--since")
+        calls = failed_calls(database, start, tenant, limit)
+    config = settings()
+    shown: list[dict[str, Any]] = []
+
+    def say(call: StoredCall, result: Rerun | None) -> None:
+        entry = {
+            "tenant_id": call.tenant_id,
+            "call_id": call.call_id,
+            "failure": call.failure,
+            "correlation_id": result.correlation_id if result else None,
+            "from_recording": result.from_recording if result else None,
+        }
+        if as_json:
+            shown.append(entry)
+            return
+        done = ""
+        if result is not None:
+            how = "from its recording" if result.from_recording else "without a recording"
+            done = f" (run again {how}, correlation id {result.correlation_id})"
+        typer.echo(f"{call.call_id} of {call.tenant_id}: {call.failure}{done}")
+
+    if dry_run:
+        for call in calls:
+            say(call, None)
+        if as_json:
+            print_json(shown)
+        info(f"{len(calls)} call{'' if len(calls) == 1 else 's'} to run again (dry run)")
+        return
+    announced = 0
+    try:
+        for result in rerun(calls, build_publisher(config), config.recordings_topic):
+            say(result.call, result)
+            announced += 1
+    except PublishFailed as error:
+        if as_json:
+            print_json(shown)
+        fail(f"{error} (after {announced} of {len(calls)} calls); run it again to go on")
+    if as_json:
+        print_json(shown)
+    info(
+        f"{len(calls)} call{'' if len(calls) == 1 else 's'} announced on "
+        f"{config.recordings_topic}; follow one with `callpipe calls show CALL_ID`"
+    )
 
 
 def status(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NoReturn
 
 import typer
@@ -55,3 +57,26 @@ def print_json(data: Any) -> None:
 
 def info(message: str) -> None:
     typer.secho(message, err=True, fg=typer.colors.BRIGHT_BLACK)
+
+
+_AGE = re.compile(r"(\d+)\s*([mhd])")
+_AGE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def moment_option(text: str, option: str, end_of_day: bool = False) -> datetime:
+    """A time given on the command line: a date (YYYY-MM-DD, a UTC day), an ISO 8601 time
+    (UTC unless it says), or an age before now ("90m", "24h", "7d")."""
+    age = _AGE.fullmatch(text.strip())
+    if age:
+        return datetime.now(UTC) - timedelta(**{_AGE_UNITS[age[2]]: int(age[1])})
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(
+            f"{option} {text!r} is neither a date (YYYY-MM-DD), an ISO 8601 time nor an age "
+            "(90m, 24h, 7d)"
+        )
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

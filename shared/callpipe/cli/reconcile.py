@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 
 from callpipe.callrail.client import CallRailError
-from callpipe.cli.common import fail, info, print_json, settings
+from callpipe.cli.common import fail, info, moment_option, print_json, settings
 from callpipe.publishing import PublishFailed
 from callpipe.ratelimit import RateLimited
 from callpipe.reconcile import OUTCOMES, ReconcileError
@@ -55,8 +55,8 @@ def reconcile(
 
     config = settings()
     lookback = timedelta(hours=config.reconcile_lookback_hours)
-    start = _moment(since, "--since") if since else datetime.now(UTC) - lookback
-    end = _moment(until, "--until", end_of_day=True) if until else None
+    start = moment_option(since, "--since") if since else datetime.now(UTC) - lookback
+    end = moment_option(until, "--until", end_of_day=True) if until else None
     settle = config.reconcile_settle_minutes if settle_minutes is None else settle_minutes
     reconciler = build_reconciler(
         config, _repository().database, build_publisher(config), timedelta(minutes=settle)
@@ -85,14 +85,3 @@ def _summary(counts: Counter[str]) -> str:
     return ", ".join(
         f"{counts[key]} {key.replace('_', ' ')}" for key in OUTCOMES if counts[key]
     ) or ("none")
-
-
-def _moment(text: str, option: str, end_of_day: bool = False) -> datetime:
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{option} {text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,165 @@
+"""Running a stored call through transcription and analysis again.
+
+A call whose transcription or analysis failed for good (Speech-to-Text or Vertex AI
+refused it, or stayed down past the retries) is not dead-lettered: it goes on and is
+stored without the result, so there is nothing in a dead-letter hold to replay. Once the
+cause is fixed, an operator re-announces the call on the recordings topic, as the bucket
+notification did: transcribe reuses a transcript stored next to the recording (else it
+transcribes), analyze runs again, and persist stores the new result over the failure.
+A call without a stored recording is announced as such and analysed from what is known.
+
+Each rerun is a new event of the call (a new correlation id), so the steps do not take it
+for a redelivery of finished work. Running it twice analyses twice; the newest analysis
+is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from callpipe.callrail.webhook import EventType
+from callpipe.messages import CallWithoutRecording
+from callpipe.publishing import Publisher
+
+# Calls stored without a result because a step failed, not because there was nothing to
+# work on (no recording, no speech).
+_FAILED = (
+    "(c.AnalysisStatus = 'failed' "
+    "OR STARTS_WITH(IFNULL(c.TranscriptReason, ''), 'transcription_failed'))"
+)
+_COLUMNS = (
+    "c.TenantId, c.CallId, c.OfficeId, c.RecordingStatus, c.RecordingUri, "
+    "c.RecordingContentType, c.RecordingBytes, c.RecordingDurationSeconds, "
+    "c.TranscriptStatus, c.TranscriptReason, c.AnalysisStatus, c.ReceivedAt"
+)
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    """What a rerun needs of a Calls row."""
+
+    tenant_id: str
+    call_id: str
+    office_id: str
+    recording_status: str | None
+    recording_uri: str | None
+    recording_content_type: str | None
+    recording_bytes: int | None
+    recording_seconds: float | None
+    transcript_status: str | None
+    transcript_reason: str | None
+    analysis_status: str | None
+    received_at: datetime
+
+    @property
+    def failure(self) -> str:
+        """What failed, in a few words (for the operator's listing)."""
+        failed = []
+        if (self.transcript_reason or "").startswith("transcription_failed"):
+            failed.append("transcription failed")
+        if self.analysis_status == "failed":
+            failed.append("analysis failed")
+        return ", ".join(failed) or "nothing failed"
+
+
+@dataclass(frozen=True)
+class Rerun:
+    call: StoredCall
+    correlation_id: str
+    message_id: str
+    from_recording: bool
+
+
+def failed_calls(
+    database: Any, since: datetime, tenant_id: str | None = None, limit: int = 100
+) -> list[StoredCall]:
+    """Calls received since ``since`` whose transcription or analysis failed, newest first."""
+    from google.cloud.spanner_v1 import param_types
+
+    params: dict[str, Any] = {"since": since, "limit": limit}
+    types: dict[str, Any] = {"since": param_types.TIMESTAMP, "limit": param_types.INT64}
+    where = f"c.ReceivedAt >= @since AND {_FAILED}"
+    if tenant_id is not None:
+        where += " AND c.TenantId = @tenant"
+        params["tenant"] = tenant_id
+        types["tenant"] = param_types.STRING
+    sql = (
+        f"SELECT {_COLUMNS} FROM Calls c WHERE {where} "  # noqa: S608 - no input in the text
+        "ORDER BY c.ReceivedAt DESC LIMIT @limit"
+    )
+    with database.snapshot() as snapshot:
+        return [StoredCall(*row) for row in snapshot.execute_sql(sql, params, types)]
+
+
+def stored_calls(database: Any, call_id: str, tenant_id: str | None = None) -> list[StoredCall]:
+    """The call's rows: one per tenant that has a call of that id (one when ``tenant_id``)."""
+    from google.cloud.spanner_v1 import param_types
+
+    params: dict[str, Any] = {"call": call_id}
+    types: dict[str, Any] = {"call": param_types.STRING}
+    where = "c.CallId = @call"
+    if tenant_id is not None:
+        where += " AND c.TenantId = @tenant"
+        params["tenant"] = tenant_id
+        types["tenant"] = param_types.STRING
+    sql = f"SELECT {_COLUMNS} FROM Calls@{{FORCE_INDEX=CallsByCallId}} c WHERE {where}"  # noqa: S608
+    with database.snapshot() as snapshot:
+        return [StoredCall(*row) for row in snapshot.execute_sql(sql, params, types)]
+
+
+def announcement(call: StoredCall, correlation_id: str) -> tuple[bytes, dict[str, str]]:
+    """The recordings-topic message that starts the call over from transcription: the
+    bucket's notification of its recording, or the notice that it has none."""
+    attributes = {"tenant_id": call.tenant_id, "call_id": call.call_id}
+    attributes["correlation_id"] = correlation_id
+    if call.recording_uri and call.recording_uri.startswith("gs://"):
+        bucket, _, name = call.recording_uri.removeprefix("gs://").partition("/")
+        metadata = {"correlation_id": correlation_id, "office_id": call.office_id}
+        if call.recording_seconds is not None:
+            metadata["duration_seconds"] = str(round(call.recording_seconds))
+        notification = {
+            "kind": "storage#object",
+            "name": name,
+            "bucket": bucket,
+            "contentType": call.recording_content_type,
+            "size": None if call.recording_bytes is None else str(call.recording_bytes),
+            "metadata": metadata,
+        }
+        # the attributes a bucket notification has, so that tools reading them see one
+        attributes |= {
+            "bucketId": bucket,
+            "objectId": name,
+            "eventType": "OBJECT_FINALIZE",
+            "payloadFormat": "JSON_API_V1",
+        }
+        return json.dumps(notification).encode("utf-8"), attributes
+    notice = CallWithoutRecording(
+        tenant_id=call.tenant_id,
+        office_id=call.office_id,
+        call_id=call.call_id,
+        event_type=EventType.POST_CALL,
+        correlation_id=correlation_id,
+        reason="download_failed" if call.recording_status == "download_failed" else "no_recording",
+        detail="run again by an operator; the call has no stored recording",
+    )
+    return notice.to_data(), {**notice.attributes(), **attributes}
+
+
+def rerun(
+    calls: list[StoredCall],
+    publisher: Publisher,
+    topic: str,
+    new_correlation_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+) -> Iterator[Rerun]:
+    """Announce each call again on ``topic`` (the recordings topic), one at a time; a
+    publish Pub/Sub refuses raises and stops the run (the calls before it are announced)."""
+    for call in calls:
+        correlation_id = new_correlation_id()
+        data, attributes = announcement(call, correlation_id)
+        message_id = publisher.publish(topic, data, attributes)
+        yield Rerun(call, correlation_id, message_id, "objectId" in attributes)
