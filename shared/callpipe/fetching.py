@@ -91,6 +91,10 @@ def callrail_refusal(
     return error
 
 
+def _is_company_resource(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("COM")
+
+
 class FetchCall:
     def __init__(
         self,
@@ -121,6 +125,21 @@ class FetchCall:
         except (CallRailNotFound, CallRailAuthError, CallRailRequestError) as error:
             raise callrail_refusal(error, self._api_keys, message.tenant_id, key) from None
 
+        owner = api_call.get("company_id")
+        if (
+            _is_company_resource(owner)
+            and _is_company_resource(message.company_id)
+            and owner != message.company_id
+        ):
+            # Signed with the company's token, but about a call of another company of the
+            # account (tenants can share one): fetching it would copy another business's
+            # call into this tenant.
+            raise PermanentError(
+                "company_mismatch",
+                f"CallRail says call {message.call_id} belongs to company {owner}, not to "
+                f"{message.company_id} (the webhook's): not fetched for tenant "
+                f"{message.tenant_id}",
+            )
         merged = {**message.webhook, **api_call}
         details = CallDetails.from_callrail(
             merged, announced=bool(message.webhook.get("recording"))

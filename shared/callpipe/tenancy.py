@@ -910,21 +910,27 @@ class CompanyDirectory:
         for ref in mapping.tokens:
             if not ref.active:
                 continue
+            where = {
+                "tenant_id": mapping.tenant_id,
+                "company_id": mapping.company_id,
+                "token_id": ref.token_id,
+            }
             try:
-                tokens.append(SigningToken(ref.token_id, self._secrets.get(ref.secret_name)))
+                # A token written to the secret by hand (`echo TOKEN | gcloud secrets
+                # versions add`) keeps its newline, and no webhook of the company would
+                # verify: CallRail signs with the token alone.
+                token = self._secrets.get(ref.secret_name).strip()
             except SecretNotFound:
-                log_event(
-                    logger,
-                    logging.ERROR,
-                    "signing token secret is missing",
-                    tenant_id=mapping.tenant_id,
-                    company_id=mapping.company_id,
-                    token_id=ref.token_id,
-                )
+                log_event(logger, logging.ERROR, "signing token secret is missing", **where)
+                continue
             except SecretStoreUnavailable as error:
                 raise _TokensUnavailable(str(error), mapping) from error
             except Exception as error:  # e.g. credentials that cannot be refreshed
                 raise _TokensUnavailable(
                     f"secret store unavailable: {error.__class__.__name__}", mapping
                 ) from error
+            if token:
+                tokens.append(SigningToken(ref.token_id, token))
+            else:
+                log_event(logger, logging.ERROR, "signing token secret is empty", **where)
         return ResolvedCompany(mapping=mapping, tokens=tuple(tokens))

@@ -237,6 +237,21 @@ def test_a_key_rotated_while_requests_were_in_flight_is_retried_by_each_of_them(
     assert step(registered(call_id="CAL2", event_key="post_call:CAL2"))["outcome"] == "fetched"
 
 
+def test_a_call_of_another_company_of_the_account_is_not_fetched_into_the_tenant() -> None:
+    """Tenants can share a CallRail account: a webhook signed with one company's token but
+    naming another company's call must not copy that call into this tenant."""
+    publisher = Publisher()
+    theirs = Client(call={"id": "CAL1", "company_id": "COMtheirs"})
+    step = FetchCall(Keys(), lambda key: theirs, Progress(), publisher, "t")  # type: ignore[arg-type,return-value]
+    with pytest.raises(PermanentError) as refused:
+        step(registered())
+    assert refused.value.reason == "company_mismatch" and "COMtheirs" in refused.value.detail
+    assert publisher.sent == []
+    ours = Client(call={"id": "CAL1", "company_id": "COM1"})
+    step = FetchCall(Keys(), lambda key: ours, Progress(), publisher, "t")  # type: ignore[arg-type,return-value]
+    assert step(registered())["outcome"] == "fetched"
+
+
 def test_fetch_records_its_stage_only_once_the_call_is_handed_on() -> None:
     """ "ok" must mean published: a dead letter after it is taken for finished work."""
     progress = Progress()

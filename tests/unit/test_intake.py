@@ -156,6 +156,16 @@ def test_form_submission_without_timeline_url_takes_the_account_from_the_mapping
     assert message.callrail_account_id == ACCOUNT_ID
 
 
+def test_the_account_is_the_onboarded_one_whatever_the_body_says(harness: IntakeHarness) -> None:
+    """Whoever holds a company's token must not point fetch-call at another account."""
+    body = event_body(
+        "post_call", timeline_url="https://app.callrail.com/a/999999999/calls/CAL1/timeline"
+    )
+    assert harness.post(body).status == 202
+    (message,) = received(harness)
+    assert message.callrail_account_id == ACCOUNT_ID != "999999999"
+
+
 def test_legacy_numeric_company_id_alone_is_enough(harness: IntakeHarness) -> None:
     body = event_body("post_call", company_resource_id=None)
     assert b"company_resource_id" not in body
@@ -367,6 +377,21 @@ def test_forged_unknown_company_requests_leave_the_outage_budget_to_real_webhook
     assert outcome.fields["quarantined"] is True  # kept: a replay can still queue it
     kept = harness.publisher.on(QUARANTINE_TOPIC)[-1]
     assert kept.attributes["reason"] == "directory_unavailable"
+    assert QuarantinedWebhook.from_data(kept.data).webhook.body == body
+
+
+def test_during_an_outage_a_body_too_large_for_an_unknown_company_is_not_kept(
+    make_intake: Callable[..., IntakeHarness],
+) -> None:
+    """Unverifiable until the directory answers: a flood of large forged bodies must not
+    fill the hold the real webhooks of the outage go to."""
+    body = event_body("post_call")
+    harness = make_intake(unknown_max_body=len(body))
+    harness.companies.error = ConnectionError("spanner: deadline exceeded")
+    padded = event_body("post_call", padding="x" * 2000)
+    outcomes = [harness.post(body), harness.post(padded, signature=sign("forged-token", padded))]
+    assert [(o.status, o.fields["quarantined"]) for o in outcomes] == [(503, True), (503, False)]
+    (kept,) = harness.publisher.on(QUARANTINE_TOPIC)
     assert QuarantinedWebhook.from_data(kept.data).webhook.body == body
 
 

@@ -183,6 +183,27 @@ def test_missing_secret_is_skipped_and_logged_other_tokens_still_used(
     assert entry["tenant_id"] == TENANT_ID
 
 
+def test_a_token_written_by_hand_with_its_newline_still_verifies(
+    companies: InMemoryCompanies,
+    secret_store: DictSecretStore,
+    monotonic: FakeMonotonic,
+    capture_logs: Callable[[str], LogCapture],
+) -> None:
+    """`echo TOKEN | gcloud secrets versions add` stores the newline; CallRail signs with
+    the token alone. An empty secret is no token, and says so."""
+    logs = capture_logs("callpipe.tenancy")
+    companies.mappings = [company_mapping((token_ref("tokecho"), token_ref("tokempty")))]
+    secret_store.put(signing_token_secret_name(COMPANY_ID, "tokecho"), "echoed-token-value\n")
+    secret_store.put(signing_token_secret_name(COMPANY_ID, "tokempty"), " \n")
+    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic)
+
+    resolved = directory.resolve([COMPANY_ID])
+    assert resolved is not None
+    assert resolved.tokens == (SigningToken("tokecho", "echoed-token-value"),)
+    (entry,) = logs.records()
+    assert (entry["severity"], entry["token_id"]) == ("ERROR", "tokempty")
+
+
 def test_lookup_exception_becomes_directory_unavailable_and_is_not_cached(
     directory: CompanyDirectory, companies: InMemoryCompanies
 ) -> None:

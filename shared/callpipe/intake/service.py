@@ -321,8 +321,11 @@ class WebhookIntake:
                     quarantined=kept,
                 )
 
+            # Unverifiable until the directory answers: kept within the size an unknown
+            # company's body may have, so a flood of forged bodies cannot fill the hold.
+            small = len(request.body) <= self._config.unknown_company_max_body_bytes
             return self._quarantine(
-                keep_unknown,
+                keep_unknown and small,
                 self._budgets.directory_unavailable,
                 raw,
                 company_keys[0],
@@ -446,7 +449,9 @@ class WebhookIntake:
             tenant_id=mapping.tenant_id,
             office_id=mapping.office_id,
             company_id=mapping.company_id,
-            callrail_account_id=webhook.callrail_account_id or mapping.callrail_account_id,
+            # The onboarded account, not the body's: whoever holds a company's signing
+            # token must not point fetch-call at another account.
+            callrail_account_id=mapping.callrail_account_id or webhook.callrail_account_id,
             call_id=call_id,
             event_type=event_type,
             event_key=event_key(shape, call_id, request.body),
