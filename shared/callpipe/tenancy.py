@@ -642,11 +642,13 @@ class CompanyDirectory:
         per reload, which never holds the process up at exit)."""
         self._lookup = lookup
         self._secrets = secrets
-        self._negative_ttl = negative_ttl_seconds
         self._clock = clock
         self._ttl = ttl_seconds
         self._stale = stale_seconds
         self._cache: TTLCache[str, ResolvedCompany] = TTLCache(ttl_seconds, clock=clock)
+        # Ids that are no company, apart: forged requests with random ids, however many,
+        # then only push out each other, never the companies webhooks come from.
+        self._unknown: TTLCache[str, bool] = TTLCache(negative_ttl_seconds, clock=clock)
         # the last successful load of each company and when it happened: for requests that
         # come while it reloads, and for an outage
         self._known: TTLCache[str, tuple[float, ResolvedCompany]] = TTLCache(
@@ -675,7 +677,7 @@ class CompanyDirectory:
         answer while it reloads in the background, for at most ``RELOAD_GRACE_SECONDS``.
         """
         for key in keys:
-            hit, value = self._cache.get(key)
+            hit, value = self._cached(key)
             if hit:
                 if value is not None:
                     return value
@@ -773,7 +775,16 @@ class CompanyDirectory:
 
     def invalidate(self) -> None:
         self._cache.invalidate()
+        self._unknown.invalidate()
         self._known.invalidate()
+
+    def _cached(self, key: str) -> tuple[bool, ResolvedCompany | None]:
+        """``(hit, company)``: a hit with None is an id known to be no company."""
+        hit, value = self._cache.get(key)
+        if hit:
+            return hit, value
+        unknown, _ = self._unknown.get(key)
+        return unknown, None
 
     def _last_known(self, key: str, past_ttl: float) -> ResolvedCompany | None:
         """The company's last loaded mapping, if loaded at most ``past_ttl`` beyond its TTL."""
@@ -848,7 +859,7 @@ class CompanyDirectory:
             return flight.result
         try:
             # a load that ended between this request's miss and its flight filled the cache
-            hit, value = (False, None) if force else self._cache.get(key)
+            hit, value = (False, None) if force else self._cached(key)
             flight.result = value if hit else self._load_and_cache(key)
             flight.error = None
         except DirectoryUnavailable as error:
@@ -890,9 +901,11 @@ class CompanyDirectory:
             self._cache.put(key, resolved, STALE_RETRY_SECONDS)
             return resolved
         if resolved is None:
-            self._cache.put(key, None, self._negative_ttl)
+            self._cache.invalidate(key)
+            self._unknown.put(key, True)
             self._known.invalidate(key)  # removed: no longer a company to fall back on
         else:
+            self._unknown.invalidate(key)
             self._cache.put(key, resolved)
             self._known.put(key, (self._clock(), resolved))
         return resolved

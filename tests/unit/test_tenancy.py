@@ -204,6 +204,19 @@ def test_a_token_written_by_hand_with_its_newline_still_verifies(
     assert (entry["severity"], entry["token_id"]) == ("ERROR", "tokempty")
 
 
+def test_a_flood_of_unknown_ids_does_not_push_real_companies_out_of_the_cache(
+    companies: InMemoryCompanies, secret_store: DictSecretStore, monotonic: FakeMonotonic
+) -> None:
+    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic)
+    assert directory.resolve([COMPANY_ID]) is not None
+    for n in range(10_050):  # more than the cache holds
+        assert directory.resolve([f"COMforged{n}"]) is None
+    assert directory.resolve([COMPANY_ID]) is not None
+    assert companies.calls.count(COMPANY_ID) == 1  # still cached: not loaded again
+    assert directory.resolve(["COMforged10049"]) is None
+    assert companies.calls.count("COMforged10049") == 1  # and the unknown one remembered
+
+
 def test_lookup_exception_becomes_directory_unavailable_and_is_not_cached(
     directory: CompanyDirectory, companies: InMemoryCompanies
 ) -> None:
