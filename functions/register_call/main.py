@@ -14,6 +14,7 @@ from callpipe.logs import configure_logging
 from callpipe.messages import CallReceived
 from callpipe.pipeline_wiring import StepRuntime, build_register_call
 from callpipe.progress import Stage
+from callpipe.registration import feeds_the_pipeline
 from callpipe.steps import run_step
 from callpipe.wiring import Lazy
 
@@ -34,5 +35,5 @@ def register_call(cloud_event: CloudEvent) -> None:
         runtime.publisher,
         _settings.dead_letter_topic or f"{_settings.calls_received_topic}.dlq",
         max_delivery_attempts=_settings.max_delivery_attempts,
-        on_dead_letter=runtime.dead_letter_recorder(Stage.REGISTER),
+        on_dead_letter=runtime.dead_letter_recorder(Stage.REGISTER, feeds_the_pipeline),
     )

@@ -169,17 +169,24 @@ class PersistCall:
             same = stored_analyzed_at == message.analyzed_at and stored_completed_at is not None
             completed_at = stored_completed_at if same else self._clock()
             columns = call_columns(message, completed_at)
-            kept = stored_status == "analyzed" and message.analysis_status == "failed"
+            # An analysis made without the transcript the row has (a rerun whose
+            # transcription failed, the transcript file gone) saw less than the stored one.
+            blind = message.transcript is None and stored_transcript == "transcribed"
+            kept = stored_status == "analyzed" and (message.analysis_status == "failed" or blind)
             if kept:
                 # A failed analysis never replaces a result (a replay during a model outage,
-                # a re-analysis refused): the call keeps its analysis and its completion,
-                # and takes only what is newer, a transcript if it brings one.
+                # a re-analysis refused), nor does one that did not see the transcript: the
+                # call keeps its analysis and its completion, and takes only what is
+                # newer, a transcript if it brings one.
                 columns = {k: v for k, v in columns.items() if k not in ANALYSIS_COLUMNS}
                 took = "took the new transcript" if message.transcript else "kept the transcript"
-                columns["StageDetail"] = (
-                    f"{took} and the stored analysis; a later analysis failed: "
-                    f"{message.analysis_reason or 'no reason given'}"
-                )[:2000]
+                later = (
+                    f"a later analysis failed: {message.analysis_reason or 'no reason given'}"
+                    if message.analysis_status == "failed"
+                    else "a later analysis was made without it "
+                    f"({message.transcript_reason or 'no transcript'})"
+                )
+                columns["StageDetail"] = f"{took} and the stored analysis; {later}"[:2000]
             transcript_status, transcript_uri = message.transcript_status, message.transcript_uri
             if message.transcript is None and stored_transcript == "transcribed":
                 # Two deliveries of one recording's notification, one of which gave up on

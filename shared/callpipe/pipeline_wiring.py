@@ -38,11 +38,16 @@ class StepRuntime:
     progress: SpannerProgress | None = None
 
     def dead_letter_recorder(
-        self, stage: Stage
+        self, stage: Stage, concerns_the_call: Callable[[dict[str, str]], bool] | None = None
     ) -> Callable[[dict[str, str], PermanentError], None]:
+        """Records a dead letter on its call's ``stage``; with ``concerns_the_call``, only
+        for the messages (by their attributes) it says are part of the call's progress."""
+
         def record(attributes: dict[str, str], error: PermanentError) -> None:
             tenant_id, call_id = message_call(attributes)
             if self.progress is None or not tenant_id or not call_id:
+                return
+            if concerns_the_call is not None and not concerns_the_call(attributes):
                 return
             from google.api_core import exceptions
 

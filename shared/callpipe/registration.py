@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from callpipe.callrail.storable import unstorable
+from callpipe.callrail.webhook import EventType
 from callpipe.errors import headline
 from callpipe.logs import log_event
 from callpipe.messages import CallReceived, CallRegistered
@@ -49,6 +50,16 @@ class EventState(StrEnum):
 # claim is taken over by the first redelivery after it; those within it (Pub/Sub's backoff
 # starts at 10 s) are refused as in progress and come back later, nothing lost.
 CLAIM_LEASE = timedelta(seconds=60)
+
+
+def feeds_the_pipeline(attributes: dict[str, str]) -> bool:
+    """Whether a calls.received message (by its attributes) is an event the call goes
+    through the pipeline for: not a Pre-Call, routing or text event, which register-call
+    only archives, and whose dead letter says nothing about the call's progress."""
+    try:
+        return EventType(attributes.get("event_type", "")).feeds_pipeline
+    except ValueError:
+        return False
 
 
 class EventInProgress(RuntimeError):

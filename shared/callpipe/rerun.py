@@ -7,6 +7,8 @@ cause is fixed, an operator re-announces the call on the recordings topic, as th
 notification did: transcribe reuses a transcript stored next to the recording (else it
 transcribes), analyze runs again, and persist stores the new result over the failure.
 A call without a stored recording is announced as such and analysed from what is known.
+A call whose recording is gone is run again only if its analysis failed (from what is
+known); when only its transcription failed, nothing can redo it, and it is left alone.
 
 Each rerun is a new event of the call (a new correlation id), so the steps do not take it
 for a redelivery of finished work. Running it twice analyses twice; the newest analysis
@@ -68,11 +70,46 @@ class StoredCall:
 
 
 @dataclass(frozen=True)
+class Planned:
+    """A call to run again, and how: from its recording, or without one; or why not."""
+
+    call: StoredCall
+    from_recording: bool
+    left_alone: str | None = None
+
+
+@dataclass(frozen=True)
 class Rerun:
     call: StoredCall
     correlation_id: str
     message_id: str
     from_recording: bool
+
+
+def plan(calls: list[StoredCall], recording_exists: Callable[[str], bool]) -> list[Planned]:
+    """How each call is run again. A recording the bucket no longer has (retention, deleted
+    by hand) cannot be transcribed: such a call goes on without it if its analysis failed,
+    and is left alone when only the transcription did."""
+    planned = []
+    for call in calls:
+        if not call.recording_uri:
+            planned.append(Planned(call, from_recording=False))
+        elif recording_exists(call.recording_uri):
+            planned.append(Planned(call, from_recording=True))
+        elif call.analysis_status == "failed":
+            planned.append(Planned(call, from_recording=False))
+        else:
+            gone = "its recording is no longer in the bucket, so nothing can transcribe it"
+            planned.append(Planned(call, from_recording=False, left_alone=gone))
+    return planned
+
+
+def gcs_object_exists(uri: str) -> bool:
+    """Whether the ``gs://bucket/name`` object exists (the caller's credentials)."""
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    return bool(storage.Client().bucket(bucket).blob(name).exists())
 
 
 def failed_calls(
@@ -112,12 +149,14 @@ def stored_calls(database: Any, call_id: str, tenant_id: str | None = None) -> l
         return [StoredCall(*row) for row in snapshot.execute_sql(sql, params, types)]
 
 
-def announcement(call: StoredCall, correlation_id: str) -> tuple[bytes, dict[str, str]]:
+def announcement(
+    call: StoredCall, correlation_id: str, from_recording: bool = True
+) -> tuple[bytes, dict[str, str]]:
     """The recordings-topic message that starts the call over from transcription: the
     bucket's notification of its recording, or the notice that it has none."""
     attributes = {"tenant_id": call.tenant_id, "call_id": call.call_id}
     attributes["correlation_id"] = correlation_id
-    if call.recording_uri and call.recording_uri.startswith("gs://"):
+    if from_recording and call.recording_uri and call.recording_uri.startswith("gs://"):
         bucket, _, name = call.recording_uri.removeprefix("gs://").partition("/")
         metadata = {"correlation_id": correlation_id, "office_id": call.office_id}
         if call.recording_seconds is not None:
@@ -145,21 +184,26 @@ def announcement(call: StoredCall, correlation_id: str) -> tuple[bytes, dict[str
         event_type=EventType.POST_CALL,
         correlation_id=correlation_id,
         reason="download_failed" if call.recording_status == "download_failed" else "no_recording",
-        detail="run again by an operator; the call has no stored recording",
+        detail="run again by an operator; the call has no stored recording"
+        if not call.recording_uri
+        else f"run again by an operator; its recording {call.recording_uri} is gone",
     )
     return notice.to_data(), {**notice.attributes(), **attributes}
 
 
 def rerun(
-    calls: list[StoredCall],
+    planned: list[Planned],
     publisher: Publisher,
     topic: str,
     new_correlation_id: Callable[[], str] = lambda: uuid.uuid4().hex,
 ) -> Iterator[Rerun]:
-    """Announce each call again on ``topic`` (the recordings topic), one at a time; a
-    publish Pub/Sub refuses raises and stops the run (the calls before it are announced)."""
-    for call in calls:
+    """Announce each planned call again on ``topic`` (the recordings topic), one at a
+    time, skipping those left alone; a publish Pub/Sub refuses raises and stops the run
+    (the calls before it are announced)."""
+    for item in planned:
+        if item.left_alone is not None:
+            continue
         correlation_id = new_correlation_id()
-        data, attributes = announcement(call, correlation_id)
+        data, attributes = announcement(item.call, correlation_id, item.from_recording)
         message_id = publisher.publish(topic, data, attributes)
-        yield Rerun(call, correlation_id, message_id, "objectId" in attributes)
+        yield Rerun(item.call, correlation_id, message_id, "objectId" in attributes)

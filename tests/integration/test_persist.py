@@ -208,6 +208,36 @@ def test_a_failed_analysis_never_replaces_a_stored_result(
     assert len(publisher.sent) == 1
 
 
+def test_an_analysis_that_did_not_see_the_stored_transcript_never_replaces_one_that_did(
+    stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
+) -> None:
+    """A rerun whose transcription failed (the transcript file and the recording gone) is
+    analysed from the call's metadata alone: newer, but it saw less than the stored one."""
+    tenant, call_id = registered_call(make_tenant, database)
+    good = analyzed(tenant, call_id)
+    blind_result = good.result.model_copy(  # type: ignore[union-attr]
+        update={"analysis": good.result.analysis.model_copy(update={"lead_score": 10})}  # type: ignore[union-attr]
+    )
+    blind = good.model_copy(
+        update={
+            "transcript": None,
+            "transcript_status": "no_transcript",
+            "transcript_reason": "transcription_failed: the recording is no longer in the bucket",
+            "result": blind_result,
+            "analyzed_at": NOW + timedelta(hours=1),
+            "correlation_id": "rerun-1",
+        }
+    )
+    publisher = Publisher()
+    step = PersistCall(database, publisher, "calls.completed", clock=lambda: NOW)
+    step(good)
+    assert step(blind)["outcome"] == "kept_analysis"
+    after = row(database, tenant, call_id)
+    assert after["LeadScore"] == 72 and after["TranscriptText"]
+    assert "a later analysis was made without it (transcription_failed" in after["StageDetail"]
+    assert len(publisher.sent) == 1  # not announced again
+
+
 def test_a_result_replaces_a_failure_persisted_before_it_whatever_their_age(
     stack: LocalStack, make_tenant: Callable[..., Tenant], database: Any
 ) -> None:

@@ -82,8 +82,9 @@ def test_calls_whose_analysis_failed_are_run_again_and_end_analysed(
     assert analysis_of(database, tenant, recorded["id"])["analysis"] == "failed"  # dry run
 
     announced = {r["call_id"]: r for r in rerun()}
-    assert announced[recorded["id"]]["from_recording"] is True
-    assert announced[missed["id"]]["from_recording"] is False
+    assert announced[recorded["id"]]["how"] == "from its recording"  # it is in the bucket
+    assert announced[missed["id"]]["how"] == "without a recording"
+    assert all(r["run_again"] and r["correlation_id"] for r in announced.values())
     for call in (recorded, missed):
         row = wait_for(analysed(call["id"]), 240, "the call to be analysed again")
         assert row["lead_score"] == first[call["id"]]["lead_score"]  # the same rules, again

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -291,3 +292,30 @@ def test_an_attempt_that_took_half_the_claims_lease_does_not_release_it() -> Non
     with pytest.raises(PublishFailed):
         step(message)
     assert world.ledger.state_of(message) is EventState.REGISTERED
+
+
+@pytest.mark.parametrize(
+    ("event_type", "recorded"),
+    [("post_call", True), ("call_modified", True), ("pre_call", False), ("", False)],
+)
+def test_only_a_dead_letter_of_an_event_the_call_goes_through_is_recorded_on_it(
+    event_type: str, recorded: bool
+) -> None:
+    """A Pre-Call or routing event is only archived: its dead letter would mark a call
+    (perhaps complete) dead-lettered at register, and nothing would clear it."""
+    from callpipe.pipeline_wiring import StepRuntime
+    from callpipe.progress import Stage
+    from callpipe.registration import feeds_the_pipeline
+    from callpipe.steps import PermanentError
+
+    records: list[tuple[Any, ...]] = []
+
+    class Progress:
+        def record(self, *args: Any, **kwargs: Any) -> None:
+            records.append(args)
+
+    runtime = StepRuntime(lambda m: {}, None, Progress())  # type: ignore[arg-type]
+    record = runtime.dead_letter_recorder(Stage.REGISTER, feeds_the_pipeline)
+    attributes = {"tenant_id": TENANT_ID, "call_id": POST_CALL_ID, "event_type": event_type}
+    record(attributes, PermanentError("retries_exhausted", "Spanner did not answer"))
+    assert bool(records) is recorded

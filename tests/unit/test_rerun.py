@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from callpipe.messages import RecordingsEvent
-from callpipe.rerun import StoredCall, announcement, rerun
+from callpipe.rerun import Planned, StoredCall, announcement, plan, rerun
 from callpipe.transcription import message_call, parse_recording_name
 from tests.unit.conftest import RecordingPublisher
 
@@ -64,9 +64,8 @@ def test_a_call_without_a_stored_recording_is_announced_without_one(
 def test_each_rerun_is_a_new_event_of_the_call() -> None:
     publisher = RecordingPublisher()
     ids = iter(["one", "two"])
-    results = list(
-        rerun([stored(), stored(call_id="CAL2")], publisher, "recordings.stored", lambda: next(ids))
-    )
+    planned = [Planned(stored(), True), Planned(stored(call_id="CAL2"), True)]
+    results = list(rerun(planned, publisher, "recordings.stored", lambda: next(ids)))
     assert [r.correlation_id for r in results] == ["one", "two"]
     assert [m.attributes["correlation_id"] for m in publisher.on("recordings.stored")] == [
         "one",
@@ -76,3 +75,24 @@ def test_each_rerun_is_a_new_event_of_the_call() -> None:
     assert stored(transcript_reason="transcription_failed: 403").failure == (
         "transcription failed, analysis failed"
     )
+
+
+def test_a_call_whose_recording_is_gone_is_run_again_only_for_its_analysis() -> None:
+    gone = stored(transcript_reason="transcription_failed: 503", analysis_status="analyzed")
+    both = stored(call_id="CAL2", transcript_reason="transcription_failed: 503")
+    none = stored(call_id="CAL3", recording_uri=None, recording_status="no_recording")
+    kept = stored(call_id="CAL4", recording_uri="gs://recordings/tenants/acme/calls/CAL4/a.mp3")
+    planned = plan([gone, both, none, kept], lambda uri: "CAL4" in uri)  # CAL4's is there
+    assert [(p.from_recording, p.left_alone is None) for p in planned] == [
+        (False, False),  # only the transcription failed: nothing can redo it
+        (False, True),  # the analysis failed too: analysed again from what is known
+        (False, True),  # no recording ever
+        (True, True),
+    ]
+    assert "no longer in the bucket" in (planned[0].left_alone or "")
+
+    publisher = RecordingPublisher()
+    ran = list(rerun(planned, publisher, "recordings.stored"))
+    assert [r.call.call_id for r in ran] == ["CAL2", "CAL3", "CAL4"]
+    notice = RecordingsEvent.from_data(publisher.on("recordings.stored")[0].data).without
+    assert notice is not None and "is gone" in notice.detail

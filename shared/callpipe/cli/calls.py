@@ -80,7 +80,15 @@ def rerun(
     dead-lettered), or to analyse a call again. A transcript stored next to the recording
     is reused; the newest analysis is kept."""
     from callpipe.publishing import PublishFailed
-    from callpipe.rerun import Rerun, StoredCall, failed_calls, rerun, stored_calls
+    from callpipe.rerun import (
+        Planned,
+        Rerun,
+        failed_calls,
+        gcs_object_exists,
+        plan,
+        rerun,
+        stored_calls,
+    )
     from callpipe.wiring import build_publisher
 
     if (call_id is None) == (not failed):
@@ -97,46 +105,55 @@ def rerun(
         start = moment_option(since, "--since")
         calls = failed_calls(database, start, tenant, limit)
     config = settings()
+    planned = plan(calls, gcs_object_exists)
     shown: list[dict[str, Any]] = []
 
-    def say(call: StoredCall, result: Rerun | None) -> None:
+    def say(item: Planned, result: Rerun | None) -> None:
+        call = item.call
+        how = item.left_alone or (
+            "from its recording" if item.from_recording else "without a recording"
+        )
         entry = {
             "tenant_id": call.tenant_id,
             "call_id": call.call_id,
             "failure": call.failure,
+            "run_again": item.left_alone is None,
+            "how": how,
             "correlation_id": result.correlation_id if result else None,
-            "from_recording": result.from_recording if result else None,
         }
         if as_json:
             shown.append(entry)
             return
-        done = ""
-        if result is not None:
-            how = "from its recording" if result.from_recording else "without a recording"
-            done = f" (run again {how}, correlation id {result.correlation_id})"
-        typer.echo(f"{call.call_id} of {call.tenant_id}: {call.failure}{done}")
+        verb = "left alone" if item.left_alone else ("run again" if result else "to run again")
+        done = f", correlation id {result.correlation_id}" if result else ""
+        typer.echo(f"{call.call_id} of {call.tenant_id}: {call.failure}; {verb}: {how}{done}")
 
+    runnable = sum(item.left_alone is None for item in planned)
     if dry_run:
-        for call in calls:
-            say(call, None)
+        for item in planned:
+            say(item, None)
         if as_json:
             print_json(shown)
-        info(f"{len(calls)} call{'' if len(calls) == 1 else 's'} to run again (dry run)")
+        info(f"{runnable} of {len(planned)} calls to run again (dry run)")
         return
+    results = rerun(planned, build_publisher(config), config.recordings_topic)
     announced = 0
     try:
-        for result in rerun(calls, build_publisher(config), config.recordings_topic):
-            say(result.call, result)
+        for item in planned:
+            if item.left_alone is not None:
+                say(item, None)
+                continue
+            say(item, next(results))
             announced += 1
     except PublishFailed as error:
         if as_json:
             print_json(shown)
-        fail(f"{error} (after {announced} of {len(calls)} calls); run it again to go on")
+        fail(f"{error} (after {announced} of {runnable} calls); run it again to go on")
     if as_json:
         print_json(shown)
     info(
-        f"{len(calls)} call{'' if len(calls) == 1 else 's'} announced on "
-        f"{config.recordings_topic}; follow one with `callpipe calls show CALL_ID`"
+        f"{announced} of {len(planned)} calls announced on {config.recordings_topic}; "
+        "follow one with `callpipe calls show CALL_ID`"
     )
 
 
