@@ -109,6 +109,32 @@ def test_a_retry_after_too_long_to_wait_in_process_raises_for_redelivery() -> No
     assert len(script.requests) == 1
 
 
+@pytest.mark.parametrize(("retry_after", "held"), [(None, 60.0), ("7", 7.0), ("99999999", 3600.0)])
+def test_a_429_holds_the_account_for_every_instance_within_an_hour(
+    retry_after: str | None, held: float
+) -> None:
+    """Without Retry-After, a minute (the budget is hourly); a huge one is capped, or one
+    bad header would stop every instance for good."""
+
+    class Limiter:
+        def __init__(self) -> None:
+            self.holds: list[tuple[str, float]] = []
+
+        def acquire(self, account_id: str) -> None:
+            pass
+
+        def hold(self, account_id: str, seconds: float) -> None:
+            self.holds.append((account_id, seconds))
+
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    limiter = Limiter()
+    with pytest.raises(CallRailUnavailable):
+        make_client(Script([(429, headers, {})]), [], attempts=1, limiter=limiter).get_call(
+            "728790660", "CAL1"
+        )
+    assert limiter.holds == [("728790660", held)]
+
+
 def test_retries_are_bounded() -> None:
     script = Script([(503, {}, {})] * 3)
     with pytest.raises(CallRailUnavailable, match="after 3 attempts"):

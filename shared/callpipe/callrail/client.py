@@ -89,6 +89,9 @@ class RateLimiter(Protocol):
 # How long every instance leaves an account alone after a 429 without Retry-After: the
 # budget CallRail enforces is hourly and daily, so an immediate retry would be refused too.
 RATE_LIMITED_PAUSE_SECONDS = 60.0
+# The longest pause a Retry-After can impose on every instance: an hour (the window of
+# CallRail's budget); a larger value is more likely a mistake than a request.
+RATE_LIMITED_MAX_PAUSE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -266,10 +269,8 @@ class CallRailClient:
                 elif status in (408, 425, 429) or status >= 500:  # worth another try
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if status == 429 and self._limiter is not None:
-                        self._limiter.hold(
-                            account_id,
-                            RATE_LIMITED_PAUSE_SECONDS if retry_after is None else retry_after,
-                        )
+                        pause = RATE_LIMITED_PAUSE_SECONDS if retry_after is None else retry_after
+                        self._limiter.hold(account_id, min(pause, RATE_LIMITED_MAX_PAUSE_SECONDS))
                     last = CallRailUnavailable(
                         f"CallRail answered {status} on {what}", status, retry_after
                     )
