@@ -474,6 +474,10 @@ def test_a_tenant_sees_reason_codes_not_the_internal_details_operators_see() -> 
         "tenant_id": "acme",
         "stage_detail": "retries_exhausted: attempt 10 of 10: ServiceUnavailable: "
         "projects/callpipe-prod/locations/us/recognizers/_ did not answer",
+        "transcript_reason": "transcription_failed: BatchRecognize finished without a result "
+        "for gs://prod-rec/tenants/acme/calls/CAL2/recording.mp3",
+        "analysis_reason": "Vertex AI refused the credentials of "
+        "123456789-compute@developer.gserviceaccount.com",
         "stages": [
             {
                 "stage": "download-recording",
@@ -496,6 +500,8 @@ def test_a_tenant_sees_reason_codes_not_the_internal_details_operators_see() -> 
 
     tenant = get(api, "/api/v1/requests/CAL2", issue_token(KEY, tenant_id="acme")).body
     assert tenant["stage_detail"] == "retries_exhausted"
+    assert tenant["transcript_reason"] == "transcription_failed"
+    assert tenant["analysis_reason"] == "Vertex AI refused the credentials of [internal]"
     assert [s["detail"] for s in tenant["stages"]] == [
         "[internal]",
         "retries_exhausted",

@@ -376,11 +376,11 @@ class TenantApi:
 _REASON = re.compile(r"^([a-z][a-z0-9_]{2,40}): ")
 _INTERNAL_PATH = re.compile(
     r"(?:\bgs://|\bprojects/|https?://storage\.googleapis\.com/)[^\s,;)]*"
-    r"|[\w.+-]+@[\w-]+\.iam\.gserviceaccount\.com"
+    r"|[\w.+-]+@[\w.-]+\.gserviceaccount\.com"
 )
 # the step-written texts a response may carry: stage details, and the transcript's or
-# analysis's reason for failing
-_DETAIL_FIELDS = ("detail", "stage_detail", "reason")
+# analysis's reason for failing (as "reason" of its own endpoint, or on the call)
+_DETAIL_FIELDS = ("detail", "stage_detail", "reason", "transcript_reason", "analysis_reason")
 
 
 def _for_tenant(record: dict[str, Any]) -> dict[str, Any]:
