@@ -94,3 +94,48 @@ def test_an_explicit_range_at_the_start_of_the_calendar_is_taken_as_given() -> N
     )
     start, end = params.window(datetime(2026, 11, 26, tzinfo=UTC))
     assert (start, end) == (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC))
+
+
+LOS_ANGELES = ZoneInfo("America/Los_Angeles")
+
+
+def test_a_date_or_time_without_an_offset_is_the_businesss() -> None:
+    """January for a business in California is January there: a call at 5 pm on 31
+    December (01:00 UTC on 1 January) is not in it, one at 7 pm on 31 January is."""
+    params = AnalyticsParams.model_validate({"from": "2026-01-01", "to": "2026-02-01T00:00"})
+    start, end = params.window(datetime(2026, 11, 26, tzinfo=UTC), LOS_ANGELES)
+    assert (start, end) == (
+        datetime(2026, 1, 1, 8, tzinfo=UTC),
+        datetime(2026, 2, 1, 8, tzinfo=UTC),
+    )
+    new_years_eve = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+    last_evening = datetime(2026, 2, 1, 3, 0, tzinfo=UTC)
+    rows = [row(t) for t in (new_years_eve, last_evening) if start <= t < end]
+    figures = aggregate("acme", start, end, rows, LOS_ANGELES)
+    days = [d["date"] for d in figures["calls_by_day"]]
+    assert (days[0], days[-1], len(days)) == ("2026-01-01", "2026-01-31", 31)
+    assert figures["total_calls"] == 1
+    # with an offset, it is that instant, whatever the zone
+    utc = AnalyticsParams.model_validate(
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}
+    )
+    assert utc.window(datetime(2026, 11, 26, tzinfo=UTC), LOS_ANGELES)[0] == datetime(
+        2026, 1, 1, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "zone"),
+    [
+        ({"from": "0001-01-01T00:00:00Z", "to": "0001-01-03T00:00:00Z"}, "America/Los_Angeles"),
+        ({"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T23:00:00Z"}, "Pacific/Kiritimati"),
+        ({"from": "0001-01-01", "to": "0001-01-03"}, "Asia/Tokyo"),
+    ],
+)
+def test_a_range_with_no_dates_in_the_zone_is_refused_not_a_crash(
+    given: dict[str, str], zone: str
+) -> None:
+    with pytest.raises(ValueError, match=r"out of range|no dates in"):
+        AnalyticsParams.model_validate(given).window(
+            datetime(2026, 11, 26, tzinfo=UTC), ZoneInfo(zone)
+        )

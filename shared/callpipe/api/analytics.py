@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from callpipe.api.queries import plain_json, rfc3339, utc_datetime
 from callpipe.timezones import UTC_ZONE, known_zone
@@ -39,8 +39,10 @@ class AnalyticsParams(BaseModel):
 
     @field_validator("received_from", "received_to")
     @classmethod
-    def _as_utc(cls, value: datetime | None) -> datetime | None:
-        return utc_datetime(value)
+    def _representable(cls, value: datetime | None) -> datetime | None:
+        # one without an offset stays as given: it is a time of the analytics' zone, known
+        # only once the tenant is (window())
+        return value if value is None or value.tzinfo is None else utc_datetime(value)
 
     @field_validator("tz")
     @classmethod
@@ -57,22 +59,14 @@ class AnalyticsParams(BaseModel):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz) if self.tz else UTC_ZONE
 
-    @model_validator(mode="after")
-    def _bounded(self) -> AnalyticsParams:
-        start, end = self.received_from, self.received_to
-        if start and end and start >= end:
-            raise ValueError("'from' must be before 'to'")
-        if start and end and end - start > timedelta(days=MAX_RANGE_DAYS):
-            raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
-        return self
-
     def window(self, now: datetime, zone: ZoneInfo | None = None) -> tuple[datetime, datetime]:
-        """The effective [from, to): by default the 30 days of ``zone`` (default ``tz``'s)
-        that end with the one ``to`` (default now) falls in, from midnight: 30 day buckets,
-        not 31 partial ones."""
+        """The effective [from, to), in UTC: by default the 30 days of ``zone`` (default
+        ``tz``'s) that end with the one ``to`` (default now) falls in, from midnight: 30 day
+        buckets, not 31 partial ones. A ``from`` or ``to`` without an offset (a bare date
+        included) is a time of ``zone``: "2026-01-01" is the business's New Year midnight."""
         zone = zone or self.zone
-        end = self.received_to or now
-        start = self.received_from
+        end = _in_zone(self.received_to, zone) or now
+        start = _in_zone(self.received_from, zone)
         if start is None:
             try:
                 last_day = (end - timedelta(microseconds=1)).astimezone(zone).date()
@@ -85,7 +79,21 @@ class AnalyticsParams(BaseModel):
             raise ValueError("'from' must be before 'to' (which defaults to now)")
         if end - start > timedelta(days=MAX_RANGE_DAYS):
             raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
+        try:  # the day buckets are dates of the zone: both ends must have one
+            start.astimezone(zone), (end - timedelta(microseconds=1)).astimezone(zone)
+        except (OverflowError, ValueError):
+            raise ValueError(f"the range has no dates in {zone.key}") from None
         return start, end
+
+
+def _in_zone(value: datetime | None, zone: ZoneInfo) -> datetime | None:
+    """``value`` in UTC, read as a time of ``zone`` when it has no offset."""
+    if value is None or value.tzinfo is not None:
+        return value
+    try:
+        return value.replace(tzinfo=zone).astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("the date-time is out of range") from None
 
 
 _COLUMNS = (
