@@ -72,7 +72,8 @@ def insert_call(
         "UpdatedAt": COMMIT_TIMESTAMP,
     }
     for name, value in cols.items():
-        row[name] = JsonObject(value) if name in ("Analysis", "TranscriptSegments") else value
+        json_columns = ("Analysis", "TranscriptSegments", "Webhook", "CallRailCall")
+        row[name] = JsonObject(value) if name in json_columns else value
     with database.batch() as batch:
         batch.insert("Calls", columns=list(row), values=[list(row.values())])
 
@@ -507,6 +508,7 @@ def test_analytics_match_hand_computed_figures(
             tenant,
             call_id,
             received,
+            **SOURCES.get(call_id, {}),
             Answered=answered,
             Voicemail=voicemail,
             IsSpam=spam,
@@ -549,6 +551,67 @@ def test_analytics_match_hand_computed_figures(
         {"detail": "Pasadena", "calls": 2},
     ]
     assert body["average_seconds_webhook_to_analysis"] == 75.0
+    # A5 is spam: counted for Google Ads, out of its average; A3's API view wins over its
+    # webhook; A4 names no source
+    assert body["lead_sources"] == [
+        {
+            "source": "Google Ads",
+            "calls": 3,
+            "spam_calls": 1,
+            "average_lead_score": 70.0,
+            "appointments": 1,
+        },
+        {
+            "source": "Direct",
+            "calls": 1,
+            "spam_calls": 0,
+            "average_lead_score": 20.0,
+            "appointments": 0,
+        },
+        {
+            "source": "unknown",
+            "calls": 1,
+            "spam_calls": 0,
+            "average_lead_score": 40.0,
+            "appointments": 0,
+        },
+    ]
+
+
+# where the calls of the hand-computed analytics came from
+SOURCES: dict[str, dict[str, Any]] = {
+    "A1": {"CallRailCall": {"source": "Google Ads"}},
+    "A2": {"Webhook": {"source": "Google Ads"}},
+    "A3": {"Webhook": {"source": "Google Ads"}, "CallRailCall": {"source": "Direct"}},
+    "A5": {"CallRailCall": {"source": "Google Ads"}},
+}
+
+
+def test_a_call_says_where_it_came_from(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant()
+    insert_call(
+        database,
+        tenant,
+        "CALSOURCE",
+        BASE,
+        Webhook={
+            "source": "Google Organic",
+            "source_name": "Website Pool",
+            "utm_medium": "organic",
+        },
+        CallRailCall={"source": "Google Ads", "campaign": "Kitchens 2026", "keywords": None},
+    )
+    status, body = api_as(tenant).get("/api/v1/requests/CALSOURCE")
+    assert status == 200, body
+    assert body["attribution"] == {
+        "source": "Google Ads",  # CallRail's API view wins over the webhook
+        "source_name": "Website Pool",
+        "campaign": "Kitchens 2026",
+        "medium": "organic",
+        "keywords": None,
+    }
 
 
 def test_analytics_count_days_in_the_offices_time_zone(

@@ -22,13 +22,15 @@ def row(
     appointment: bool = False,
     details: list[str] | None = None,
     score: int | None = 50,
+    source: str | None = "Google Ads",
+    spam: bool = False,
 ) -> tuple[Any, ...]:
     """A row of analytics._COLUMNS."""
     return (
         received,
         True,  # answered
         False,  # voicemail
-        False,  # spam
+        spam,
         score,
         "quote_request",
         "kitchen",
@@ -38,6 +40,7 @@ def row(
         status,
         received + analyzed_after if analyzed_after is not None else None,
         details,  # Spanner gives a JsonObject; plain_json passes a list through
+        source,
     )
 
 
@@ -139,3 +142,39 @@ def test_a_range_with_no_dates_in_the_zone_is_refused_not_a_crash(
         AnalyticsParams.model_validate(given).window(
             datetime(2026, 11, 26, tzinfo=UTC), ZoneInfo(zone)
         )
+
+
+def test_lead_sources_say_which_marketing_brings_calls_and_how_good_they_are() -> None:
+    """Spam is counted per source and left out of its average lead score: a paid source
+    that draws robocalls must not look like it brings poor leads, nor hide them."""
+    rows = [
+        row(START, score=80, source="Google Ads", appointment=True),
+        row(START, score=60, source="google  ads"),  # the same source, spelled otherwise
+        row(START, score=1, source="Google Ads", spam=True),
+        row(START, score=40, source="Direct"),
+        row(START, status="failed", score=None, source=None),
+    ]
+    sources = aggregate("acme", START, END, rows)["lead_sources"]
+    assert sources == [
+        {
+            "source": "Google Ads",
+            "calls": 3,
+            "spam_calls": 1,
+            "average_lead_score": 70.0,
+            "appointments": 1,
+        },
+        {
+            "source": "Direct",
+            "calls": 1,
+            "spam_calls": 0,
+            "average_lead_score": 40.0,
+            "appointments": 0,
+        },
+        {
+            "source": "unknown",
+            "calls": 1,
+            "spam_calls": 0,
+            "average_lead_score": None,
+            "appointments": 0,
+        },
+    ]

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from callpipe.api.analytics import aggregate
 from callpipe.api.app import ROUTES, Route
-from callpipe.api.queries import _FIELD_NAMES, DETAIL_COLUMNS, SUMMARY_COLUMNS
+from callpipe.api.queries import _FIELD_NAMES, ATTRIBUTION, DETAIL_COLUMNS, SUMMARY_COLUMNS
 from tests.conftest import REPO
 
 SPEC: dict[str, Any] = yaml.safe_load((REPO / "schemas/openapi.yaml").read_text())
@@ -101,8 +101,10 @@ def test_response_models_match_what_the_handlers_build() -> None:
     summary = {_FIELD_NAMES[c] for c in SUMMARY_COLUMNS}
     assert _properties("RequestSummary") == summary
     # The detail drops the internal storage URI and adds the stages and links.
-    detail = {_FIELD_NAMES[c] for c in DETAIL_COLUMNS} - {"recording_uri"} | {"stages", "links"}
-    assert _properties("RequestDetail") == detail
+    detail = {_FIELD_NAMES[c] for c in DETAIL_COLUMNS} - {"recording_uri"}
+    assert _properties("RequestDetail") == detail | {"stages", "links", "attribution"}
+    attribution = SPEC["components"]["schemas"]["RequestDetail"]["properties"]["attribution"]
+    assert set(attribution["properties"]) == set(ATTRIBUTION)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     analytics = aggregate("t", start, start + timedelta(days=2), [])
     assert _properties("Analytics") == set(analytics)

@@ -25,6 +25,12 @@ from callpipe.timezones import UTC_ZONE, known_zone
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
 TOP_KEY_DETAILS = 10
+TOP_SOURCES = 20
+# CallRail's marketing source of the call ("Google Ads", "Google Organic", "Direct"...),
+# from its API view, else from the webhook.
+SOURCE_EXPRESSION = (
+    "COALESCE(JSON_VALUE(CallRailCall, '$.source'), JSON_VALUE(Webhook, '$.source'))"
+)
 # Lead-score histogram buckets (scores are 1-100).
 SCORE_BUCKETS: tuple[tuple[int, int], ...] = ((1, 20), (21, 40), (41, 60), (61, 80), (81, 100))
 
@@ -111,6 +117,7 @@ _COLUMNS = (
     "AnalyzedAt",
     # only the part read here: a year of a busy tenant's full analyses is hundreds of MB
     "JSON_QUERY(Analysis, '$.key_details')",
+    SOURCE_EXPRESSION,
 )
 
 
@@ -149,6 +156,7 @@ def aggregate(
     spam = appointments = follow_ups = analyzed = total = 0
     latency_sum = 0.0
     latencies = 0
+    sources: dict[str, _SourceFigures] = {}
     for (
         received,
         answered,
@@ -163,8 +171,12 @@ def aggregate(
         analysis_status,
         analyzed_at,
         key_details,
+        source,
     ) in rows:
         total += 1
+        label = " ".join(str(source).split()) if source else "unknown"
+        by_source = sources.setdefault(label.lower(), _SourceFigures(label))
+        by_source.calls += 1
         by_day[received.astimezone(zone).date()] += 1
         # Voicemail wins over answered: CallRail marks a voicemail as answered by the box.
         if voicemail:
@@ -176,15 +188,20 @@ def aggregate(
         else:
             outcomes["unknown"] += 1
         spam += 1 if is_spam else 0
+        by_source.spam_calls += 1 if is_spam else 0
         # what persist writes: "analyzed", or "failed" when the step gave up
         succeeded = analysis_status == "analyzed"
         if succeeded:
             analyzed += 1
             appointments += 1 if appointment else 0
+            by_source.appointments += 1 if appointment else 0
         if score is not None:
             value = int(score)
             score_sum += value
             scored += 1
+            if not is_spam:
+                by_source.lead_scores += 1
+                by_source.lead_score_sum += value
             for low, high in SCORE_BUCKETS:
                 if low <= value <= high:
                     score_buckets[(low, high)] += 1
@@ -242,7 +259,33 @@ def aggregate(
         "average_seconds_webhook_to_analysis": (
             round(latency_sum / latencies, 3) if latencies else None
         ),
+        "lead_sources": [
+            figures.document()
+            for figures in sorted(sources.values(), key=lambda f: (-f.calls, f.label.lower()))[
+                :TOP_SOURCES
+            ]
+        ],
     }
+
+
+class _SourceFigures:
+    """One marketing source's calls: how many, how many spam, how good the rest were."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.calls = self.spam_calls = self.appointments = 0
+        self.lead_scores = self.lead_score_sum = 0
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "source": self.label,
+            "calls": self.calls,
+            "spam_calls": self.spam_calls,
+            "average_lead_score": (
+                round(self.lead_score_sum / self.lead_scores, 2) if self.lead_scores else None
+            ),
+            "appointments": self.appointments,
+        }
 
 
 class TenantAnalytics:

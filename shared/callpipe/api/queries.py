@@ -259,8 +259,25 @@ _FIELD_NAMES = {
     "CompletedAt": "completed_at",
     "Analysis": "analysis",
 }
+# Where the call came from, in CallRail's words: its API view of the call, else the
+# webhook (where the medium is utm_medium). Names of the detail's "attribution" object.
+ATTRIBUTION: dict[str, tuple[str, str]] = {
+    "source": ("$.source", "$.source"),
+    "source_name": ("$.source_name", "$.source_name"),
+    "campaign": ("$.campaign", "$.campaign"),
+    "medium": ("$.medium", "$.utm_medium"),
+    "keywords": ("$.keywords", "$.keywords"),
+}
 _SUMMARY_SELECT = ", ".join(SUMMARY_COLUMNS)
-_DETAIL_SELECT = ", ".join(DETAIL_COLUMNS)
+_DETAIL_SELECT = ", ".join(
+    [
+        *DETAIL_COLUMNS,
+        *(
+            f"COALESCE(JSON_VALUE(CallRailCall, '{api}'), JSON_VALUE(Webhook, '{webhook}'))"
+            for api, webhook in ATTRIBUTION.values()
+        ),
+    ]
+)
 _TIMESTAMPS = {"ReceivedAt", "StartTime", "AnalyzedAt", "CompletedAt"}
 
 
@@ -404,7 +421,9 @@ class CallQueries:
                     param_types=types,
                 )
             )
-        call = _row_to_dict(DETAIL_COLUMNS, rows[0])
+        columns = len(DETAIL_COLUMNS)
+        call = _row_to_dict(DETAIL_COLUMNS, rows[0][:columns])
+        call["attribution"] = dict(zip(ATTRIBUTION, rows[0][columns:], strict=True))
         call["stages"] = [
             {
                 "stage": stage,
