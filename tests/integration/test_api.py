@@ -633,6 +633,48 @@ def test_analytics_count_days_in_the_offices_time_zone(
     assert {d["date"]: d["calls"] for d in body["calls_by_day"]}["2026-03-03"] == 1
 
 
+def test_analytics_of_one_office_in_its_own_time_zone(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    """A roofer with offices on both coasts: each office's figures, in its own days."""
+    from google.cloud.spanner_v1 import COMMIT_TIMESTAMP
+
+    tenant = make_tenant(time_zone="America/Los_Angeles")
+    with database.batch() as batch:
+        batch.insert(
+            "Offices",
+            ["TenantId", "OfficeId", "Name", "TimeZone", "CreatedAt", "UpdatedAt"],
+            [
+                [
+                    tenant.tenant_id,
+                    "east",
+                    "East",
+                    "America/New_York",
+                    COMMIT_TIMESTAMP,
+                    COMMIT_TIMESTAMP,
+                ]
+            ],
+        )
+    # 11 pm on 2 March in New York (04:00 UTC on the 3rd), taken by the east office
+    insert_call(
+        database, tenant, "CALEAST", datetime(2026, 3, 3, 4, 0, tzinfo=UTC), OfficeId="east"
+    )
+    insert_call(database, tenant, "CALWEST", datetime(2026, 3, 3, 1, 0, tzinfo=UTC))
+    api = api_as(tenant)
+    path = f"/api/v1/tenants/{tenant.tenant_id}/analytics"
+    status, east = api.get(path, office_id="east", **{"from": "2026-03-02", "to": "2026-03-04"})
+    assert status == 200, east
+    assert (east["office_id"], east["time_zone"], east["total_calls"]) == (
+        "east",
+        "America/New_York",
+        1,
+    )
+    assert east["calls_by_day"][0] == {"date": "2026-03-02", "calls": 1}
+    status, whole = api.get(path, tz="UTC", **{"from": "2026-03-02", "to": "2026-03-04"})
+    assert (whole["office_id"], whole["total_calls"]) == (None, 2)
+    assert api.get(path, office_id="nowhere")[0] == 404
+
+
 def test_transcript_analysis_and_recording_url(
     make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api], stack: Any
 ) -> None:

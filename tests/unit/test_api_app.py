@@ -49,6 +49,12 @@ class FakeQueries:
     def tenant_time_zone(self, tenant_id: str) -> str | None:
         return self.time_zones.get(tenant_id)
 
+    def office_time_zone(self, tenant_id: str, office_id: str) -> tuple[bool, str | None]:
+        offices = {("acme", "main"): None, ("acme", "denver"): "America/Denver"}
+        if (tenant_id, office_id) not in offices:
+            return False, None
+        return True, offices[(tenant_id, office_id)]
+
     def list_calls(self, tenant_id: str, params: ListParams) -> Page:
         if self.fail is not None:
             raise self.fail
@@ -72,9 +78,14 @@ class FakeQueries:
 
 class FakeAnalytics:
     def compute(
-        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo
+        self,
+        tenant_id: str,
+        start: datetime,
+        end: datetime,
+        zone: ZoneInfo,
+        office_id: str | None = None,
     ) -> dict[str, Any]:
-        return aggregate(tenant_id, start, end, [], zone)
+        return aggregate(tenant_id, start, end, [], zone, office_id)
 
 
 def make_api(
@@ -521,3 +532,19 @@ def test_a_tenant_sees_reason_codes_not_the_internal_details_operators_see() -> 
     )
     assert operator.body["stages"][0]["detail"].startswith("gs://prod-rec/")
     assert "projects/callpipe-prod" in operator.body["stage_detail"]
+
+
+def test_analytics_of_one_office_count_its_days_in_its_zone() -> None:
+    """A tenant with offices in several zones gets UTC days for the whole business; one
+    office's analytics are in that office's zone, unless tz says otherwise."""
+    api = make_api(queries=FakeQueries())
+    token = issue_token(KEY, tenant_id="acme")
+    path = "/api/v1/tenants/acme/analytics"
+    denver = get(api, path, token, office_id="denver").body
+    assert (denver["office_id"], denver["time_zone"]) == ("denver", "America/Denver")
+    assert get(api, path, token, office_id="main").body["time_zone"] == "UTC"
+    chosen = get(api, path, token, office_id="denver", tz="Asia/Tokyo").body
+    assert chosen["time_zone"] == "Asia/Tokyo"
+    assert get(api, path, token).body["office_id"] is None
+    assert get(api, path, token, office_id="nowhere").status == 404
+    assert get(api, path, token, office_id="../x").status == 400

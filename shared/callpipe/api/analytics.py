@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from callpipe.api.queries import plain_json, rfc3339, utc_datetime
+from callpipe.ids import ResourceId
 from callpipe.timezones import UTC_ZONE, known_zone
 
 MAX_RANGE_DAYS = 366
@@ -42,6 +43,8 @@ class AnalyticsParams(BaseModel):
     received_to: datetime | None = Field(default=None, alias="to")
     # None: the one time zone the tenant's offices name, if exactly one, else UTC
     tz: str | None = Field(default=None, max_length=64)
+    # one office's calls only (and, without tz, that office's time zone)
+    office_id: ResourceId | None = None
 
     @field_validator("received_from", "received_to")
     @classmethod
@@ -139,6 +142,7 @@ def aggregate(
     end: datetime,
     rows: Iterable[tuple[Any, ...]],
     zone: ZoneInfo = UTC_ZONE,
+    office_id: str | None = None,
 ) -> dict[str, Any]:
     """The analytics document from rows of :data:`_COLUMNS` (pure, so it is unit-testable).
 
@@ -232,6 +236,7 @@ def aggregate(
     ]
     return {
         "tenant_id": tenant_id,
+        "office_id": office_id,
         "from": rfc3339(start),
         "to": rfc3339(end),
         "time_zone": zone.key,
@@ -293,10 +298,25 @@ class TenantAnalytics:
         self._db = database
 
     def compute(
-        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo = UTC_ZONE
+        self,
+        tenant_id: str,
+        start: datetime,
+        end: datetime,
+        zone: ZoneInfo = UTC_ZONE,
+        office_id: str | None = None,
     ) -> dict[str, Any]:
         from google.cloud.spanner_v1 import param_types
 
+        params: dict[str, Any] = {"t": tenant_id, "from": start, "to": end}
+        types: dict[str, Any] = {
+            "t": param_types.STRING,
+            "from": param_types.TIMESTAMP,
+            "to": param_types.TIMESTAMP,
+        }
+        office = ""
+        if office_id is not None:
+            office = "AND OfficeId = @office "
+            params["office"], types["office"] = office_id, param_types.STRING
         with self._db.snapshot() as snapshot:
             rows = (
                 tuple(row)
@@ -306,14 +326,11 @@ class TenantAnalytics:
                     f"SELECT {', '.join(_COLUMNS)} "  # noqa: S608 - fixed columns
                     "FROM Calls@{FORCE_INDEX=CallsByTenantReceived} "
                     "WHERE TenantId = @t AND ReceivedAt >= @from AND ReceivedAt < @to "
+                    f"{office}"
                     # A fixed order makes ties (and the spelling shown) deterministic.
                     "ORDER BY ReceivedAt, CallId",
-                    params={"t": tenant_id, "from": start, "to": end},
-                    param_types={
-                        "t": param_types.STRING,
-                        "from": param_types.TIMESTAMP,
-                        "to": param_types.TIMESTAMP,
-                    },
+                    params=params,
+                    param_types=types,
                 )
             )
-            return aggregate(tenant_id, start, end, rows, zone)
+            return aggregate(tenant_id, start, end, rows, zone, office_id)

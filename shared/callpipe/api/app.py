@@ -83,6 +83,7 @@ class Queries(Protocol):
     def tenant_active(self, tenant_id: str) -> bool: ...
     def tenants_of_call(self, call_id: str) -> list[str]: ...
     def tenant_time_zone(self, tenant_id: str) -> str | None: ...
+    def office_time_zone(self, tenant_id: str, office_id: str) -> tuple[bool, str | None]: ...
     def list_calls(self, tenant_id: str, params: ListParams) -> Page: ...
     def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
     def get_transcript(self, tenant_id: str, call_id: str) -> dict[str, Any] | None: ...
@@ -94,7 +95,12 @@ class Queries(Protocol):
 
 class Analytics(Protocol):
     def compute(
-        self, tenant_id: str, start: datetime, end: datetime, zone: ZoneInfo
+        self,
+        tenant_id: str,
+        start: datetime,
+        end: datetime,
+        zone: ZoneInfo,
+        office_id: str | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -139,6 +145,10 @@ class TenantApi:
         self._active: TTLCache[str, bool] = TTLCache(tenant_status_ttl_seconds)
         # the time zone each tenant's offices share (analytics' default days), as long
         self._office_zones: TTLCache[str, str | None] = TTLCache(tenant_status_ttl_seconds)
+        # each office's own: whether it exists, and its zone (analytics of one office)
+        self._offices: TTLCache[tuple[str, str], tuple[bool, str | None]] = TTLCache(
+            tenant_status_ttl_seconds
+        )
 
     def handle(
         self,
@@ -351,14 +361,19 @@ class TenantApi:
         self, principal: Principal, params: AnalyticsParams, tenant_id: str
     ) -> ApiResponse:
         tenant = self._tenant_from_path(principal, tenant_id)
-        zone = params.zone if params.tz is not None else self._office_zone(tenant)
+        office = params.office_id
+        if office is None:
+            zone = params.zone if params.tz is not None else self._office_zone(tenant)
+        else:
+            zone = self._one_office_zone(tenant, office)
+            zone = params.zone if params.tz is not None else zone
         try:
             start, end = params.window(self._clock(), zone)
         except ValueError as failure:
             raise InvalidParameters(
                 "invalid date range", [{"parameter": "from", "message": str(failure)}]
             ) from None
-        return ApiResponse(200, self._analytics.compute(tenant, start, end, zone))
+        return ApiResponse(200, self._analytics.compute(tenant, start, end, zone, office))
 
     def _office_zone(self, tenant_id: str) -> ZoneInfo:
         """The one time zone the tenant's offices name (their days are the business's), else UTC."""
@@ -366,8 +381,23 @@ class TenantApi:
         if not hit:
             name = self._queries.tenant_time_zone(tenant_id)
             self._office_zones.put(tenant_id, name)
-        # free text in the office row: what names no zone is UTC
-        return (known_zone(name) if name else None) or UTC_ZONE
+        return _zone_named(name)
+
+    def _one_office_zone(self, tenant_id: str, office_id: str) -> ZoneInfo:
+        """The office's time zone (UTC when its row names none); 404 for no such office."""
+        hit, found = self._offices.get((tenant_id, office_id))
+        if not hit or found is None:
+            found = self._queries.office_time_zone(tenant_id, office_id)
+            self._offices.put((tenant_id, office_id), found)
+        exists, name = found
+        if not exists:
+            raise _NotFound
+        return _zone_named(name)
+
+
+def _zone_named(name: str | None) -> ZoneInfo:
+    # free text in the office row: what names no zone is UTC
+    return (known_zone(name) if name else None) or UTC_ZONE
 
 
 # A stage detail is written for operators: object paths, resource names, an exception's

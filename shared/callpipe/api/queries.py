@@ -327,6 +327,17 @@ class CallQueries:
         )
         return str(rows[0][0]) if len(rows) == 1 else None
 
+    def office_time_zone(self, tenant_id: str, office_id: str) -> tuple[bool, str | None]:
+        """Whether the tenant has the office, and the time zone its row names (if any)."""
+        from google.cloud.spanner_v1 import param_types
+
+        rows = self._rows(
+            "SELECT TimeZone FROM Offices WHERE TenantId = @t AND OfficeId = @o",
+            {"t": tenant_id, "o": office_id},
+            {"t": param_types.STRING, "o": param_types.STRING},
+        )
+        return (True, rows[0][0]) if rows else (False, None)
+
     def _has_tenant(self, tenant_id: str, active_only: bool) -> bool:
         from google.cloud.spanner_v1 import param_types
 
