@@ -546,5 +546,6 @@ def test_analytics_of_one_office_count_its_days_in_its_zone() -> None:
     chosen = get(api, path, token, office_id="denver", tz="Asia/Tokyo").body
     assert chosen["time_zone"] == "Asia/Tokyo"
     assert get(api, path, token).body["office_id"] is None
-    assert get(api, path, token, office_id="nowhere").status == 404
+    unknown = get(api, path, token, office_id="nowhere")
+    assert (unknown.status, unknown.body["message"]) == (404, "no office nowhere in tenant acme")
     assert get(api, path, token, office_id="../x").status == 400

@@ -116,9 +116,9 @@ def error(status: int, code: str, message: str, **extra: Any) -> ApiResponse:
     return ApiResponse(status, {"error": code, "message": message, **extra})
 
 
-def _not_found() -> ApiResponse:
+def _not_found(message: str = "no such request or tenant") -> ApiResponse:
     # One message for "does not exist" and "not yours", so the two cannot be told apart.
-    return error(404, "not_found", "no such request or tenant")
+    return error(404, "not_found", message)
 
 
 class TenantApi:
@@ -188,8 +188,8 @@ class TenantApi:
             return response
         except InvalidParameters as failure:
             return error(400, "invalid_parameters", failure.message, details=failure.details)
-        except _NotFound:
-            return _not_found()
+        except _NotFound as missing:
+            return _not_found(*missing.args)
         except (SecretNotFound, SecretStoreUnavailable) as failure:
             log.error("api signing key unavailable: %s", failure)
             return error(503, "unavailable", "the API cannot verify tokens right now")
@@ -391,7 +391,8 @@ class TenantApi:
             self._offices.put((tenant_id, office_id), found)
         exists, name = found
         if not exists:
-            raise _NotFound
+            # the tenant is the caller's already: its office ids are no one else's secret
+            raise _NotFound(f"no office {office_id} in tenant {tenant_id}")
         return _zone_named(name)
 
 
