@@ -27,3 +27,6 @@ ALTER TABLE Calls ADD ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 
 -- CallRail's hourly and daily budgets per account, next to the minute window.
 ALTER TABLE CallRailRateLimits ADD COLUMN HourTat TIMESTAMP;
 ALTER TABLE CallRailRateLimits ADD COLUMN DayTat TIMESTAMP;
+
+-- The listing's office_id filter, read from the index too.
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN OfficeId;

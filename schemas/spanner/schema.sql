@@ -166,7 +166,7 @@ CREATE INDEX CallsByCallId ON Calls (CallId);
 -- A tenant's calls, newest first (the API's listing and analytics read this), with the
 -- columns the listing filters on (stored by migrations.sql in deployed databases).
 CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC)
-  STORING (StageStatus, Intent, LeadScore, IsSpam),
+  STORING (StageStatus, Intent, LeadScore, IsSpam, OfficeId),
   INTERLEAVE IN Tenants;
 
 -- GCRA state of the per-account CallRail rate limit, shared by every function instance

@@ -272,7 +272,9 @@ def test_filters_select_the_right_calls(
     insert_call(
         database, tenant, "C2", BASE + timedelta(days=1), Intent="spam", LeadScore=2, IsSpam=True
     )
-    insert_call(database, tenant, "C3", BASE + timedelta(days=2), StageStatus="failed")
+    insert_call(
+        database, tenant, "C3", BASE + timedelta(days=2), StageStatus="failed", OfficeId="east"
+    )
     api = api_as(tenant)
 
     def ids(**query: Any) -> list[str]:
@@ -286,6 +288,8 @@ def test_filters_select_the_right_calls(
     assert ids(spam="true") == ["C2"]
     assert ids(spam="false") == ["C3", "C1"]
     assert ids(status="failed") == ["C3"]
+    assert ids(office_id="east") == ["C3"]
+    assert ids(office_id=tenant.office_id) == ["C2", "C1"]
     start = (BASE + timedelta(hours=1)).isoformat()
     assert ids(**{"from": start}) == ["C3", "C2"]
     assert ids(**{"from": start, "to": (BASE + timedelta(days=2)).isoformat()}) == ["C2"]

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from callpipe.analysis import Intent
-from callpipe.ids import TenantId, is_resource_id
+from callpipe.ids import ResourceId, TenantId, is_resource_id
 from callpipe.progress import StageStatus
 
 MAX_PAGE_SIZE = 200
@@ -66,6 +66,7 @@ class ListParams(BaseModel):
     min_lead_score: int | None = Field(default=None, ge=0, le=100)
     spam: bool | None = None
     status: StageStatus | None = None
+    office_id: ResourceId | None = None
 
     @field_validator("received_from", "received_to")
     @classmethod
@@ -385,6 +386,9 @@ class CallQueries:
         if params.status is not None:
             where.append("StageStatus = @status")
             values["status"], types["status"] = params.status.value, param_types.STRING
+        if params.office_id is not None:
+            where.append("OfficeId = @office")
+            values["office"], types["office"] = params.office_id, param_types.STRING
         if params.cursor is not None:
             cursor = Cursor.decode(params.cursor, tenant_id)
             where.append(
