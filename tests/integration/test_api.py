@@ -555,8 +555,8 @@ def test_analytics_match_hand_computed_figures(
         {"detail": "Pasadena", "calls": 2},
     ]
     assert body["average_seconds_webhook_to_analysis"] == 75.0
-    # A5 is spam: counted for Google Ads, out of its average; A3's API view wins over its
-    # webhook; A4 names no source
+    # A5 is spam: counted for Google Ads, out of its average; A3's webhook names no source
+    # (a reconciled call's), its API view does; A4 names none
     assert body["lead_sources"] == [
         {
             "source": "Google Ads",
@@ -586,7 +586,7 @@ def test_analytics_match_hand_computed_figures(
 SOURCES: dict[str, dict[str, Any]] = {
     "A1": {"CallRailCall": {"source": "Google Ads"}},
     "A2": {"Webhook": {"source": "Google Ads"}},
-    "A3": {"Webhook": {"source": "Google Ads"}, "CallRailCall": {"source": "Direct"}},
+    "A3": {"Webhook": {"company_id": "COM1"}, "CallRailCall": {"source": "Direct"}},
     "A5": {"CallRailCall": {"source": "Google Ads"}},
 }
 
@@ -607,13 +607,30 @@ def test_a_call_says_where_it_came_from(
         },
         CallRailCall={"source": "Google Ads", "campaign": "Kitchens 2026", "keywords": None},
     )
+    insert_call(
+        database,
+        tenant,
+        "CALRECONCILED",
+        BASE,
+        Webhook={"company_id": tenant.company_id},  # what reconcile stores: a listing entry
+        CallRailCall={"source": "Google Ads", "campaign": "Kitchens 2026", "medium": "cpc"},
+    )
     status, body = api_as(tenant).get("/api/v1/requests/CALSOURCE")
     assert status == 200, body
+    # all from one record: the webhook names a source, so none of the API view's mixes in
     assert body["attribution"] == {
-        "source": "Google Ads",  # CallRail's API view wins over the webhook
+        "source": "Google Organic",
         "source_name": "Website Pool",
-        "campaign": "Kitchens 2026",
+        "campaign": None,
         "medium": "organic",
+        "keywords": None,
+    }
+    status, body = api_as(tenant).get("/api/v1/requests/CALRECONCILED")
+    assert body["attribution"] == {
+        "source": "Google Ads",
+        "source_name": None,
+        "campaign": "Kitchens 2026",
+        "medium": "cpc",
         "keywords": None,
     }
 

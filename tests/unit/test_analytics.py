@@ -178,3 +178,15 @@ def test_lead_sources_say_which_marketing_brings_calls_and_how_good_they_are() -
             "appointments": 0,
         },
     ]
+
+
+def test_a_year_of_dates_is_a_year_across_a_daylight_saving_change() -> None:
+    """366 dates in New York span 366 days and an hour of real time: still allowed."""
+    new_york = ZoneInfo("America/New_York")
+    now = datetime(2026, 11, 26, tzinfo=UTC)
+    allowed = AnalyticsParams.model_validate({"from": "2023-11-04", "to": "2024-11-04"})
+    start, end = allowed.window(now, new_york)
+    assert end - start == timedelta(days=366, hours=1)
+    too_long = AnalyticsParams.model_validate({"from": "2023-11-04", "to": "2024-11-05"})
+    with pytest.raises(ValueError, match="at most 366 days"):
+        too_long.window(now, new_york)

@@ -543,6 +543,11 @@ def test_analytics_of_one_office_count_its_days_in_its_zone() -> None:
     denver = get(api, path, token, office_id="denver").body
     assert (denver["office_id"], denver["time_zone"]) == ("denver", "America/Denver")
     assert get(api, path, token, office_id="main").body["time_zone"] == "UTC"
+    # an office that names no zone counts its days as the tenant's whole do
+    queries = FakeQueries()
+    queries.time_zones["acme"] = "America/Los_Angeles"
+    main = get(make_api(queries=queries), path, token, office_id="main").body
+    assert main["time_zone"] == "America/Los_Angeles"
     chosen = get(api, path, token, office_id="denver", tz="Asia/Tokyo").body
     assert chosen["time_zone"] == "Asia/Tokyo"
     assert get(api, path, token).body["office_id"] is None

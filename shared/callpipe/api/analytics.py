@@ -27,10 +27,10 @@ MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
 TOP_KEY_DETAILS = 10
 TOP_SOURCES = 20
-# CallRail's marketing source of the call ("Google Ads", "Google Organic", "Direct"...),
-# from its API view, else from the webhook.
+# CallRail's marketing source of the call ("Google Ads", "Google Organic", "Direct"...):
+# the webhook's, else its API view's (a reconciled call's "webhook" is a listing entry).
 SOURCE_EXPRESSION = (
-    "COALESCE(JSON_VALUE(CallRailCall, '$.source'), JSON_VALUE(Webhook, '$.source'))"
+    "COALESCE(JSON_VALUE(Webhook, '$.source'), JSON_VALUE(CallRailCall, '$.source'))"
 )
 # Lead-score histogram buckets (scores are 1-100).
 SCORE_BUCKETS: tuple[tuple[int, int], ...] = ((1, 20), (21, 40), (41, 60), (61, 80), (81, 100))
@@ -86,12 +86,15 @@ class AnalyticsParams(BaseModel):
                 raise ValueError("'to' is too early for a 30-day range; give 'from'") from None
         if start >= end:
             raise ValueError("'from' must be before 'to' (which defaults to now)")
-        if end - start > timedelta(days=MAX_RANGE_DAYS):
-            raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
         try:  # the day buckets are dates of the zone: both ends must have one
-            start.astimezone(zone), (end - timedelta(microseconds=1)).astimezone(zone)
+            first, last = start.astimezone(zone), end.astimezone(zone)
+            (end - timedelta(microseconds=1)).astimezone(zone)
         except (OverflowError, ValueError):
             raise ValueError(f"the range has no dates in {zone.key}") from None
+        # days on the zone's clock: a year of dates spans an hour more or less across a
+        # daylight-saving change, and is still a year
+        if last.replace(tzinfo=None) - first.replace(tzinfo=None) > timedelta(days=MAX_RANGE_DAYS):
+            raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
         return start, end
 
 

@@ -108,6 +108,9 @@ class Recordings(Protocol):
     def for_call(self, uri: str | None, tenant_id: str, call_id: str) -> SignedUrl: ...
 
 
+UNKNOWN_OFFICE_TTL_SECONDS = 5.0
+
+
 class _NotFound(Exception):
     pass
 
@@ -388,12 +391,15 @@ class TenantApi:
         hit, found = self._offices.get((tenant_id, office_id))
         if not hit or found is None:
             found = self._queries.office_time_zone(tenant_id, office_id)
-            self._offices.put((tenant_id, office_id), found)
+            # an office onboarded a moment ago is found within seconds, not a minute
+            ttl = None if found[0] else UNKNOWN_OFFICE_TTL_SECONDS
+            self._offices.put((tenant_id, office_id), found, ttl)
         exists, name = found
         if not exists:
             # the tenant is the caller's already: its office ids are no one else's secret
             raise _NotFound(f"no office {office_id} in tenant {tenant_id}")
-        return _zone_named(name)
+        # an office that names no zone counts its days as the tenant's whole do
+        return _zone_named(name) if name else self._office_zone(tenant_id)
 
 
 def _zone_named(name: str | None) -> ZoneInfo:

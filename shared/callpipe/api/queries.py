@@ -260,13 +260,15 @@ _FIELD_NAMES = {
     "CompletedAt": "completed_at",
     "Analysis": "analysis",
 }
-# Where the call came from, in CallRail's words: its API view of the call, else the
-# webhook (where the medium is utm_medium). Names of the detail's "attribution" object.
+# Where the call came from, in CallRail's words, all from one record: the webhook (where
+# the medium is utm_medium) when it names a source, else CallRail's API view of the call
+# (a reconciled call's "webhook" is a listing entry without them). Names of the detail's
+# "attribution" object: (webhook path, API path).
 ATTRIBUTION: dict[str, tuple[str, str]] = {
     "source": ("$.source", "$.source"),
     "source_name": ("$.source_name", "$.source_name"),
     "campaign": ("$.campaign", "$.campaign"),
-    "medium": ("$.medium", "$.utm_medium"),
+    "medium": ("$.utm_medium", "$.medium"),
     "keywords": ("$.keywords", "$.keywords"),
 }
 _SUMMARY_SELECT = ", ".join(SUMMARY_COLUMNS)
@@ -274,8 +276,9 @@ _DETAIL_SELECT = ", ".join(
     [
         *DETAIL_COLUMNS,
         *(
-            f"COALESCE(JSON_VALUE(CallRailCall, '{api}'), JSON_VALUE(Webhook, '{webhook}'))"
-            for api, webhook in ATTRIBUTION.values()
+            "IF(JSON_VALUE(Webhook, '$.source') IS NOT NULL, "
+            f"JSON_VALUE(Webhook, '{webhook}'), JSON_VALUE(CallRailCall, '{api}'))"
+            for webhook, api in ATTRIBUTION.values()
         ),
     ]
 )
