@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from callpipe.ratelimit import MIN_BUDGET, RateLimit
+from callpipe.ratelimit import RateLimit
 
 
 class Environment(StrEnum):
@@ -194,10 +194,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _callrail_budgets(self) -> Settings:
-        for name in ("CALLRAIL_RATE_LIMIT_PER_HOUR", "CALLRAIL_RATE_LIMIT_PER_DAY"):
-            value = getattr(self, name.lower())
-            if 0 < value < MIN_BUDGET:
-                raise ValueError(f"{name} must be 0 (no budget) or at least {MIN_BUDGET}")
+        try:  # refused at start, not when a step first calls CallRail
+            self.callrail_rate_limit()
+        except ValueError as error:
+            raise ValueError(
+                f"CALLRAIL_RATE_LIMIT_PER_HOUR/_PER_DAY: {error}; 0 means no budget"
+            ) from None
         return self
 
     def callrail_rate_limit(self) -> RateLimit:

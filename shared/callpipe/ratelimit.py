@@ -51,8 +51,6 @@ class Window:
     tolerance: timedelta
 
 
-# The longer windows: (column, length in seconds).
-_BUDGET_WINDOWS = (("HourTat", 3600), ("DayTat", 86400))
 MIN_BUDGET = 10
 
 
@@ -67,9 +65,16 @@ class RateLimit:
     def __post_init__(self) -> None:
         if self.per_minute < 1 or self.burst < 1:
             raise ValueError("per_minute and burst must be at least 1")
-        for name, budget in (("per_hour", self.per_hour), ("per_day", self.per_day)):
+        for name, _, _, budget in self._budgets():
             if budget is not None and budget < MIN_BUDGET:
                 raise ValueError(f"{name} must be at least {MIN_BUDGET} (or no budget at all)")
+
+    def _budgets(self) -> tuple[tuple[str, str, int, int | None], ...]:
+        """The longer windows: (setting, TAT column, length in seconds, budget or None)."""
+        return (
+            ("per_hour", "HourTat", 3600, self.per_hour),
+            ("per_day", "DayTat", 86400, self.per_day),
+        )
 
     @property
     def interval(self) -> timedelta:
@@ -81,9 +86,7 @@ class RateLimit:
 
     def windows(self) -> list[Window]:
         windows = [Window("Tat", self.interval, self.tolerance)]
-        for (column, seconds), budget in zip(
-            _BUDGET_WINDOWS, (self.per_hour, self.per_day), strict=True
-        ):
+        for _, column, seconds, budget in self._budgets():
             if budget is None:
                 continue
             # b at once, then the rest spread over the window: b + (budget - b) = budget.

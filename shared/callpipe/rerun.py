@@ -27,6 +27,7 @@ from typing import Any
 from callpipe.callrail.webhook import EventType
 from callpipe.messages import CallWithoutRecording
 from callpipe.publishing import Publisher
+from callpipe.wiring import Lazy
 
 # Calls stored without a result because a step failed, not because there was nothing to
 # work on (no recording, no speech).
@@ -104,12 +105,27 @@ def plan(calls: list[StoredCall], recording_exists: Callable[[str], bool]) -> li
     return planned
 
 
-def gcs_object_exists(uri: str) -> bool:
-    """Whether the ``gs://bucket/name`` object exists (the caller's credentials)."""
+def _bucket_and_name(uri: str) -> tuple[str, str]:
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    return bucket, name
+
+
+def gcs_object_exists() -> Callable[[str], bool]:
+    """Whether a ``gs://bucket/name`` object exists (the caller's credentials), with one
+    Storage client for all the calls asked about."""
+    client: Lazy[Any] = Lazy(_storage_client)
+
+    def exists(uri: str) -> bool:
+        bucket, name = _bucket_and_name(uri)
+        return bool(client.get().bucket(bucket).blob(name).exists())
+
+    return exists
+
+
+def _storage_client() -> Any:
     from google.cloud import storage  # type: ignore[attr-defined]
 
-    bucket, _, name = uri.removeprefix("gs://").partition("/")
-    return bool(storage.Client().bucket(bucket).blob(name).exists())
+    return storage.Client()
 
 
 def failed_calls(
@@ -157,7 +173,7 @@ def announcement(
     attributes = {"tenant_id": call.tenant_id, "call_id": call.call_id}
     attributes["correlation_id"] = correlation_id
     if from_recording and call.recording_uri and call.recording_uri.startswith("gs://"):
-        bucket, _, name = call.recording_uri.removeprefix("gs://").partition("/")
+        bucket, name = _bucket_and_name(call.recording_uri)
         metadata = {"correlation_id": correlation_id, "office_id": call.office_id}
         if call.recording_seconds is not None:
             metadata["duration_seconds"] = str(round(call.recording_seconds))

@@ -388,8 +388,8 @@ class TenantApi:
 
     def _one_office_zone(self, tenant_id: str, office_id: str) -> ZoneInfo:
         """The office's time zone (UTC when its row names none); 404 for no such office."""
-        hit, found = self._offices.get((tenant_id, office_id))
-        if not hit or found is None:
+        _, found = self._offices.get((tenant_id, office_id))
+        if found is None:
             found = self._queries.office_time_zone(tenant_id, office_id)
             # an office onboarded a moment ago is found within seconds, not a minute
             ttl = None if found[0] else UNKNOWN_OFFICE_TTL_SECONDS

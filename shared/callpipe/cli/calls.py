@@ -105,7 +105,7 @@ def rerun(
         start = moment_option(since, "--since")
         calls = failed_calls(database, start, tenant, limit)
     config = settings()
-    planned = plan(calls, gcs_object_exists)
+    planned = plan(calls, gcs_object_exists())
     shown: list[dict[str, Any]] = []
 
     def say(item: Planned, result: Rerun | None) -> None:
