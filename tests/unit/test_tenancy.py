@@ -163,6 +163,25 @@ def test_inactive_tokens_are_skipped_and_their_secrets_not_read(
     assert secret_store.reads == [signing_token_secret_name(COMPANY_ID, "tokactive")]
 
 
+def resolve_with_secrets(
+    companies: InMemoryCompanies,
+    secret_store: DictSecretStore,
+    monotonic: FakeMonotonic,
+    secrets: dict[str, str | None],
+) -> ResolvedCompany:
+    """The company with one active token per key of ``secrets``, each secret holding its
+    value (None: no secret at all), resolved by a fresh directory."""
+    companies.mappings = [company_mapping(tuple(token_ref(token_id) for token_id in secrets))]
+    for token_id, value in secrets.items():
+        if value is not None:
+            secret_store.put(signing_token_secret_name(COMPANY_ID, token_id), value)
+    resolved = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic).resolve(
+        [COMPANY_ID]
+    )
+    assert resolved is not None
+    return resolved
+
+
 def test_missing_secret_is_skipped_and_logged_other_tokens_still_used(
     companies: InMemoryCompanies,
     secret_store: DictSecretStore,
@@ -170,12 +189,9 @@ def test_missing_secret_is_skipped_and_logged_other_tokens_still_used(
     capture_logs: Callable[[str], LogCapture],
 ) -> None:
     logs = capture_logs("callpipe.tenancy")
-    companies.mappings = [company_mapping((token_ref("tokgone"), token_ref("tokthere")))]
-    secret_store.put(signing_token_secret_name(COMPANY_ID, "tokthere"), "there-secret")
-    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic)
-
-    resolved = directory.resolve([COMPANY_ID])
-    assert resolved is not None
+    resolved = resolve_with_secrets(
+        companies, secret_store, monotonic, {"tokgone": None, "tokthere": "there-secret"}
+    )
     assert resolved.tokens == (SigningToken("tokthere", "there-secret"),)
     (entry,) = logs.records()
     assert entry["severity"] == "ERROR"
@@ -192,13 +208,12 @@ def test_a_token_written_by_hand_with_its_newline_still_verifies(
     """`echo TOKEN | gcloud secrets versions add` stores the newline; CallRail signs with
     the token alone. An empty secret is no token, and says so."""
     logs = capture_logs("callpipe.tenancy")
-    companies.mappings = [company_mapping((token_ref("tokecho"), token_ref("tokempty")))]
-    secret_store.put(signing_token_secret_name(COMPANY_ID, "tokecho"), "echoed-token-value\n")
-    secret_store.put(signing_token_secret_name(COMPANY_ID, "tokempty"), " \n")
-    directory = CompanyDirectory(companies, secret_store, 60, 10, clock=monotonic)
-
-    resolved = directory.resolve([COMPANY_ID])
-    assert resolved is not None
+    resolved = resolve_with_secrets(
+        companies,
+        secret_store,
+        monotonic,
+        {"tokecho": "echoed-token-value\n", "tokempty": " \n"},
+    )
     assert resolved.tokens == (SigningToken("tokecho", "echoed-token-value"),)
     (entry,) = logs.records()
     assert (entry["severity"], entry["token_id"]) == ("ERROR", "tokempty")
