@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -207,19 +207,15 @@ def announcement(
     return notice.to_data(), {**notice.attributes(), **attributes}
 
 
-def rerun(
-    planned: list[Planned],
+def announce_again(
+    item: Planned,
     publisher: Publisher,
     topic: str,
     new_correlation_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-) -> Iterator[Rerun]:
-    """Announce each planned call again on ``topic`` (the recordings topic), one at a
-    time, skipping those left alone; a publish Pub/Sub refuses raises and stops the run
-    (the calls before it are announced)."""
-    for item in planned:
-        if item.left_alone is not None:
-            continue
-        correlation_id = new_correlation_id()
-        data, attributes = announcement(item.call, correlation_id, item.from_recording)
-        message_id = publisher.publish(topic, data, attributes)
-        yield Rerun(item.call, correlation_id, message_id, "objectId" in attributes)
+) -> Rerun:
+    """Announce a planned call (not one left alone) again on ``topic``, the recordings
+    topic, as a new event of the call; raises what Pub/Sub's refusal raises."""
+    correlation_id = new_correlation_id()
+    data, attributes = announcement(item.call, correlation_id, item.from_recording)
+    message_id = publisher.publish(topic, data, attributes)
+    return Rerun(item.call, correlation_id, message_id, "objectId" in attributes)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from callpipe.messages import RecordingsEvent
-from callpipe.rerun import Planned, StoredCall, announcement, plan, rerun
+from callpipe.rerun import Planned, StoredCall, announce_again, announcement, plan
 from callpipe.transcription import message_call, parse_recording_name
 from tests.unit.conftest import RecordingPublisher
 
@@ -65,7 +65,9 @@ def test_each_rerun_is_a_new_event_of_the_call() -> None:
     publisher = RecordingPublisher()
     ids = iter(["one", "two"])
     planned = [Planned(stored(), True), Planned(stored(call_id="CAL2"), True)]
-    results = list(rerun(planned, publisher, "recordings.stored", lambda: next(ids)))
+    results = [
+        announce_again(item, publisher, "recordings.stored", lambda: next(ids)) for item in planned
+    ]
     assert [r.correlation_id for r in results] == ["one", "two"]
     assert [m.attributes["correlation_id"] for m in publisher.on("recordings.stored")] == [
         "one",
@@ -92,7 +94,11 @@ def test_a_call_whose_recording_is_gone_is_run_again_only_for_its_analysis() -> 
     assert "no longer in the bucket" in (planned[0].left_alone or "")
 
     publisher = RecordingPublisher()
-    ran = list(rerun(planned, publisher, "recordings.stored"))
+    ran = [
+        announce_again(item, publisher, "recordings.stored")
+        for item in planned
+        if item.left_alone is None
+    ]
     assert [r.call.call_id for r in ran] == ["CAL2", "CAL3", "CAL4"]
     notice = RecordingsEvent.from_data(publisher.on("recordings.stored")[0].data).without
     assert notice is not None and "is gone" in notice.detail

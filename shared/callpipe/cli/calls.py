@@ -83,10 +83,10 @@ def rerun(
     from callpipe.rerun import (
         Planned,
         Rerun,
+        announce_again,
         failed_calls,
         gcs_object_exists,
         plan,
-        rerun,
         stored_calls,
     )
     from callpipe.wiring import build_publisher
@@ -136,14 +136,14 @@ def rerun(
             print_json(shown)
         info(f"{runnable} of {len(planned)} calls to run again (dry run)")
         return
-    results = rerun(planned, build_publisher(config), config.recordings_topic)
+    publisher = build_publisher(config)
     announced = 0
     try:
         for item in planned:
             if item.left_alone is not None:
                 say(item, None)
                 continue
-            say(item, next(results))
+            say(item, announce_again(item, publisher, config.recordings_topic))
             announced += 1
     except PublishFailed as error:
         if as_json:
