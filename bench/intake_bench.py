@@ -7,7 +7,10 @@ onboards one tenant, and serves two functions the way production serves intake
 uvicorn worker, or WSGI on gunicorn gthread; the same WORKERS and THREADS):
 
 - ``intake``: functions/intake/main.py, publishing to the Pub/Sub emulator;
-- ``noop``: bench/noop/main.py, which answers 202 without doing anything.
+- ``noop``: bench/noop/main.py, which answers 202 without doing anything;
+- ``floor`` (ASGI only): bench/floor/main.py, which reads the body, publishes it to intake's
+  topic with intake's publisher and answers 202 once Pub/Sub accepted it: what any intake
+  must do, without intake's checks. Its peak bounds what intake can reach here.
 
 Only intake is started, not register-call: the pipeline's subscriptions are pull
 subscriptions (push=False), so published calls wait in Pub/Sub as they would for a
@@ -66,6 +69,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 LUA_SCRIPT = BENCH_DIR / "wrk" / "signed_posts.lua"
 NOOP_SOURCE = BENCH_DIR / "noop" / "main.py"
+FLOOR_SOURCE = BENCH_DIR / "floor" / "main.py"
 RESULTS_DIR = BENCH_DIR / "results"
 
 THROUGHPUT_TARGET = 0.5  # intake's peak accepted req/s over the no-op's
@@ -549,9 +553,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--targets",
-        default="noop,noop-wsgi,intake",
-        help="which targets to measure (noop,noop-wsgi,intake; noop-wsgi only when intake is "
-        "served as ASGI)",
+        default="noop,noop-wsgi,floor,intake",
+        help="which targets to measure (noop,noop-wsgi,floor,intake; noop-wsgi and floor only "
+        "when intake is served as ASGI)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/")
@@ -572,8 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--concurrency takes connection counts between 1 and 256")
     if not 1 <= args.rate_connections <= 256:
         raise SystemExit("--rate-connections takes a count between 1 and 256")
-    if not targets or set(targets) - {"noop", "intake", "noop-wsgi"}:
-        raise SystemExit("--targets takes noop, intake and noop-wsgi")
+    if not targets or set(targets) - {"noop", "intake", "noop-wsgi", "floor"}:
+        raise SystemExit("--targets takes noop, noop-wsgi, floor and intake")
     intake_env: dict[str, str] = {}
     for item in args.intake_env:
         key, sep, value = str(item).partition("=")
@@ -587,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # made background jobs ignore SIGINT
     signal.signal(signal.SIGINT, signal.default_int_handler)
     work_dir = Path(tempfile.mkdtemp(prefix="callpipe-bench-"))
-    ports = pick_free_ports(7)
+    ports = pick_free_ports(8)
     config = StackConfig(
         ports=EmulatorPorts(
             pubsub=ports[0], spanner_grpc=ports[1], spanner_rest=ports[2], gcs=ports[3]
@@ -629,15 +633,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with extra_environ(intake_env):
             stack.start_functions(["intake"])
 
-        def start_noop(name: str, port: int, asgi: bool) -> None:
+        def start_baseline(
+            name: str, port: int, asgi: bool, source: Path, function: str, env: dict[str, str]
+        ) -> None:
             process = ManagedProcess(
                 f"function {name}",
                 [
                     str(Path(sys.executable).parent / "functions-framework"),
                     "--source",
-                    str(NOOP_SOURCE),
+                    str(source),
                     "--target",
-                    "noop_async" if asgi else "noop",
+                    function,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -646,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack.log_dir / f"function-{name}.log",
                 env={
                     **os.environ,
+                    **env,
                     **({"FUNCTION_USE_ASGI": "true"} if asgi else {}),
                     "WORKERS": str(args.workers),
                     "THREADS": str(args.threads),
@@ -659,13 +666,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # the baseline is served exactly as intake is
         noop_port = ports[5]
-        start_noop("noop", noop_port, asgi)
+        start_baseline("noop", noop_port, asgi, NOOP_SOURCE, "noop_async" if asgi else "noop", {})
         # and, for reference, the framework's default (WSGI) when intake is ASGI
         wsgi_port = ports[6]
+        floor_port = ports[7]
         if not asgi:
-            targets = [t for t in targets if t != "noop-wsgi"]
-        elif "noop-wsgi" in targets:
-            start_noop("noop-wsgi", wsgi_port, False)
+            targets = [t for t in targets if t not in ("noop-wsgi", "floor")]
+        if "noop-wsgi" in targets:
+            start_baseline("noop-wsgi", wsgi_port, False, NOOP_SOURCE, "noop", {})
+        if "floor" in targets:
+            # intake's settings (project, emulator, topic), so it publishes where intake does
+            start_baseline("floor", floor_port, asgi, FLOOR_SOURCE, "publish_only", stack.env())
 
         def group(name: str) -> int:
             for process in stack.processes:
@@ -687,7 +698,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"http://127.0.0.1:{wsgi_port}{WEBHOOK_PATH}",
                 group("function noop-wsgi"),
             )
-        order = ["noop", "noop-wsgi", "intake"]  # intake last: the fixed-rate run starts with it
+        if "floor" in targets:
+            all_targets["floor"] = Target(
+                "floor", f"http://127.0.0.1:{floor_port}{WEBHOOK_PATH}", group("function floor")
+            )
+        # intake last: the fixed-rate run starts with it
+        order = ["noop", "noop-wsgi", "floor", "intake"]
         chosen = [all_targets[name] for name in order if name in targets]
         for target in chosen:
             check_accepts(target.url, token)
@@ -809,6 +825,17 @@ def build_report(
             intake_peak.accepted_per_s / wsgi_peak.accepted_per_s, 3
         )
         reference["wsgi_noop_peak_per_s"] = wsgi_peak.accepted_per_s
+    floor_peak = peak("floor")
+    if floor_peak and noop_peak and intake_peak and noop_peak.accepted_per_s > 0:
+        # the bound the round trip itself puts on the throughput target, whatever the checks
+        reference["floor_peak_per_s"] = floor_peak.accepted_per_s
+        reference["floor_over_noop_peak"] = round(
+            floor_peak.accepted_per_s / noop_peak.accepted_per_s, 3
+        )
+        if floor_peak.accepted_per_s > 0:
+            reference["intake_over_floor_peak"] = round(
+                intake_peak.accepted_per_s / floor_peak.accepted_per_s, 3
+            )
     verdict: dict[str, Any] = {}
     if intake_peak and noop_peak and noop_peak.accepted_per_s > 0:
         peak_ratio = round(intake_peak.accepted_per_s / noop_peak.accepted_per_s, 3)
@@ -882,7 +909,14 @@ def print_report(results: Sequence[RunResult], report: dict[str, Any]) -> None:
             + ", ".join(f"{'c=' + k if k != 'peak' else 'peak'} {v:.2f}" for k, v in ratios.items())
         )
     reference = report.get("reference") or {}
-    if reference:
+    if "floor_peak_per_s" in reference:
+        say(
+            f"the floor (body read, published, answered; nothing checked) peaks at "
+            f"{reference['floor_peak_per_s']:.0f}/s: {reference['floor_over_noop_peak']:.2f} "
+            f"of the no-op's peak; intake's peak is "
+            f"{reference.get('intake_over_floor_peak', 0.0):.2f} of the floor's"
+        )
+    if "wsgi_noop_peak_per_s" in reference:
         say(
             f"for reference, intake's peak / the WSGI no-op's peak "
             f"({reference['wsgi_noop_peak_per_s']:.0f}/s): "
