@@ -169,6 +169,13 @@ CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC)
   STORING (StageStatus, Intent, LeadScore, IsSpam, OfficeId),
   INTERLEAVE IN Tenants;
 
+-- A tenant's change feed (the listing's updated_since): its calls, oldest change first,
+-- with the columns the listing filters on. Keys grow with time within a tenant only,
+-- whose calls change at most a few times a second: no write hot spot.
+CREATE INDEX CallsByTenantUpdated ON Calls (TenantId, UpdatedAt)
+  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId),
+  INTERLEAVE IN Tenants;
+
 -- GCRA state of the per-account CallRail rate limit, shared by every function instance
 -- (callpipe.ratelimit): the next "theoretical arrival time" of a request to the account,
 -- in the minute window (Tat) and in the hourly and daily budgets (added by migrations.sql;

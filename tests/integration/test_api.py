@@ -264,6 +264,72 @@ def test_pagination_neither_skips_nor_repeats_while_rows_arrive(
     assert pages >= 5
 
 
+def update_call(database: Any, tenant: Tenant, call_id: str, **cols: Any) -> None:
+    """Change a stored call as a pipeline step does: its UpdatedAt moves to the commit."""
+    from google.cloud.spanner_v1 import COMMIT_TIMESTAMP
+
+    row = {"TenantId": tenant.tenant_id, "CallId": call_id, **cols, "UpdatedAt": COMMIT_TIMESTAMP}
+    with database.batch() as batch:
+        batch.update("Calls", columns=list(row), values=[list(row.values())])
+
+
+def test_the_change_feed_gives_every_change_once_in_commit_order(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant()
+    # received out of order: the feed follows the changes, not the received times
+    for call_id, received in (("C1", BASE), ("C2", BASE - timedelta(days=3)), ("C3", BASE)):
+        insert_call(database, tenant, call_id, received)
+    api = api_as(tenant)
+    path = f"/api/v1/tenants/{tenant.tenant_id}/requests"
+
+    def page(**query: Any) -> tuple[list[str], str | None, list[dict[str, Any]]]:
+        status, body = api.get(path, **query)
+        assert status == 200, body
+        return [i["request_id"] for i in body["items"]], body["next_cursor"], body["items"]
+
+    ids, cursor, items = page(updated_since="2000-01-01T00:00:00Z", limit=2)
+    assert ids == ["C1", "C2"] and cursor is not None
+    assert items[0]["updated_at"] < items[1]["updated_at"]
+    ids, cursor, _ = page(cursor=cursor, limit=2)  # the feed's cursor reads the feed on
+    assert ids == ["C3"] and cursor is not None  # the last page keeps the position
+    caught_up = cursor
+    ids, cursor, _ = page(cursor=caught_up)
+    assert (ids, cursor) == ([], caught_up)  # nothing changed: the same position
+
+    update_call(database, tenant, "C2", Intent="quote_request", LeadScore=77)
+    insert_call(database, tenant, "C4", BASE - timedelta(days=9))
+    ids, cursor, items = page(cursor=caught_up, updated_since="2000-01-01T00:00:00Z")
+    assert ids == ["C2", "C4"]
+    assert (items[0]["intent"], items[0]["lead_score"]) == ("quote_request", 77)
+    # the other filters apply to each call's latest state
+    assert page(cursor=caught_up, min_lead_score=50)[0] == ["C2"]
+    # updated_since alone starts where it says: C1 and C3 changed before C2's update
+    assert page(updated_since=items[0]["updated_at"])[0] == ["C2", "C4"]
+    # the listing is unchanged: newest received first, with when each call last changed
+    ids, cursor, items = page()
+    assert ids == ["C1", "C3", "C2", "C4"] and cursor is None
+    assert all(item["updated_at"] for item in items)
+
+
+def test_a_listing_cursor_is_no_position_in_the_change_feed(
+    make_tenant: Callable[..., Tenant], api_as: Callable[..., Api], database: Any
+) -> None:
+    tenant = make_tenant()
+    for call_id in ("C1", "C2"):
+        insert_call(database, tenant, call_id, BASE)
+    api = api_as(tenant)
+    status, body = api.get("/api/v1/requests", limit=1)
+    assert status == 200 and body["next_cursor"]
+    status, refused = api.get(
+        "/api/v1/requests", cursor=body["next_cursor"], updated_since="2000-01-01T00:00:00Z"
+    )
+    assert status == 400
+    assert refused["details"] == [
+        {"parameter": "cursor", "message": "the cursor belongs to another listing"}
+    ]
+
+
 def test_filters_select_the_right_calls(
     make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
 ) -> None:
@@ -306,6 +372,7 @@ def test_filters_select_the_right_calls(
         ("/api/v1/requests", {"spam": "maybe"}),
         ("/api/v1/requests", {"status": "weird"}),
         ("/api/v1/requests", {"from": "yesterday"}),
+        ("/api/v1/requests", {"updated_since": "yesterday"}),
         ("/api/v1/requests", {"from": "2026-03-02T00:00:00Z", "to": "2026-03-01T00:00:00Z"}),
         ("/api/v1/requests", {"cursor": "not-a-cursor"}),
         ("/api/v1/requests", {"cursor": "eyJ0IjogMX0"}),

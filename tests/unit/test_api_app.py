@@ -554,3 +554,16 @@ def test_analytics_of_one_office_count_its_days_in_its_zone() -> None:
     unknown = get(api, path, token, office_id="nowhere")
     assert (unknown.status, unknown.body["message"]) == (404, "no office nowhere in tenant acme")
     assert get(api, path, token, office_id="../x").status == 400
+
+
+def test_a_cursor_says_which_listing_it_is_a_position_in() -> None:
+    from callpipe.api.queries import Cursor, InvalidParameters
+
+    at = "2026-03-02T12:00:00.123456789Z"
+    listing = Cursor("acme", at, "CAL1")
+    feed = Cursor("acme", at, "CAL1", updated=True)
+    assert Cursor.decode(listing.encode(), "acme") == listing
+    assert Cursor.decode(feed.encode(), "acme") == feed
+    assert listing.encode() != feed.encode()
+    with pytest.raises(InvalidParameters):
+        Cursor.decode(feed.encode(), "other")

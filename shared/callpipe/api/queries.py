@@ -67,8 +67,10 @@ class ListParams(BaseModel):
     spam: bool | None = None
     status: StageStatus | None = None
     office_id: ResourceId | None = None
+    # The change feed: calls changed at or after this moment, oldest change first.
+    updated_since: datetime | None = None
 
-    @field_validator("received_from", "received_to")
+    @field_validator("received_from", "received_to", "updated_since")
     @classmethod
     def _as_utc(cls, value: datetime | None) -> datetime | None:
         return utc_datetime(value)
@@ -114,12 +116,17 @@ def parse_params(model: type[BaseModel], query: dict[str, str]) -> Any:
 
 @dataclass(frozen=True)
 class Cursor:
+    """A position in a tenant's listing: newest received first, or, in the change feed
+    (``updated``), oldest change first."""
+
     tenant_id: str
-    received_at: str  # RFC 3339 with nanoseconds, exactly as Spanner stored it
+    at: str  # RFC 3339 with nanoseconds, exactly as Spanner stored it
     call_id: str
+    updated: bool = False
 
     def encode(self) -> str:
-        raw = json.dumps({"t": self.tenant_id, "r": self.received_at, "c": self.call_id})
+        position = "u" if self.updated else "r"
+        raw = json.dumps({"t": self.tenant_id, position: self.at, "c": self.call_id})
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @staticmethod
@@ -127,8 +134,10 @@ class Cursor:
         try:
             padded = text + "=" * (-len(text) % 4)
             data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-            cursor = Cursor(str(data["t"]), str(data["r"]), str(data["c"]))
-            _timestamp(cursor.received_at)
+            of_feed = "u" in data
+            at = data["u"] if of_feed else data["r"]
+            cursor = Cursor(str(data["t"]), str(at), str(data["c"]), of_feed)
+            _timestamp(cursor.at)
             if not is_resource_id(cursor.call_id):  # it goes into the query
                 raise ValueError("not a call id")
         except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -138,11 +147,15 @@ class Cursor:
             ) from None
         # A cursor from another tenant's listing is refused rather than reinterpreted.
         if cursor.tenant_id != tenant_id:
-            raise InvalidParameters(
-                "invalid cursor",
-                [{"parameter": "cursor", "message": "the cursor belongs to another listing"}],
-            )
+            raise _other_listing()
         return cursor
+
+
+def _other_listing() -> InvalidParameters:
+    return InvalidParameters(
+        "invalid cursor",
+        [{"parameter": "cursor", "message": "the cursor belongs to another listing"}],
+    )
 
 
 def _timestamp(text: str) -> Any:
@@ -193,6 +206,7 @@ SUMMARY_COLUMNS = (
     "Urgency",
     "AppointmentRequested",
     "FollowUpRequired",
+    "UpdatedAt",
 )
 DETAIL_COLUMNS = (
     *SUMMARY_COLUMNS,
@@ -240,6 +254,7 @@ _FIELD_NAMES = {
     "Urgency": "urgency",
     "AppointmentRequested": "appointment_requested",
     "FollowUpRequired": "follow_up_required",
+    "UpdatedAt": "updated_at",
     "StageDetail": "stage_detail",
     "CallRailSpam": "callrail_spam",
     "RecordingUri": "recording_uri",
@@ -282,7 +297,9 @@ _DETAIL_SELECT = ", ".join(
         ),
     ]
 )
-_TIMESTAMPS = {"ReceivedAt", "StartTime", "AnalyzedAt", "CompletedAt"}
+_TIMESTAMPS = {"ReceivedAt", "StartTime", "AnalyzedAt", "CompletedAt", "UpdatedAt"}
+_RECEIVED_AT = SUMMARY_COLUMNS.index("ReceivedAt")
+_UPDATED_AT = SUMMARY_COLUMNS.index("UpdatedAt")
 
 
 def _row_to_dict(columns: tuple[str, ...], row: Any) -> dict[str, Any]:
@@ -392,27 +409,46 @@ class CallQueries:
         if params.office_id is not None:
             where.append("OfficeId = @office")
             values["office"], types["office"] = params.office_id, param_types.STRING
-        if params.cursor is not None:
-            cursor = Cursor.decode(params.cursor, tenant_id)
+        cursor = None if params.cursor is None else Cursor.decode(params.cursor, tenant_id)
+        # the change feed is read with updated_since, or from a position in it
+        feed = params.updated_since is not None or (cursor is not None and cursor.updated)
+        if cursor is not None and cursor.updated != feed:
+            raise _other_listing()  # a position in the listing is none in the feed
+        if params.updated_since is not None:
+            where.append("UpdatedAt >= @since")
+            values["since"], types["since"] = params.updated_since, param_types.TIMESTAMP
+        if cursor is not None:
+            after = ">" if feed else "<"
+            column = "UpdatedAt" if feed else "ReceivedAt"
             where.append(
-                "(ReceivedAt < @cursor_at OR (ReceivedAt = @cursor_at AND CallId > @cursor_id))"
+                f"({column} {after} @cursor_at OR ({column} = @cursor_at AND CallId > @cursor_id))"
             )
-            values["cursor_at"] = _timestamp(cursor.received_at)
+            values["cursor_at"] = _timestamp(cursor.at)
             values["cursor_id"] = cursor.call_id
             types["cursor_at"], types["cursor_id"] = param_types.TIMESTAMP, param_types.STRING
+        if feed:
+            source, order = "CallsByTenantUpdated", "UpdatedAt, CallId"
+        else:
+            source, order = "CallsByTenantReceived", "ReceivedAt DESC, CallId"
         # Only fixed column names and clauses are joined into the SQL; values are bound.
         sql = (
-            f"SELECT {_SUMMARY_SELECT} FROM Calls@{{FORCE_INDEX=CallsByTenantReceived}} "  # noqa: S608
-            f"WHERE {' AND '.join(where)} ORDER BY ReceivedAt DESC, CallId LIMIT @limit"
+            f"SELECT {_SUMMARY_SELECT} FROM Calls@{{FORCE_INDEX={source}}} "  # noqa: S608
+            f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT @limit"
         )
         rows = self._rows(sql, values, types)
         more = len(rows) > params.limit
         rows = rows[: params.limit]
         items = [_row_to_dict(SUMMARY_COLUMNS, row) for row in rows]
         next_cursor = None
-        if more and rows:
+        if rows and (more or feed):
+            # The feed's position is kept even on its last page: a strong read sees every
+            # change committed before it, and Spanner gives any later change a later commit
+            # timestamp, so nothing can appear behind a position once it was read.
             last = rows[-1]
-            next_cursor = Cursor(tenant_id, str(rfc3339(last[4])), str(last[0])).encode()
+            at = last[_UPDATED_AT] if feed else last[_RECEIVED_AT]
+            next_cursor = Cursor(tenant_id, str(rfc3339(at)), str(last[0]), feed).encode()
+        elif feed:
+            next_cursor = params.cursor  # nothing new: poll again from the same position
         return Page(items=items, next_cursor=next_cursor)
 
     def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
