@@ -30,3 +30,14 @@ ALTER TABLE CallRailRateLimits ADD COLUMN DayTat TIMESTAMP;
 
 -- The listing's office_id filter, read from the index too.
 ALTER INDEX CallsByTenantReceived ADD STORED COLUMN OfficeId;
+
+-- The listing's source filter: the call's marketing source, derived from the stored
+-- webhook and API view (backfilled by Spanner for the calls already there), stored in the
+-- listing's index; then the change feed's index, which stores it too.
+ALTER TABLE Calls ADD COLUMN SourceKey STRING(MAX) AS (
+  LOWER(NULLIF(REGEXP_REPLACE(TRIM(COALESCE(JSON_VALUE(Webhook, '$.source'), JSON_VALUE(CallRailCall, '$.source'))), '[[:space:]]+', ' '), ''))
+) STORED;
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN SourceKey;
+CREATE INDEX CallsByTenantUpdated ON Calls (TenantId, UpdatedAt)
+  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey),
+  INTERLEAVE IN Tenants;

@@ -140,6 +140,12 @@ CREATE TABLE Calls (
   ReceivedAt TIMESTAMP NOT NULL,
   CreatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
   UpdatedAt TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),
+  -- CallRail's marketing source of the call, as the listing's source filter and the
+  -- analytics' lead sources compare it: the webhook's, else the API view's; spaces
+  -- collapsed, lower case, NULL when neither names one (added by migrations.sql)
+  SourceKey STRING(MAX) AS (
+    LOWER(NULLIF(REGEXP_REPLACE(TRIM(COALESCE(JSON_VALUE(Webhook, '$.source'), JSON_VALUE(CallRailCall, '$.source'))), '[[:space:]]+', ' '), ''))
+  ) STORED,
 ) PRIMARY KEY (TenantId, CallId),
   INTERLEAVE IN PARENT Tenants ON DELETE CASCADE,
   ROW DELETION POLICY (OLDER_THAN(ReceivedAt, INTERVAL 2555 DAY));
@@ -166,14 +172,15 @@ CREATE INDEX CallsByCallId ON Calls (CallId);
 -- A tenant's calls, newest first (the API's listing and analytics read this), with the
 -- columns the listing filters on (stored by migrations.sql in deployed databases).
 CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC)
-  STORING (StageStatus, Intent, LeadScore, IsSpam, OfficeId),
+  STORING (StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey),
   INTERLEAVE IN Tenants;
 
 -- A tenant's change feed (the listing's updated_since): its calls, oldest change first,
--- with the columns the listing filters on. Keys grow with time within a tenant only,
+-- with the columns the listing filters on (created by migrations.sql in deployed
+-- databases, after the column it stores). Keys grow with time within a tenant only,
 -- whose calls change at most a few times a second: no write hot spot.
 CREATE INDEX CallsByTenantUpdated ON Calls (TenantId, UpdatedAt)
-  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId),
+  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey),
   INTERLEAVE IN Tenants;
 
 -- GCRA state of the per-account CallRail rate limit, shared by every function instance

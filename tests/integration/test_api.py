@@ -57,7 +57,7 @@ def token_for(key: str, tenant: str | None, operator: bool = False, **kwargs: An
 def insert_call(
     database: Any, tenant: Tenant, call_id: str, received: datetime, **cols: Any
 ) -> None:
-    from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, JsonObject
+    from google.cloud.spanner_v1 import COMMIT_TIMESTAMP
 
     row: dict[str, Any] = {
         "TenantId": tenant.tenant_id,
@@ -71,11 +71,16 @@ def insert_call(
         "CreatedAt": COMMIT_TIMESTAMP,
         "UpdatedAt": COMMIT_TIMESTAMP,
     }
-    for name, value in cols.items():
-        json_columns = ("Analysis", "TranscriptSegments", "Webhook", "CallRailCall")
-        row[name] = JsonObject(value) if name in json_columns else value
+    row.update(_spanner_values(cols))
     with database.batch() as batch:
         batch.insert("Calls", columns=list(row), values=[list(row.values())])
+
+
+def _spanner_values(cols: dict[str, Any]) -> dict[str, Any]:
+    from google.cloud.spanner_v1 import JsonObject
+
+    json_columns = ("Analysis", "TranscriptSegments", "Webhook", "CallRailCall")
+    return {name: JsonObject(v) if name in json_columns else v for name, v in cols.items()}
 
 
 SPEC: dict[str, Any] = yaml.safe_load((REPO / "schemas/openapi.yaml").read_text())
@@ -268,7 +273,12 @@ def update_call(database: Any, tenant: Tenant, call_id: str, **cols: Any) -> Non
     """Change a stored call as a pipeline step does: its UpdatedAt moves to the commit."""
     from google.cloud.spanner_v1 import COMMIT_TIMESTAMP
 
-    row = {"TenantId": tenant.tenant_id, "CallId": call_id, **cols, "UpdatedAt": COMMIT_TIMESTAMP}
+    row = {
+        "TenantId": tenant.tenant_id,
+        "CallId": call_id,
+        **_spanner_values(cols),
+        "UpdatedAt": COMMIT_TIMESTAMP,
+    }
     with database.batch() as batch:
         batch.update("Calls", columns=list(row), values=[list(row.values())])
 
@@ -700,6 +710,53 @@ def test_a_call_says_where_it_came_from(
         "medium": "cpc",
         "keywords": None,
     }
+
+
+def test_the_listing_shows_one_marketing_source_as_analytics_names_it(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant()
+    # the webhook's source wins over the API view's, as in the call's attribution
+    insert_call(
+        database,
+        tenant,
+        "C1",
+        BASE,
+        Webhook={"source": " Google  Ads"},
+        CallRailCall={"source": "Direct"},
+    )
+    insert_call(
+        database, tenant, "C2", BASE - timedelta(hours=1), CallRailCall={"source": "Direct"}
+    )
+    insert_call(database, tenant, "C3", BASE - timedelta(hours=2), Webhook={"source": ""})
+    insert_call(database, tenant, "C4", BASE - timedelta(hours=3))
+    insert_call(database, tenant, "C5", BASE - timedelta(hours=4), Webhook={"source": "google ads"})
+    api = api_as(tenant)
+    status, analytics = api.get(
+        f"/api/v1/tenants/{tenant.tenant_id}/analytics",
+        **{"from": "2026-03-01", "to": "2026-03-03"},
+    )
+    assert status == 200, analytics
+    # one spelling of each source is shown (the first met): compared in lower case here
+    names = {row["source"].lower(): row["calls"] for row in analytics["lead_sources"]}
+    assert names == {"google ads": 2, "direct": 1, "unknown": 2}
+
+    def ids(source: str, **query: Any) -> list[str]:
+        status, body = api.get("/api/v1/requests", source=source, **query)
+        assert status == 200, body
+        return [item["request_id"] for item in body["items"]]
+
+    # each name analytics shows finds its calls, in any case and spacing
+    assert ids("Google Ads") == ["C1", "C5"]
+    assert ids("GOOGLE ADS ") == ["C1", "C5"]
+    assert ids("Direct") == ["C2"]
+    assert ids("unknown") == ["C3", "C4"]
+    assert ids("Google") == []
+    assert ids("Google Ads", updated_since="2000-01-01T00:00:00Z") == ["C1", "C5"]
+    # a source filled in later (the API view fetched) moves the call into it
+    update_call(database, tenant, "C4", CallRailCall={"source": "Direct"})
+    assert ids("Direct") == ["C2", "C4"]
+    assert api.get("/api/v1/requests", source="  ")[0] == 400
 
 
 def test_analytics_count_days_in_the_offices_time_zone(

@@ -37,6 +37,15 @@ class InvalidParameters(ValueError):
         self.details = details or []
 
 
+def source_key(name: str) -> str:
+    """A marketing source as Calls.SourceKey keeps it: spaces collapsed, lower case."""
+    return " ".join(name.split()).lower()
+
+
+# what analytics calls the calls whose source CallRail did not name
+UNKNOWN_SOURCE = "unknown"
+
+
 def utc_datetime(value: datetime | None) -> datetime | None:
     """In UTC; one without an offset is read as UTC rather than refused (simpler for curl).
 
@@ -67,6 +76,8 @@ class ListParams(BaseModel):
     spam: bool | None = None
     status: StageStatus | None = None
     office_id: ResourceId | None = None
+    # CallRail's marketing source, as analytics' lead_sources names it (any case)
+    source: str | None = Field(default=None, min_length=1, max_length=200)
     # The change feed: calls changed at or after this moment, oldest change first.
     updated_since: datetime | None = None
 
@@ -74,6 +85,16 @@ class ListParams(BaseModel):
     @classmethod
     def _as_utc(cls, value: datetime | None) -> datetime | None:
         return utc_datetime(value)
+
+    @field_validator("source")
+    @classmethod
+    def _source_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = source_key(value)
+        if not key:
+            raise ValueError("the source must name one")
+        return key
 
     @model_validator(mode="after")
     def _ordered(self) -> ListParams:
@@ -409,6 +430,11 @@ class CallQueries:
         if params.office_id is not None:
             where.append("OfficeId = @office")
             values["office"], types["office"] = params.office_id, param_types.STRING
+        if params.source is not None:
+            # analytics counts the calls without a source under "unknown"
+            unnamed = " OR SourceKey IS NULL" if params.source == UNKNOWN_SOURCE else ""
+            where.append(f"(SourceKey = @source{unnamed})")
+            values["source"], types["source"] = params.source, param_types.STRING
         cursor = None if params.cursor is None else Cursor.decode(params.cursor, tenant_id)
         # the change feed is read with updated_since, or from a position in it
         feed = params.updated_since is not None or (cursor is not None and cursor.updated)
