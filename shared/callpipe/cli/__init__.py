@@ -26,6 +26,7 @@ from callpipe.cli import (
 from callpipe.cli.common import cloud_error_message
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help=(
         "Operate the CallRail call pipeline: onboard tenants, sign and send webhooks, "
         "replay quarantined and dead-lettered messages, run the local stack."

@@ -12,7 +12,9 @@ from callpipe.cli.common import fail, info, moment_option, print_json, settings
 from callpipe.operations import find_calls, status_report
 
 app = typer.Typer(
-    help="Look up calls: every stage with its status, attempts and detail.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="Look up calls: every stage with its status, attempts and detail.",
+    no_args_is_help=True,
 )
 
 
@@ -75,10 +77,12 @@ def rerun(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per call.")] = False,
 ) -> None:
-    """Run calls through transcription and analysis again: after Speech-to-Text or Vertex AI
-    refused them or stayed down (such calls are stored without the result, not
-    dead-lettered), or to analyse a call again. A transcript stored next to the recording
-    is reused; the newest analysis is kept."""
+    """Run calls through transcription and analysis again (failed ones, or one to redo).
+
+    For calls stored without a transcript or an analysis after Speech-to-Text or Vertex AI
+    refused them or stayed down (such calls are not dead-lettered), or to analyse a call
+    again. A transcript stored next to the recording is reused; the newest analysis is
+    kept."""
     from callpipe.publishing import PublishFailed
     from callpipe.rerun import (
         Planned,

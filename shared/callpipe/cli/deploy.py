@@ -15,6 +15,7 @@ import typer
 from callpipe.cli.common import fail, info, settings
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help="Deployment: function source bundles and the Spanner schema (used by cloudbuild.yaml).",
     no_args_is_help=True,
 )
@@ -78,8 +79,10 @@ def ddl(
         float, typer.Option(help="Seconds to wait for the schema change (index backfills).")
     ] = 1800.0,
 ) -> None:
-    """Bring the database up to the schema file: create the tables and indexes it lacks,
-    then run the migration steps (ADD COLUMN, CREATE INDEX) whose effect is missing.
+    """Bring the database up to the schema file (what it lacks, then the migrations).
+
+    Creates the tables and indexes it lacks, then runs the migration steps (ADD COLUMN,
+    CREATE INDEX...) whose effect is missing.
 
     Targets SPANNER_INSTANCE / SPANNER_DATABASE in GOOGLE_CLOUD_PROJECT (the emulator when
     SPANNER_EMULATOR_HOST is set). Safe to run on every deploy: an up-to-date database is

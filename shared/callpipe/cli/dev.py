@@ -6,7 +6,11 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Run the whole pipeline locally on the emulators.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Run the whole pipeline locally on the emulators.",
+    no_args_is_help=True,
+)
 
 
 @app.command("up")

@@ -23,10 +23,14 @@ from callpipe.replay import (
 from callpipe.topology import load_topology
 
 quarantine_app = typer.Typer(
-    help="Webhooks from companies not onboarded yet, kept 7 days for replay.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="Webhooks from companies not onboarded yet, kept 7 days for replay.",
+    no_args_is_help=True,
 )
 dlq_app = typer.Typer(
-    help="Dead-lettered messages of each step: list and replay.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="Dead-lettered messages of each step: list and replay.",
+    no_args_is_help=True,
 )
 
 QUARANTINE_HOLD = "webhooks.quarantine.hold"

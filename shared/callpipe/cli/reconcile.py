@@ -45,10 +45,12 @@ def reconcile(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per call.")] = False,
 ) -> None:
-    """List the tenant's calls from the CallRail API and queue each one the pipeline has
-    no row of, as its Post-Call would have been (CallRail never sends a failed webhook
-    again). Safe to run again: a call is queued under its Post-Call's event key, so it
-    enters the pipeline once."""
+    """Queue the tenant's calls that CallRail has and the pipeline missed (lost webhooks).
+
+    Lists the tenant's calls from the CallRail API and queues each one the pipeline has no
+    row of, as its Post-Call would have been (CallRail never sends a failed webhook again).
+    Safe to run again: a call is queued under its Post-Call's event key, so it enters the
+    pipeline once."""
     from callpipe.cli.tenants import _repository
     from callpipe.pipeline_wiring import build_reconciler
     from callpipe.wiring import build_publisher

@@ -10,6 +10,7 @@ import typer
 from callpipe.cli.common import fail, print_json, settings
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help="The scheduled messages of schemas/pipeline.yaml (Cloud Scheduler jobs in production, "
     "run by `make run` locally).",
     no_args_is_help=True,
@@ -44,8 +45,9 @@ def list_schedules(
 def run_schedule(
     name: Annotated[str, typer.Argument(help="The schedule to run now (see `schedules list`).")],
 ) -> None:
-    """Publish the schedule's message now, as its job would (`gcloud scheduler jobs run`
-    does the same in production)."""
+    """Publish the schedule's message now, as its job would.
+
+    In production, `gcloud scheduler jobs run` does the same."""
     from callpipe.schedules import scheduled_message
     from callpipe.topology import load_topology
     from callpipe.wiring import build_publisher

@@ -7,7 +7,9 @@ import typer
 from callpipe.schema_gen import MESSAGES_DIR, stale_schemas, write_schemas
 
 app = typer.Typer(
-    help="JSON Schemas of the Pub/Sub messages, generated from the models.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="JSON Schemas of the Pub/Sub messages, generated from the models.",
+    no_args_is_help=True,
 )
 
 

@@ -11,6 +11,7 @@ import typer
 from callpipe.simulator.commands import build_demo, serve
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help="A local CallRail API v3 simulator (calls, recordings, rate limits, faults).",
     no_args_is_help=True,
 )

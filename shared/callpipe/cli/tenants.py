@@ -27,6 +27,7 @@ from callpipe.tenancy import (
 from callpipe.wiring import backend_mismatch, build_secret_store
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help="Onboard tenants (businesses) and manage their CallRail companies and tokens.",
     no_args_is_help=True,
 )

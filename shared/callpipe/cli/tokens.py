@@ -25,7 +25,9 @@ from callpipe.ids import InvalidIdentifier, check_tenant_id
 from callpipe.secrets import SecretNotFound, SecretStoreUnavailable
 from callpipe.wiring import build_secret_store
 
-app = typer.Typer(help="Mint bearer tokens for the tenant API.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown", help="Mint bearer tokens for the tenant API.", no_args_is_help=True
+)
 
 
 @app.callback()
@@ -50,7 +52,7 @@ def issue(
         str | None, typer.Option("--subject", help="The 'sub' claim (who the token is for).")
     ] = None,
 ) -> None:
-    """Print a signed JWT for ``Authorization: Bearer <token>``."""
+    """Print a signed JWT for the API's `Authorization: Bearer <token>` header."""
     if tenant is None and not operator:
         fail("name the tenant with --tenant, or pass --operator")
     if tenant is not None:

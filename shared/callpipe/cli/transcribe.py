@@ -80,8 +80,10 @@ def transcribe(
         bool, typer.Option("--no-diarization", help="Do not tell the speakers apart.")
     ] = False,
 ) -> None:
-    """Transcribe a recording on this machine: one line per segment with its start time and
-    speaker, or the whole Transcript as JSON."""
+    """Transcribe a recording on this machine: a line per segment (time, speaker), or JSON.
+
+    Each line gives the segment's start time and speaker; --json prints the whole
+    Transcript."""
     from callpipe.engines import build_transcriber, speech_engine_name
     from callpipe.speech.local import LocalWhisperTranscriber
 

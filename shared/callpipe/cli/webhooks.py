@@ -21,7 +21,9 @@ from callpipe.demo import (
 )
 
 app = typer.Typer(
-    help="Make, sign and send CallRail-shaped webhooks to an intake.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="Make, sign and send CallRail-shaped webhooks to an intake.",
+    no_args_is_help=True,
 )
 
 
