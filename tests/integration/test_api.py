@@ -322,6 +322,23 @@ def test_the_change_feed_gives_every_change_once_in_commit_order(
     assert all(item["updated_at"] for item in items)
 
 
+def test_an_empty_first_page_of_the_feed_gives_a_position_to_poll_from(
+    make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
+) -> None:
+    tenant = make_tenant()
+    insert_call(database, tenant, "C1", BASE)
+    api = api_as(tenant)
+    since = datetime.now(UTC).isoformat()  # after C1's change was committed
+    status, body = api.get("/api/v1/requests", updated_since=since)
+    assert status == 200 and body["items"] == [] and body["next_cursor"]
+    start = body["next_cursor"]
+    assert api.get("/api/v1/requests", cursor=start)[1]["items"] == []
+    insert_call(database, tenant, "C2", BASE)
+    status, body = api.get("/api/v1/requests", cursor=start)
+    assert status == 200, body
+    assert [item["request_id"] for item in body["items"]] == ["C2"]
+
+
 def test_a_listing_cursor_is_no_position_in_the_change_feed(
     make_tenant: Callable[..., Tenant], api_as: Callable[..., Api], database: Any
 ) -> None:
@@ -731,6 +748,10 @@ def test_the_listing_shows_one_marketing_source_as_analytics_names_it(
     insert_call(database, tenant, "C3", BASE - timedelta(hours=2), Webhook={"source": ""})
     insert_call(database, tenant, "C4", BASE - timedelta(hours=3))
     insert_call(database, tenant, "C5", BASE - timedelta(hours=4), Webhook={"source": "google ads"})
+    # a no-break space is no space to Spanner's regular expressions: another source
+    insert_call(
+        database, tenant, "C6", BASE - timedelta(hours=5), Webhook={"source": "Google\u00a0Ads"}
+    )
     api = api_as(tenant)
     status, analytics = api.get(
         f"/api/v1/tenants/{tenant.tenant_id}/analytics",
@@ -739,12 +760,17 @@ def test_the_listing_shows_one_marketing_source_as_analytics_names_it(
     assert status == 200, analytics
     # one spelling of each source is shown (the first met): compared in lower case here
     names = {row["source"].lower(): row["calls"] for row in analytics["lead_sources"]}
-    assert names == {"google ads": 2, "direct": 1, "unknown": 2}
+    assert names == {"google ads": 2, "google\u00a0ads": 1, "direct": 1, "unknown": 2}
 
     def ids(source: str, **query: Any) -> list[str]:
         status, body = api.get("/api/v1/requests", source=source, **query)
         assert status == 200, body
         return [item["request_id"] for item in body["items"]]
+
+    # each source as analytics names it finds exactly its calls
+    for figures in analytics["lead_sources"]:
+        assert len(ids(figures["source"])) == figures["calls"], figures
+    assert ids("Google\u00a0Ads") == ["C6"]
 
     # each name analytics shows finds its calls, in any case and spacing
     assert ids("Google Ads") == ["C1", "C5"]

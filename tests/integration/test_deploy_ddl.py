@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,7 @@ def test_a_database_of_the_previous_release_is_migrated_to_the_repository_schema
     database = make_database([released(statement) for statement in schema])
     assert not any("SourceKey" in statement for statement in _current(database))
     assert not any("ROW DELETION" in statement for statement in _current(database))
+    _insert_call_with_source(database, " Google   Ads ")
     result = _ddl(database)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -239,3 +241,23 @@ def test_a_database_of_the_previous_release_is_migrated_to_the_repository_schema
         "applied: CREATE INDEX CallsByTenantUpdated ON Calls (TenantId, UpdatedAt)",
     ]
     _assert_up_to_date(_ddl(database))
+    # the calls already there got their source key when the column was added
+    with database.snapshot() as snapshot:
+        keys = list(snapshot.execute_sql("SELECT SourceKey FROM Calls"))
+    assert keys == [["google ads"]]
+
+
+def _insert_call_with_source(database: Any, source: str) -> None:
+    from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, JsonObject
+
+    with database.batch() as batch:
+        batch.insert(
+            "Tenants",
+            ["TenantId", "Name", "Status", "CreatedAt", "UpdatedAt"],
+            [["acme", "Acme", "active", COMMIT_TIMESTAMP, COMMIT_TIMESTAMP]],
+        )
+        columns = ["TenantId", "CallId", "OfficeId", "CompanyId", "CorrelationId", "Stage"]
+        columns += ["StageStatus", "Webhook", "ReceivedAt", "CreatedAt", "UpdatedAt"]
+        values = ["acme", "CAL1", "main", "COM1", "c" * 32, "register", "ok"]
+        values += [JsonObject({"source": source}), datetime.now(UTC), *[COMMIT_TIMESTAMP] * 2]
+        batch.insert("Calls", columns, [values])

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from callpipe.api.queries import UNKNOWN_SOURCE, plain_json, rfc3339, source_key, utc_datetime
+from callpipe.api.queries import plain_json, rfc3339, source_key, source_label, utc_datetime
 from callpipe.ids import ResourceId
 from callpipe.timezones import UTC_ZONE, known_zone
 
@@ -29,8 +29,8 @@ TOP_KEY_DETAILS = 10
 TOP_SOURCES = 20
 # CallRail's marketing source of the call ("Google Ads", "Google Organic", "Direct"...):
 # the webhook's, else its API view's (a reconciled call's "webhook" is a listing entry).
-# Calls.SourceKey (schema.sql), which the listing's source filter reads, is the same
-# choice as source_key() gives it.
+# Its source_key() is Calls.SourceKey (schema.sql), which the listing's source filter
+# reads, so each source analytics names finds its calls there.
 SOURCE_EXPRESSION = (
     "COALESCE(JSON_VALUE(Webhook, '$.source'), JSON_VALUE(CallRailCall, '$.source'))"
 )
@@ -183,7 +183,7 @@ def aggregate(
         source,
     ) in rows:
         total += 1
-        label = " ".join(str(source or "").split()) or UNKNOWN_SOURCE
+        label = source_label(source)
         by_source = sources.setdefault(source_key(label), _SourceFigures(label))
         by_source.calls += 1
         by_day[received.astimezone(zone).date()] += 1

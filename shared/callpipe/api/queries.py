@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,13 +38,24 @@ class InvalidParameters(ValueError):
         self.details = details or []
 
 
-def source_key(name: str) -> str:
-    """A marketing source as Calls.SourceKey keeps it: spaces collapsed, lower case."""
-    return " ".join(name.split()).lower()
-
-
 # what analytics calls the calls whose source CallRail did not name
 UNKNOWN_SOURCE = "unknown"
+# The whitespace that Calls.SourceKey's expression collapses: RE2's [[:space:]] is ASCII
+# only, so a no-break space stays one; str.split() would collapse it too, and a source
+# named with one would be shown under a name the listing's filter cannot find.
+_SOURCE_SPACES = re.compile(r"[\t\n\v\f\r ]+")
+
+
+def source_label(raw: str | None) -> str:
+    """A call's marketing source as analytics shows it: trimmed, each run of spaces as one,
+    or "unknown" when CallRail named none."""
+    return _SOURCE_SPACES.sub(" ", (raw or "").strip()) or UNKNOWN_SOURCE
+
+
+def source_key(name: str) -> str:
+    """A marketing source as Calls.SourceKey keeps it (schema.sql): trimmed, each run of
+    spaces as one, lower case; "" when there is none."""
+    return _SOURCE_SPACES.sub(" ", name.strip()).lower()
 
 
 def utc_datetime(value: datetime | None) -> datetime | None:
@@ -142,7 +154,7 @@ class Cursor:
 
     tenant_id: str
     at: str  # RFC 3339 with nanoseconds, exactly as Spanner stored it
-    call_id: str
+    call_id: str  # in the feed, "" is the position before every call changed at ``at``
     updated: bool = False
 
     def encode(self) -> str:
@@ -159,7 +171,8 @@ class Cursor:
             at = data["u"] if of_feed else data["r"]
             cursor = Cursor(str(data["t"]), str(at), str(data["c"]), of_feed)
             _timestamp(cursor.at)
-            if not is_resource_id(cursor.call_id):  # it goes into the query
+            start = of_feed and cursor.call_id == ""
+            if not start and not is_resource_id(cursor.call_id):  # it goes into the query
                 raise ValueError("not a call id")
         except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise InvalidParameters(
@@ -446,6 +459,8 @@ class CallQueries:
         if cursor is not None:
             after = ">" if feed else "<"
             column = "UpdatedAt" if feed else "ReceivedAt"
+            # the first bound alone is what the index seeks to; the second orders ties
+            where.append(f"{column} {after}= @cursor_at")
             where.append(
                 f"({column} {after} @cursor_at OR ({column} = @cursor_at AND CallId > @cursor_id))"
             )
@@ -474,7 +489,11 @@ class CallQueries:
             at = last[_UPDATED_AT] if feed else last[_RECEIVED_AT]
             next_cursor = Cursor(tenant_id, str(rfc3339(at)), str(last[0]), feed).encode()
         elif feed:
-            next_cursor = params.cursor  # nothing new: poll again from the same position
+            # nothing new: poll again from the same position, or from where the feed was
+            # asked to start
+            next_cursor = params.cursor or (
+                Cursor(tenant_id, str(rfc3339(params.updated_since)), "", True).encode()
+            )
         return Page(items=items, next_cursor=next_cursor)
 
     def get_call(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
