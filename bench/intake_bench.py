@@ -8,9 +8,13 @@ uvicorn worker, or WSGI on gunicorn gthread; the same WORKERS and THREADS):
 
 - ``intake``: functions/intake/main.py, publishing to the Pub/Sub emulator;
 - ``noop``: bench/noop/main.py, which answers 202 without doing anything;
-- ``floor`` (ASGI only): bench/floor/main.py, which reads the body, publishes it to intake's
-  topic with intake's publisher and answers 202 once Pub/Sub accepted it: what any intake
-  must do, without intake's checks. Its peak bounds what intake can reach here.
+- ``floor`` (ASGI only): bench/floor/main.py, which reads the body, publishes it with
+  intake's publisher and answers 202 once Pub/Sub accepted it: what any intake must do,
+  without intake's checks. It publishes to a topic of its own, renewed before each of its
+  runs (intake's subscription keeps what earlier runs published). Its peak bounds what
+  intake can reach here.
+
+Every function gets intake's environment (``--intake-env`` included).
 
 Only intake is started, not register-call: the pipeline's subscriptions are pull
 subscriptions (push=False), so published calls wait in Pub/Sub as they would for a
@@ -387,6 +391,39 @@ class LoadGenerator:
             process.wait(timeout=5)
 
 
+class FloorTopic:
+    """The floor's topic on the emulator, with one pull subscription as intake's has."""
+
+    TOPIC = "bench.floor"
+    SUBSCRIPTION = "bench.floor.sub"
+
+    def __init__(self, project: str, emulator_host: str) -> None:
+        self._project = project
+        self._host = emulator_host
+
+    def renew(self) -> None:
+        """Delete the topic and its subscription with their messages, and create them again."""
+        from google.api_core.exceptions import NotFound
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+        with extra_environ({"PUBSUB_EMULATOR_HOST": self._host}):
+            publisher = pubsub_v1.PublisherClient()
+            subscriber = pubsub_v1.SubscriberClient()
+        topic = publisher.topic_path(self._project, self.TOPIC)
+        subscription = subscriber.subscription_path(self._project, self.SUBSCRIPTION)
+        try:
+            subscriber.delete_subscription(request={"subscription": subscription})
+        except NotFound:
+            pass
+        try:
+            publisher.delete_topic(request={"topic": topic})
+        except NotFound:
+            pass
+        publisher.create_topic(request={"name": topic})
+        subscriber.create_subscription(request={"name": subscription, "topic": topic})
+        subscriber.close()
+
+
 def parse_wrk_output(path: Path, target: str, connections: int, rate: float | None) -> RunResult:
     duration_us = 0
     statuses: dict[int, int] = {}
@@ -634,8 +671,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.start_functions(["intake"])
 
         def start_baseline(
-            name: str, port: int, asgi: bool, source: Path, function: str, env: dict[str, str]
+            name: str, port: int, asgi: bool, source: Path, function: str, extra: dict[str, str]
         ) -> None:
+            # intake's environment, --intake-env included: only the code differs
+            env = {**stack.function_env("intake", port), **intake_env, **extra}
+            env.pop("FUNCTION_USE_ASGI", None)
+            if asgi:
+                env["FUNCTION_USE_ASGI"] = "true"
             process = ManagedProcess(
                 f"function {name}",
                 [
@@ -650,15 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     str(port),
                 ],
                 stack.log_dir / f"function-{name}.log",
-                env={
-                    **os.environ,
-                    **env,
-                    **({"FUNCTION_USE_ASGI": "true"} if asgi else {}),
-                    "WORKERS": str(args.workers),
-                    "THREADS": str(args.threads),
-                    "PORT": str(port),
-                    "PYTHONUNBUFFERED": "1",
-                },
+                env=env,
                 cwd=REPO_ROOT,
             ).start()
             stack.processes.append(process)
@@ -674,9 +708,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets = [t for t in targets if t not in ("noop-wsgi", "floor")]
         if "noop-wsgi" in targets:
             start_baseline("noop-wsgi", wsgi_port, False, NOOP_SOURCE, "noop", {})
+        floor_topic = FloorTopic(stack.config.project, stack.env()["PUBSUB_EMULATOR_HOST"])
         if "floor" in targets:
-            # intake's settings (project, emulator, topic), so it publishes where intake does
-            start_baseline("floor", floor_port, asgi, FLOOR_SOURCE, "publish_only", stack.env())
+            floor_topic.renew()
+            start_baseline(
+                "floor",
+                floor_port,
+                asgi,
+                FLOOR_SOURCE,
+                "publish_only",
+                {"BENCH_FLOOR_TOPIC": FloorTopic.TOPIC},
+            )
 
         def group(name: str) -> int:
             for process in stack.processes:
@@ -717,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def run(target: Target, connections: int, duration: float, rate: float | None) -> RunResult:
             assert loadgen is not None
+            if target.name == "floor":
+                floor_topic.renew()  # no backlog from its earlier runs
             groups = {"function": target.pgid, **emulator_groups}
             return loadgen.run(target, connections, duration, rate, groups)
 

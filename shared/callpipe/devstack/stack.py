@@ -231,6 +231,24 @@ class LocalStack:
                 return {"MAX_DELIVERY_ATTEMPTS": str(sub.max_delivery_attempts)}
         return {}
 
+    def function_env(self, name: str, port: int) -> dict[str, str]:
+        """The environment the step's function is served with, on ``port``."""
+        step = self.topology.steps[name]
+        return {
+            **os.environ,
+            **self.env(),
+            **step.env,
+            **self.config.function_env,
+            **({"FUNCTION_USE_ASGI": "true"} if step.asgi else {}),
+            **self._dead_letter_env(name),
+            "WORKERS": str(self.config.function_workers),
+            "THREADS": str(self.config.function_threads),
+            "PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+            # No gRPC channel exists before gunicorn forks; its fork handlers only add risk.
+            "GRPC_ENABLE_FORK_SUPPORT": "false",
+        }
+
     def start_functions(self, steps: list[str] | None = None) -> None:
         bin_dir = Path(sys.executable).parent
         framework = bin_dir / "functions-framework"
@@ -239,20 +257,7 @@ class LocalStack:
             port = self.function_port(name)
             if port_open("127.0.0.1", port):
                 raise StartupError(f"port {port} for the {name} function is already in use")
-            env = {
-                **os.environ,
-                **self.env(),
-                **step.env,
-                **self.config.function_env,
-                **({"FUNCTION_USE_ASGI": "true"} if step.asgi else {}),
-                **self._dead_letter_env(name),
-                "WORKERS": str(self.config.function_workers),
-                "THREADS": str(self.config.function_threads),
-                "PORT": str(port),
-                "PYTHONUNBUFFERED": "1",
-                # No gRPC channel exists before gunicorn forks; its fork handlers only add risk.
-                "GRPC_ENABLE_FORK_SUPPORT": "false",
-            }
+            env = self.function_env(name, port)
             argv = [
                 str(framework),
                 "--source",
