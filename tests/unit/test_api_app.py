@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,10 @@ class FakeQueries:
         self.fail: Exception | None = None
         self.status_reads: list[str] = []
         self.time_zones: dict[str, str] = {}
+        self.offices: dict[tuple[str, str], str | None] = {
+            ("acme", "main"): None,
+            ("acme", "denver"): "America/Denver",
+        }
 
     def tenant_exists(self, tenant_id: str) -> bool:
         return tenant_id in {"acme", "other", "paused"}
@@ -50,10 +55,9 @@ class FakeQueries:
         return self.time_zones.get(tenant_id)
 
     def office_time_zone(self, tenant_id: str, office_id: str) -> tuple[bool, str | None]:
-        offices = {("acme", "main"): None, ("acme", "denver"): "America/Denver"}
-        if (tenant_id, office_id) not in offices:
+        if (tenant_id, office_id) not in self.offices:
             return False, None
-        return True, offices[(tenant_id, office_id)]
+        return True, self.offices[(tenant_id, office_id)]
 
     def list_calls(self, tenant_id: str, params: ListParams) -> Page:
         if self.fail is not None:
@@ -89,7 +93,10 @@ class FakeAnalytics:
 
 
 def make_api(
-    key: Any = lambda: KEY, queries: FakeQueries | None = None, signer: Any = None
+    key: Any = lambda: KEY,
+    queries: FakeQueries | None = None,
+    signer: Any = None,
+    cache_clock: Callable[[], float] = time.monotonic,
 ) -> TenantApi:
     return TenantApi(
         verifier=TokenVerifier(key),
@@ -98,6 +105,7 @@ def make_api(
         recordings=RecordingUrls(signer or EmulatorUrls("http://127.0.0.1:4443"), BUCKET),
         health=lambda: {"status": "ok", "checks": {}},
         clock=lambda: datetime(2026, 3, 1, tzinfo=UTC),
+        cache_clock=cache_clock,
     )
 
 
@@ -554,6 +562,27 @@ def test_analytics_of_one_office_count_its_days_in_its_zone() -> None:
     unknown = get(api, path, token, office_id="nowhere")
     assert (unknown.status, unknown.body["message"]) == (404, "no office nowhere in tenant acme")
     assert get(api, path, token, office_id="../x").status == 400
+
+
+def test_an_office_onboarded_after_a_miss_is_found_within_seconds() -> None:
+    """ "No such office" is remembered 5 s, an office that exists a minute (its zone)."""
+    now = [1000.0]
+    queries = FakeQueries()
+    api = make_api(queries=queries, cache_clock=lambda: now[0])
+    token = issue_token(KEY, tenant_id="acme")
+    path = "/api/v1/tenants/acme/analytics"
+    assert get(api, path, token, office_id="boise").status == 404
+    queries.offices[("acme", "boise")] = "America/Boise"
+    now[0] += 4.0
+    assert get(api, path, token, office_id="boise").status == 404
+    now[0] += 1.5
+    found = get(api, path, token, office_id="boise")
+    assert (found.status, found.body["time_zone"]) == (200, "America/Boise")
+    del queries.offices[("acme", "boise")]
+    now[0] += 55.0
+    assert get(api, path, token, office_id="boise").status == 200
+    now[0] += 6.0
+    assert get(api, path, token, office_id="boise").status == 404
 
 
 def test_a_cursor_says_which_listing_it_is_a_position_in() -> None:

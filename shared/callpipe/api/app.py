@@ -135,6 +135,7 @@ class TenantApi:
         routes: Sequence[Route] = ROUTES,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tenant_status_ttl_seconds: float = 60.0,
+        cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._verifier = verifier
         self._queries = queries
@@ -145,12 +146,14 @@ class TenantApi:
         self._clock = clock
         # whether each tenant may still read, for tenant tokens: a tenant suspended or
         # removed is refused within this long, however long its tokens were issued for
-        self._active: TTLCache[str, bool] = TTLCache(tenant_status_ttl_seconds)
+        self._active: TTLCache[str, bool] = TTLCache(tenant_status_ttl_seconds, clock=cache_clock)
         # the time zone each tenant's offices share (analytics' default days), as long
-        self._office_zones: TTLCache[str, str | None] = TTLCache(tenant_status_ttl_seconds)
+        self._office_zones: TTLCache[str, str | None] = TTLCache(
+            tenant_status_ttl_seconds, clock=cache_clock
+        )
         # each office's own: whether it exists, and its zone (analytics of one office)
         self._offices: TTLCache[tuple[str, str], tuple[bool, str | None]] = TTLCache(
-            tenant_status_ttl_seconds
+            tenant_status_ttl_seconds, clock=cache_clock
         )
 
     def handle(
