@@ -39,5 +39,11 @@ ALTER TABLE Calls ADD COLUMN SourceKey STRING(MAX) AS (
 ) STORED;
 ALTER INDEX CallsByTenantReceived ADD STORED COLUMN SourceKey;
 CREATE INDEX CallsByTenantUpdated ON Calls (TenantId, UpdatedAt)
-  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey),
+  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey,
+    ProjectType, FollowUpRequired, AppointmentRequested),
   INTERLEAVE IN Tenants;
+
+-- The listing's project_type, follow_up_required and appointment_requested filters.
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN ProjectType;
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN FollowUpRequired;
+ALTER INDEX CallsByTenantReceived ADD STORED COLUMN AppointmentRequested;

@@ -172,7 +172,8 @@ CREATE INDEX CallsByCallId ON Calls (CallId);
 -- A tenant's calls, newest first (the API's listing and analytics read this), with the
 -- columns the listing filters on (stored by migrations.sql in deployed databases).
 CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC)
-  STORING (StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey),
+  STORING (StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey, ProjectType,
+    FollowUpRequired, AppointmentRequested),
   INTERLEAVE IN Tenants;
 
 -- A tenant's change feed (the listing's updated_since): its calls, oldest change first,
@@ -180,7 +181,8 @@ CREATE INDEX CallsByTenantReceived ON Calls (TenantId, ReceivedAt DESC)
 -- databases, after the column it stores). Keys grow with time within a tenant only,
 -- whose calls change at most a few times a second: no write hot spot.
 CREATE INDEX CallsByTenantUpdated ON Calls (TenantId, UpdatedAt)
-  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey),
+  STORING (ReceivedAt, StageStatus, Intent, LeadScore, IsSpam, OfficeId, SourceKey,
+    ProjectType, FollowUpRequired, AppointmentRequested),
   INTERLEAVE IN Tenants;
 
 -- GCRA state of the per-account CallRail rate limit, shared by every function instance

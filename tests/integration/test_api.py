@@ -361,9 +361,29 @@ def test_filters_select_the_right_calls(
     make_tenant: Callable[..., Tenant], database: Any, api_as: Callable[..., Api]
 ) -> None:
     tenant = make_tenant()
-    insert_call(database, tenant, "C1", BASE, Intent="quote_request", LeadScore=90, IsSpam=False)
     insert_call(
-        database, tenant, "C2", BASE + timedelta(days=1), Intent="spam", LeadScore=2, IsSpam=True
+        database,
+        tenant,
+        "C1",
+        BASE,
+        Intent="quote_request",
+        ProjectType="kitchen",
+        LeadScore=90,
+        IsSpam=False,
+        FollowUpRequired=True,
+        AppointmentRequested=False,
+    )
+    insert_call(
+        database,
+        tenant,
+        "C2",
+        BASE + timedelta(days=1),
+        Intent="spam",
+        ProjectType="unknown",
+        LeadScore=2,
+        IsSpam=True,
+        FollowUpRequired=False,
+        AppointmentRequested=True,
     )
     insert_call(
         database, tenant, "C3", BASE + timedelta(days=2), StageStatus="failed", OfficeId="east"
@@ -380,6 +400,12 @@ def test_filters_select_the_right_calls(
     assert ids(min_lead_score=50) == ["C1"]
     assert ids(spam="true") == ["C2"]
     assert ids(spam="false") == ["C3", "C1"]
+    assert ids(project_type="kitchen") == ["C1"]
+    assert ids(project_type="roofing") == []
+    assert ids(follow_up_required="true") == ["C1"]
+    assert ids(follow_up_required="false") == ["C3", "C2"]  # C3 is not analysed yet
+    assert ids(appointment_requested="true") == ["C2"]
+    assert ids(appointment_requested="false", updated_since=BASE.isoformat()) == ["C1", "C3"]
     assert ids(status="failed") == ["C3"]
     assert ids(office_id="east") == ["C3"]
     assert ids(office_id=tenant.office_id) == ["C2", "C1"]
@@ -396,6 +422,8 @@ def test_filters_select_the_right_calls(
         ("/api/v1/requests", {"limit": "201"}),
         ("/api/v1/requests", {"min_lead_score": "101"}),
         ("/api/v1/requests", {"intent": "bogus"}),
+        ("/api/v1/requests", {"project_type": "castle"}),
+        ("/api/v1/requests", {"follow_up_required": "maybe"}),
         ("/api/v1/requests", {"spam": "maybe"}),
         ("/api/v1/requests", {"status": "weird"}),
         ("/api/v1/requests", {"from": "yesterday"}),

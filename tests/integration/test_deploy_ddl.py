@@ -239,6 +239,10 @@ def test_a_database_of_the_previous_release_is_migrated_to_the_repository_schema
         "applied: ALTER TABLE Calls ADD COLUMN SourceKey STRING(MAX) AS (",
         "applied: ALTER INDEX CallsByTenantReceived ADD STORED COLUMN SourceKey",
         "applied: CREATE INDEX CallsByTenantUpdated ON Calls (TenantId, UpdatedAt)",
+        *(
+            f"applied: ALTER INDEX CallsByTenantReceived ADD STORED COLUMN {column}"
+            for column in ("ProjectType", "FollowUpRequired", "AppointmentRequested")
+        ),
     ]
     _assert_up_to_date(_ddl(database))
     # the calls already there got their source key when the column was added

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from callpipe.analysis import Intent
+from callpipe.analysis import Intent, ProjectType
 from callpipe.ids import ResourceId, TenantId, is_resource_id
 from callpipe.progress import StageStatus
 
@@ -84,8 +84,12 @@ class ListParams(BaseModel):
     received_from: datetime | None = Field(default=None, alias="from")
     received_to: datetime | None = Field(default=None, alias="to")
     intent: Intent | None = None
+    project_type: ProjectType | None = None
     min_lead_score: int | None = Field(default=None, ge=0, le=100)
     spam: bool | None = None
+    # the callback list and the booked calls (as spam, a call not analysed yet is "false")
+    follow_up_required: bool | None = None
+    appointment_requested: bool | None = None
     status: StageStatus | None = None
     office_id: ResourceId | None = None
     # CallRail's marketing source, as analytics' lead_sources names it (any case)
@@ -433,10 +437,18 @@ class CallQueries:
         if params.min_lead_score is not None:
             where.append("LeadScore >= @min_score")
             values["min_score"], types["min_score"] = params.min_lead_score, param_types.INT64
-        if params.spam is not None:
-            # A call not (yet) analysed has IsSpam NULL: it counts as "not spam".
-            where.append("IFNULL(IsSpam, FALSE) = @spam")
-            values["spam"], types["spam"] = params.spam, param_types.BOOL
+        if params.project_type is not None:
+            where.append("ProjectType = @project")
+            values["project"], types["project"] = params.project_type, param_types.STRING
+        # A call not (yet) analysed has these NULL: it counts as "false".
+        for column, flag, wanted in (
+            ("IsSpam", "spam", params.spam),
+            ("FollowUpRequired", "follow_up", params.follow_up_required),
+            ("AppointmentRequested", "appointment", params.appointment_requested),
+        ):
+            if wanted is not None:
+                where.append(f"IFNULL({column}, FALSE) = @{flag}")
+                values[flag], types[flag] = wanted, param_types.BOOL
         if params.status is not None:
             where.append("StageStatus = @status")
             values["status"], types["status"] = params.status.value, param_types.STRING
