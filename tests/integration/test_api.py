@@ -117,6 +117,13 @@ class Api:
         return response.status_code, body
 
 
+def listed(api: Api, **query: Any) -> list[str]:
+    """The ids of the calls the listing gives the caller, in order."""
+    status, body = api.get("/api/v1/requests", **query)
+    assert status == 200, body
+    return [item["request_id"] for item in body["items"]]
+
+
 @pytest.fixture
 def api_as(client: Any, signing_key: str, operator_key: str) -> Callable[..., Api]:
     def make(tenant: Tenant | None, operator: bool = False) -> Api:
@@ -391,9 +398,7 @@ def test_filters_select_the_right_calls(
     api = api_as(tenant)
 
     def ids(**query: Any) -> list[str]:
-        status, body = api.get("/api/v1/requests", **query)
-        assert status == 200, body
-        return [item["request_id"] for item in body["items"]]
+        return listed(api, **query)
 
     assert ids() == ["C3", "C2", "C1"]
     assert ids(intent="quote_request") == ["C1"]
@@ -791,9 +796,7 @@ def test_the_listing_shows_one_marketing_source_as_analytics_names_it(
     assert names == {"google ads": 2, "google\u00a0ads": 1, "direct": 1, "unknown": 2}
 
     def ids(source: str, **query: Any) -> list[str]:
-        status, body = api.get("/api/v1/requests", source=source, **query)
-        assert status == 200, body
-        return [item["request_id"] for item in body["items"]]
+        return listed(api, source=source, **query)
 
     # each source as analytics names it finds exactly its calls
     for figures in analytics["lead_sources"]:
