@@ -10,11 +10,12 @@ uvicorn worker, or WSGI on gunicorn gthread; the same WORKERS and THREADS):
 - ``noop``: bench/noop/main.py, which answers 202 without doing anything;
 - ``floor`` (ASGI only): bench/floor/main.py, which reads the body, publishes it with
   intake's publisher and answers 202 once Pub/Sub accepted it: what any intake must do,
-  without intake's checks. It publishes to a topic of its own, renewed before each of its
-  runs (intake's subscription keeps what earlier runs published). Its peak bounds what
+  without intake's checks. It publishes to a topic of its own. Its peak bounds what
   intake can reach here.
 
-Every function gets intake's environment (``--intake-env`` included).
+Every function gets intake's environment (``--intake-env`` included), and every run of
+intake or the floor starts without the messages earlier runs left in Pub/Sub (their
+subscriptions are deleted and created again).
 
 Only intake is started, not register-call: the pipeline's subscriptions are pull
 subscriptions (push=False), so published calls wait in Pub/Sub as they would for a
@@ -391,26 +392,36 @@ class LoadGenerator:
             process.wait(timeout=5)
 
 
-class FloorTopic:
-    """The floor's topic on the emulator, with one pull subscription as intake's has."""
+class Backlogs:
+    """Each run starts without the messages earlier runs left in Pub/Sub: intake's topic's
+    subscriptions (nothing consumes them here) and the floor's own topic are emptied by
+    deleting and creating them again, with the same settings."""
 
-    TOPIC = "bench.floor"
-    SUBSCRIPTION = "bench.floor.sub"
+    FLOOR_TOPIC = "bench.floor"
+    FLOOR_SUBSCRIPTION = "bench.floor.sub"
 
-    def __init__(self, project: str, emulator_host: str) -> None:
-        self._project = project
-        self._host = emulator_host
+    def __init__(self, stack: LocalStack) -> None:
+        self._stack = stack
 
-    def renew(self) -> None:
-        """Delete the topic and its subscription with their messages, and create them again."""
-        from google.api_core.exceptions import NotFound
+    def clear(self, target: str) -> None:
+        if target == "floor":
+            self._renew_floor()
+        elif target == "intake":
+            self._renew_intake()
+
+    def _clients(self) -> tuple[Any, Any]:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-        with extra_environ({"PUBSUB_EMULATOR_HOST": self._host}):
-            publisher = pubsub_v1.PublisherClient()
-            subscriber = pubsub_v1.SubscriberClient()
-        topic = publisher.topic_path(self._project, self.TOPIC)
-        subscription = subscriber.subscription_path(self._project, self.SUBSCRIPTION)
+        with extra_environ({"PUBSUB_EMULATOR_HOST": self._stack.env()["PUBSUB_EMULATOR_HOST"]}):
+            return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+
+    def _renew_floor(self) -> None:
+        from google.api_core.exceptions import NotFound
+
+        publisher, subscriber = self._clients()
+        project = self._stack.config.project
+        topic = publisher.topic_path(project, self.FLOOR_TOPIC)
+        subscription = subscriber.subscription_path(project, self.FLOOR_SUBSCRIPTION)
         try:
             subscriber.delete_subscription(request={"subscription": subscription})
         except NotFound:
@@ -422,6 +433,21 @@ class FloorTopic:
         publisher.create_topic(request={"name": topic})
         subscriber.create_subscription(request={"name": subscription, "topic": topic})
         subscriber.close()
+
+    def _renew_intake(self) -> None:
+        from callpipe.config import Settings
+        from callpipe.devstack.provision import provision_pubsub
+
+        _, subscriber = self._clients()
+        project = self._stack.config.project
+        topic = Settings().calls_received_topic
+        for sub in self._stack.topology.subscriptions():
+            if sub.topic == topic:
+                path = subscriber.subscription_path(project, sub.name)
+                subscriber.delete_subscription(request={"subscription": path})
+        subscriber.close()
+        with extra_environ({"PUBSUB_EMULATOR_HOST": self._stack.env()["PUBSUB_EMULATOR_HOST"]}):
+            provision_pubsub(project, self._stack.topology, push=False)
 
 
 def parse_wrk_output(path: Path, target: str, connections: int, rate: float | None) -> RunResult:
@@ -586,7 +612,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment for intake only, e.g. PUBLISH_BATCH_MAX_LATENCY_MS=5",
+        help="extra environment for intake, e.g. PUBLISH_BATCH_MAX_LATENCY_MS=5 (the "
+        "baselines are served with intake's environment, this included)",
     )
     parser.add_argument(
         "--targets",
@@ -673,8 +700,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         def start_baseline(
             name: str, port: int, asgi: bool, source: Path, function: str, extra: dict[str, str]
         ) -> None:
-            # intake's environment, --intake-env included: only the code differs
-            env = {**stack.function_env("intake", port), **intake_env, **extra}
+            # intake's environment, with --intake-env as intake gets it (under what the
+            # stack sets): only the code differs
+            with extra_environ(intake_env):
+                env = {**stack.function_env("intake", port), **extra}
             env.pop("FUNCTION_USE_ASGI", None)
             if asgi:
                 env["FUNCTION_USE_ASGI"] = "true"
@@ -708,16 +737,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets = [t for t in targets if t not in ("noop-wsgi", "floor")]
         if "noop-wsgi" in targets:
             start_baseline("noop-wsgi", wsgi_port, False, NOOP_SOURCE, "noop", {})
-        floor_topic = FloorTopic(stack.config.project, stack.env()["PUBSUB_EMULATOR_HOST"])
+        backlogs = Backlogs(stack)
         if "floor" in targets:
-            floor_topic.renew()
+            backlogs.clear("floor")
             start_baseline(
                 "floor",
                 floor_port,
                 asgi,
                 FLOOR_SOURCE,
                 "publish_only",
-                {"BENCH_FLOOR_TOPIC": FloorTopic.TOPIC},
+                {"BENCH_FLOOR_TOPIC": Backlogs.FLOOR_TOPIC},
             )
 
         def group(name: str) -> int:
@@ -759,8 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def run(target: Target, connections: int, duration: float, rate: float | None) -> RunResult:
             assert loadgen is not None
-            if target.name == "floor":
-                floor_topic.renew()  # no backlog from its earlier runs
+            backlogs.clear(target.name)
             groups = {"function": target.pgid, **emulator_groups}
             return loadgen.run(target, connections, duration, rate, groups)
 
