@@ -798,9 +798,19 @@ def test_the_listing_shows_one_marketing_source_as_analytics_names_it(
     def ids(source: str, **query: Any) -> list[str]:
         return listed(api, source=source, **query)
 
-    # each source as analytics names it finds exactly its calls
+    # each source as analytics names it finds exactly its calls, which name it so too
     for figures in analytics["lead_sources"]:
         assert len(ids(figures["source"])) == figures["calls"], figures
+    status, listing = api.get("/api/v1/requests")
+    shown = {item["request_id"]: item["source"] for item in listing["items"]}
+    assert shown == {
+        "C1": "Google Ads",
+        "C2": "Direct",
+        "C3": None,
+        "C4": None,
+        "C5": "google ads",
+        "C6": "Google\u00a0Ads",
+    }
     assert ids("Google\u00a0Ads") == ["C6"]
 
     # each name analytics shows finds its calls, in any case and spacing

@@ -19,7 +19,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from callpipe.api.queries import plain_json, rfc3339, source_key, source_label, utc_datetime
+from callpipe.api.queries import (
+    SOURCE_EXPRESSION,
+    plain_json,
+    rfc3339,
+    source_key,
+    source_label,
+    utc_datetime,
+)
 from callpipe.ids import ResourceId
 from callpipe.timezones import UTC_ZONE, known_zone
 
@@ -27,13 +34,6 @@ MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
 TOP_KEY_DETAILS = 10
 TOP_SOURCES = 20
-# CallRail's marketing source of the call ("Google Ads", "Google Organic", "Direct"...):
-# the webhook's, else its API view's (a reconciled call's "webhook" is a listing entry).
-# Its source_key() is Calls.SourceKey (schema.sql), which the listing's source filter
-# reads, so each source analytics names finds its calls there.
-SOURCE_EXPRESSION = (
-    "COALESCE(JSON_VALUE(Webhook, '$.source'), JSON_VALUE(CallRailCall, '$.source'))"
-)
 # Lead-score histogram buckets (scores are 1-100).
 SCORE_BUCKETS: tuple[tuple[int, int], ...] = ((1, 20), (21, 40), (41, 60), (61, 80), (81, 100))
 

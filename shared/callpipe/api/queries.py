@@ -245,6 +245,7 @@ SUMMARY_COLUMNS = (
     "AppointmentRequested",
     "FollowUpRequired",
     "UpdatedAt",
+    "Source",
 )
 DETAIL_COLUMNS = (
     *SUMMARY_COLUMNS,
@@ -293,6 +294,7 @@ _FIELD_NAMES = {
     "AppointmentRequested": "appointment_requested",
     "FollowUpRequired": "follow_up_required",
     "UpdatedAt": "updated_at",
+    "Source": "source",
     "StageDetail": "stage_detail",
     "CallRailSpam": "callrail_spam",
     "RecordingUri": "recording_uri",
@@ -324,10 +326,19 @@ ATTRIBUTION: dict[str, tuple[str, str]] = {
     "medium": ("$.utm_medium", "$.medium"),
     "keywords": ("$.keywords", "$.keywords"),
 }
-_SUMMARY_SELECT = ", ".join(SUMMARY_COLUMNS)
+# CallRail's marketing source of the call ("Google Ads", "Google Organic", "Direct"...):
+# the webhook's, else its API view's (a reconciled call's "webhook" is a listing entry).
+# Its source_key() is Calls.SourceKey (schema.sql), which the listing's source filter
+# reads, so each source a call or analytics names finds its calls there.
+SOURCE_EXPRESSION = (
+    "COALESCE(JSON_VALUE(Webhook, '$.source'), JSON_VALUE(CallRailCall, '$.source'))"
+)
+# what is selected for a column that is not one of the table's
+_SELECTED = {"Source": SOURCE_EXPRESSION}
+_SUMMARY_SELECT = ", ".join(_SELECTED.get(column, column) for column in SUMMARY_COLUMNS)
 _DETAIL_SELECT = ", ".join(
     [
-        *DETAIL_COLUMNS,
+        *(_SELECTED.get(column, column) for column in DETAIL_COLUMNS),
         *(
             "IF(JSON_VALUE(Webhook, '$.source') IS NOT NULL, "
             f"JSON_VALUE(Webhook, '{webhook}'), JSON_VALUE(CallRailCall, '{api}'))"
@@ -347,6 +358,9 @@ def _row_to_dict(columns: tuple[str, ...], row: Any) -> dict[str, Any]:
             value = rfc3339(value)
         elif column == "Analysis":
             value = plain_json(value)
+        elif column == "Source":
+            # as analytics labels it, but null rather than "unknown" when there is none
+            value = _SOURCE_SPACES.sub(" ", (value or "").strip()) or None
         out[_FIELD_NAMES[column]] = value
     return out
 
