@@ -393,61 +393,44 @@ class LoadGenerator:
 
 
 class Backlogs:
-    """Each run starts without the messages earlier runs left in Pub/Sub: intake's topic's
-    subscriptions (nothing consumes them here) and the floor's own topic are emptied by
-    deleting and creating them again, with the same settings."""
+    """Each run starts without the messages earlier runs left in Pub/Sub: the subscriptions
+    of intake's topic and of the floor's (nothing consumes them here) are deleted and
+    created again, with the same settings. Made once the stack is provisioned (its
+    environment, the emulator's address included, is this process's then)."""
 
     FLOOR_TOPIC = "bench.floor"
     FLOOR_SUBSCRIPTION = "bench.floor.sub"
 
     def __init__(self, stack: LocalStack) -> None:
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
         self._stack = stack
+        self._subscriber = pubsub_v1.SubscriberClient()
+        project = stack.config.project
+        self._floor_topic = f"projects/{project}/topics/{self.FLOOR_TOPIC}"
+        self._floor_subscription = f"projects/{project}/subscriptions/{self.FLOOR_SUBSCRIPTION}"
+        # the floor's topic, with one subscription as intake's topic has
+        pubsub_v1.PublisherClient().create_topic(request={"name": self._floor_topic})
+        self._subscriber.create_subscription(
+            request={"name": self._floor_subscription, "topic": self._floor_topic}
+        )
 
     def clear(self, target: str) -> None:
         if target == "floor":
-            self._renew_floor()
+            self._subscriber.delete_subscription(request={"subscription": self._floor_subscription})
+            self._subscriber.create_subscription(
+                request={"name": self._floor_subscription, "topic": self._floor_topic}
+            )
         elif target == "intake":
-            self._renew_intake()
+            from callpipe.config import Settings
+            from callpipe.devstack.provision import provision_pubsub
 
-    def _clients(self) -> tuple[Any, Any]:
-        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
-        with extra_environ({"PUBSUB_EMULATOR_HOST": self._stack.env()["PUBSUB_EMULATOR_HOST"]}):
-            return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-
-    def _renew_floor(self) -> None:
-        from google.api_core.exceptions import NotFound
-
-        publisher, subscriber = self._clients()
-        project = self._stack.config.project
-        topic = publisher.topic_path(project, self.FLOOR_TOPIC)
-        subscription = subscriber.subscription_path(project, self.FLOOR_SUBSCRIPTION)
-        try:
-            subscriber.delete_subscription(request={"subscription": subscription})
-        except NotFound:
-            pass
-        try:
-            publisher.delete_topic(request={"topic": topic})
-        except NotFound:
-            pass
-        publisher.create_topic(request={"name": topic})
-        subscriber.create_subscription(request={"name": subscription, "topic": topic})
-        subscriber.close()
-
-    def _renew_intake(self) -> None:
-        from callpipe.config import Settings
-        from callpipe.devstack.provision import provision_pubsub
-
-        _, subscriber = self._clients()
-        project = self._stack.config.project
-        topic = Settings().calls_received_topic
-        for sub in self._stack.topology.subscriptions():
-            if sub.topic == topic:
-                path = subscriber.subscription_path(project, sub.name)
-                subscriber.delete_subscription(request={"subscription": path})
-        subscriber.close()
-        with extra_environ({"PUBSUB_EMULATOR_HOST": self._stack.env()["PUBSUB_EMULATOR_HOST"]}):
-            provision_pubsub(project, self._stack.topology, push=False)
+            project, topology = self._stack.config.project, self._stack.topology
+            for sub in topology.subscriptions():
+                if sub.topic == Settings().calls_received_topic:
+                    path = self._subscriber.subscription_path(project, sub.name)
+                    self._subscriber.delete_subscription(request={"subscription": path})
+            provision_pubsub(project, topology, push=False)
 
 
 def parse_wrk_output(path: Path, target: str, connections: int, rate: float | None) -> RunResult:
@@ -739,7 +722,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             start_baseline("noop-wsgi", wsgi_port, False, NOOP_SOURCE, "noop", {})
         backlogs = Backlogs(stack)
         if "floor" in targets:
-            backlogs.clear("floor")
             start_baseline(
                 "floor",
                 floor_port,

@@ -46,16 +46,21 @@ UNKNOWN_SOURCE = "unknown"
 _SOURCE_SPACES = re.compile(r"[\t\n\v\f\r ]+")
 
 
+def source_name(raw: str | None) -> str | None:
+    """A call's marketing source as a call shows it: trimmed, each run of spaces as one;
+    None when CallRail named none."""
+    return _SOURCE_SPACES.sub(" ", (raw or "").strip()) or None
+
+
 def source_label(raw: str | None) -> str:
-    """A call's marketing source as analytics shows it: trimmed, each run of spaces as one,
-    or "unknown" when CallRail named none."""
-    return _SOURCE_SPACES.sub(" ", (raw or "").strip()) or UNKNOWN_SOURCE
+    """A call's marketing source as analytics shows it: its name, or "unknown"."""
+    return source_name(raw) or UNKNOWN_SOURCE
 
 
 def source_key(name: str) -> str:
-    """A marketing source as Calls.SourceKey keeps it (schema.sql): trimmed, each run of
-    spaces as one, lower case; "" when there is none."""
-    return _SOURCE_SPACES.sub(" ", name.strip()).lower()
+    """A marketing source as Calls.SourceKey keeps it (schema.sql): its name in lower case;
+    "" when there is none."""
+    return (source_name(name) or "").lower()
 
 
 def utc_datetime(value: datetime | None) -> datetime | None:
@@ -359,8 +364,7 @@ def _row_to_dict(columns: tuple[str, ...], row: Any) -> dict[str, Any]:
         elif column == "Analysis":
             value = plain_json(value)
         elif column == "Source":
-            # as analytics labels it, but null rather than "unknown" when there is none
-            value = _SOURCE_SPACES.sub(" ", (value or "").strip()) or None
+            value = source_name(value)
         out[_FIELD_NAMES[column]] = value
     return out
 
