@@ -43,16 +43,32 @@ class StatusReport:
     stuck_total: int = 0  # all of them
 
 
-def find_calls(database: Any, call_id: str, tenant_id: str | None = None) -> list[CallView]:
-    from google.cloud.spanner_v1 import param_types
+@dataclass(frozen=True)
+class CallLookup:
+    """How to read a call by its id, in one tenant or in every tenant that has one: the
+    index hint after ``Calls``, the condition on ``c``, and their bound values."""
 
-    where = "c.CallId = @c" + (" AND c.TenantId = @t" if tenant_id else "")
-    # without the tenant, the key cannot find the call: the CallId index does
-    hint = "" if tenant_id else "@{FORCE_INDEX=CallsByCallId}"
-    params: dict[str, Any] = {"c": call_id}
-    types: dict[str, Any] = {"c": param_types.STRING}
-    if tenant_id:
-        params["t"], types["t"] = tenant_id, param_types.STRING
+    hint: str
+    where: str
+    params: dict[str, Any]
+    types: dict[str, Any]
+
+    @staticmethod
+    def of(call_id: str, tenant_id: str | None = None) -> CallLookup:
+        from google.cloud.spanner_v1 import param_types
+
+        params: dict[str, Any] = {"c": call_id}
+        types: dict[str, Any] = {"c": param_types.STRING}
+        if tenant_id:
+            params["t"], types["t"] = tenant_id, param_types.STRING
+            return CallLookup("", "c.CallId = @c AND c.TenantId = @t", params, types)
+        # without the tenant, the key cannot find the call: the CallId index does
+        return CallLookup("@{FORCE_INDEX=CallsByCallId}", "c.CallId = @c", params, types)
+
+
+def find_calls(database: Any, call_id: str, tenant_id: str | None = None) -> list[CallView]:
+    lookup = CallLookup.of(call_id, tenant_id)
+    hint, where = lookup.hint, lookup.where
     sql = f"""
         SELECT c.TenantId, c.CallId, c.Stage, c.StageStatus, c.ReceivedAt, c.UpdatedAt,
                c.RecordingStatus, c.TranscriptStatus, c.AnalysisStatus, c.LeadScore, c.Intent,
@@ -62,7 +78,7 @@ def find_calls(database: Any, call_id: str, tenant_id: str | None = None) -> lis
         FROM Calls{hint} c WHERE {where}
     """  # noqa: S608 - the only interpolations are fixed clauses
     with database.snapshot() as snapshot:
-        rows = list(snapshot.execute_sql(sql, params=params, param_types=types))
+        rows = list(snapshot.execute_sql(sql, params=lookup.params, param_types=lookup.types))
     return [_view(row) for row in rows]
 
 

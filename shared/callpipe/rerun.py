@@ -17,7 +17,6 @@ is kept.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from datetime import datetime
 from typing import Any
 
 from callpipe.callrail.webhook import EventType
-from callpipe.messages import CallWithoutRecording
+from callpipe.messages import CallWithoutRecording, StoredObjectEvent
+from callpipe.operations import CallLookup
 from callpipe.publishing import Publisher
 from callpipe.wiring import Lazy
 
@@ -82,9 +82,7 @@ class Planned:
 @dataclass(frozen=True)
 class Rerun:
     call: StoredCall
-    correlation_id: str
-    message_id: str
-    from_recording: bool
+    correlation_id: str  # of the new event, to follow the call by
 
 
 def plan(calls: list[StoredCall], recording_exists: Callable[[str], bool]) -> list[Planned]:
@@ -128,6 +126,15 @@ def _storage_client() -> Any:
     return storage.Client()
 
 
+def _stored(
+    database: Any, tail: str, params: dict[str, Any], types: dict[str, Any]
+) -> list[StoredCall]:
+    """The rows of ``SELECT ... FROM Calls<tail>``, ``tail`` holding no input."""
+    sql = f"SELECT {_COLUMNS} FROM Calls{tail}"  # noqa: S608 - fixed clauses; values bound
+    with database.snapshot() as snapshot:
+        return [StoredCall(*row) for row in snapshot.execute_sql(sql, params, types)]
+
+
 def failed_calls(
     database: Any, since: datetime, tenant_id: str | None = None, limit: int = 100
 ) -> list[StoredCall]:
@@ -141,28 +148,15 @@ def failed_calls(
         where += " AND c.TenantId = @tenant"
         params["tenant"] = tenant_id
         types["tenant"] = param_types.STRING
-    sql = (
-        f"SELECT {_COLUMNS} FROM Calls c WHERE {where} "  # noqa: S608 - no input in the text
-        "ORDER BY c.ReceivedAt DESC LIMIT @limit"
+    return _stored(
+        database, f" c WHERE {where} ORDER BY c.ReceivedAt DESC LIMIT @limit", params, types
     )
-    with database.snapshot() as snapshot:
-        return [StoredCall(*row) for row in snapshot.execute_sql(sql, params, types)]
 
 
 def stored_calls(database: Any, call_id: str, tenant_id: str | None = None) -> list[StoredCall]:
     """The call's rows: one per tenant that has a call of that id (one when ``tenant_id``)."""
-    from google.cloud.spanner_v1 import param_types
-
-    params: dict[str, Any] = {"call": call_id}
-    types: dict[str, Any] = {"call": param_types.STRING}
-    where = "c.CallId = @call"
-    if tenant_id is not None:
-        where += " AND c.TenantId = @tenant"
-        params["tenant"] = tenant_id
-        types["tenant"] = param_types.STRING
-    sql = f"SELECT {_COLUMNS} FROM Calls@{{FORCE_INDEX=CallsByCallId}} c WHERE {where}"  # noqa: S608
-    with database.snapshot() as snapshot:
-        return [StoredCall(*row) for row in snapshot.execute_sql(sql, params, types)]
+    lookup = CallLookup.of(call_id, tenant_id)
+    return _stored(database, f"{lookup.hint} c WHERE {lookup.where}", lookup.params, lookup.types)
 
 
 def announcement(
@@ -177,14 +171,14 @@ def announcement(
         metadata = {"correlation_id": correlation_id, "office_id": call.office_id}
         if call.recording_seconds is not None:
             metadata["duration_seconds"] = str(round(call.recording_seconds))
-        notification = {
-            "kind": "storage#object",
-            "name": name,
-            "bucket": bucket,
-            "contentType": call.recording_content_type,
-            "size": None if call.recording_bytes is None else str(call.recording_bytes),
-            "metadata": metadata,
-        }
+        notification = StoredObjectEvent(
+            kind="storage#object",
+            name=name,
+            bucket=bucket,
+            content_type=call.recording_content_type,
+            size=call.recording_bytes,
+            metadata=metadata,
+        )
         # the attributes a bucket notification has, so that tools reading them see one
         attributes |= {
             "bucketId": bucket,
@@ -192,7 +186,8 @@ def announcement(
             "eventType": "OBJECT_FINALIZE",
             "payloadFormat": "JSON_API_V1",
         }
-        return json.dumps(notification).encode("utf-8"), attributes
+        data = notification.model_dump_json(by_alias=True, exclude_none=True)
+        return data.encode("utf-8"), attributes
     notice = CallWithoutRecording(
         tenant_id=call.tenant_id,
         office_id=call.office_id,
@@ -217,5 +212,5 @@ def announce_again(
     topic, as a new event of the call; raises what Pub/Sub's refusal raises."""
     correlation_id = new_correlation_id()
     data, attributes = announcement(item.call, correlation_id, item.from_recording)
-    message_id = publisher.publish(topic, data, attributes)
-    return Rerun(item.call, correlation_id, message_id, "objectId" in attributes)
+    publisher.publish(topic, data, attributes)
+    return Rerun(item.call, correlation_id)
