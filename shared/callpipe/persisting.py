@@ -188,7 +188,7 @@ class PersistCall:
                 )
                 columns["StageDetail"] = f"{took} and the stored analysis; {later}"[:2000]
             transcript_status, transcript_uri = message.transcript_status, message.transcript_uri
-            if message.transcript is None and stored_transcript == "transcribed":
+            if blind:
                 # Two deliveries of one recording's notification, one of which gave up on
                 # the transcription: a message without the transcript never erases it, and
                 # the call, as stored and announced, has that transcript.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
@@ -307,15 +306,11 @@ def test_only_a_dead_letter_of_an_event_the_call_goes_through_is_recorded_on_it(
     from callpipe.progress import Stage
     from callpipe.registration import feeds_the_pipeline
     from callpipe.steps import PermanentError
+    from tests.unit.doubles import Progress
 
-    records: list[tuple[Any, ...]] = []
-
-    class Progress:
-        def record(self, *args: Any, **kwargs: Any) -> None:
-            records.append(args)
-
-    runtime = StepRuntime(lambda m: {}, None, Progress())  # type: ignore[arg-type]
+    progress = Progress()
+    runtime = StepRuntime(lambda m: {}, None, progress)  # type: ignore[arg-type]
     record = runtime.dead_letter_recorder(Stage.REGISTER, feeds_the_pipeline)
     attributes = {"tenant_id": TENANT_ID, "call_id": POST_CALL_ID, "event_type": event_type}
     record(attributes, PermanentError("retries_exhausted", "Spanner did not answer"))
-    assert bool(records) is recorded
+    assert bool(progress.records) is recorded

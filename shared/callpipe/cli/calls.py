@@ -133,28 +133,25 @@ def rerun(
         typer.echo(f"{call.call_id} of {call.tenant_id}: {call.failure}; {verb}: {how}{done}")
 
     runnable = sum(item.left_alone is None for item in planned)
-    if dry_run:
-        for item in planned:
-            say(item, None)
-        if as_json:
-            print_json(shown)
-        info(f"{runnable} of {len(planned)} calls to run again (dry run)")
-        return
-    publisher = build_publisher(config)
+    publisher = None if dry_run else build_publisher(config)
     announced = 0
+    stopped: str | None = None
     try:
         for item in planned:
-            if item.left_alone is not None:
+            if publisher is None or item.left_alone is not None:
                 say(item, None)
                 continue
             say(item, announce_again(item, publisher, config.recordings_topic))
             announced += 1
     except PublishFailed as error:
-        if as_json:
-            print_json(shown)
-        fail(f"{error} (after {announced} of {runnable} calls); run it again to go on")
+        stopped = f"{error} (after {announced} of {runnable} calls); run it again to go on"
     if as_json:
-        print_json(shown)
+        print_json(shown)  # what was done, also when Pub/Sub stopped it
+    if stopped is not None:
+        fail(stopped)
+    if publisher is None:
+        info(f"{runnable} of {len(planned)} calls to run again (dry run)")
+        return
     info(
         f"{announced} of {len(planned)} calls announced on {config.recordings_topic}; "
         "follow one with `callpipe calls show CALL_ID`"
